@@ -1,0 +1,65 @@
+"""Error messages shared by the sync and async halves. None contains a password."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from sqlalchemy import URL
+
+from elefast import _engines, _sql
+from elefast.errors import ServerRejectedError
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of the driver's own message for ``error``."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> str:
+    """Why :meth:`ensure_is_ready` gave up, and what to do."""
+    return (
+        f"PostgreSQL at {_engines.safe_url(url)} did not answer within {timeout:g} s "
+        f"({attempts} attempts; last error: {_sql.hide_secret(first_line(error), url.password)}). "
+        "Start the server, or fix the host and port in the URL."
+    )
+
+
+def rejected(url: URL, reason: str, action: str) -> str:
+    """The server refused us for a reason that retrying cannot fix."""
+    user = url.username or "(default user)"
+    fixes = {
+        "the password was rejected": "Fix the password in the URL.",
+        "the server requires a password": "Put the password in the URL.",
+        "the role does not exist": f"Create the role {user!r}, or use an existing one in the URL.",
+        "the role is unknown or not allowed to connect": (
+            f"Create the role {user!r} or allow it to connect (pg_hba.conf), or use another role."
+        ),
+        "the database does not exist": (
+            "Point the URL at a database that exists (for example /postgres)."
+        ),
+        "the role lacks a permission it needs": (
+            f"Give the role the right to create databases (ALTER ROLE \"{user}\" CREATEDB), "
+            "or use a role that has it."
+        ),
+    }
+    fix = fixes.get(reason, "Check the URL's user, password and database.")
+    return (
+        f"PostgreSQL at {_engines.safe_url(url)} refused to let elefast {action}: {reason}. {fix}"
+    )
+
+
+def raise_if_fatal(error: BaseException, url: URL, action: str = "connect") -> None:
+    """Raise :class:`ServerRejectedError` if ``error`` can never go away by retrying."""
+    reason = _sql.fatal_reason(error)
+    if reason is not None:
+        raise ServerRejectedError(rejected(url, reason, action)) from error
+
+
+def migration_failed(schema: Optional[Any], template: str, error: BaseException) -> str:
+    """A migration failed while building ``template``; the template was dropped."""
+    return (
+        f"Building the template database {template!r} with {schema!r} failed: "
+        f"{type(error).__name__}: {first_line(error)}. The template was dropped; fix the "
+        "migration and run the tests again."
+    )

@@ -1,0 +1,186 @@
+"""Every statement elefast sends, identifier quoting, names and error triage.
+
+Pure functions only: no I/O happens here, so the sync and async halves of the
+library share exactly the same SQL text and rules.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Optional, Tuple
+
+from sqlalchemy.dialects import postgresql
+
+from elefast.errors import ConfigurationError, InvalidPrefixError
+
+#: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
+MAX_IDENTIFIER_BYTES = 63
+#: Length of the random part of every generated name; never shortened.
+RANDOM_PART_LENGTH = 16
+#: Prefix used when none is given.
+DEFAULT_PREFIX = "elefast"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_ENCODING_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_PREPARER = postgresql.dialect().identifier_preparer
+
+
+def quote_identifier(name: str) -> str:
+    """Quote ``name`` as a PostgreSQL identifier, always, whatever it contains."""
+    return _PREPARER.quote_identifier(name)
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is safe as the start of a database name, else raise.
+
+    Safe means ASCII letters, digits, ``_`` and ``-`` only: names elefast makes
+    must be recognisable, greppable and free of quotes. Length is not checked
+    here: :func:`database_name` shortens long prefixes.
+    """
+    if not isinstance(prefix, str):
+        raise InvalidPrefixError(
+            f"The database name prefix must be a str, got {type(prefix).__name__}. "
+            "Pass a short name such as prefix='myapp'."
+        )
+    if not prefix or not _PREFIX_RE.match(prefix):
+        raise InvalidPrefixError(
+            f"The database name prefix {prefix!r} is unsafe: use only ASCII letters, "
+            "digits, '_' and '-' (for example prefix='myapp_tests')."
+        )
+    return prefix
+
+
+def random_part() -> str:
+    """A fresh random suffix: 16 lowercase hex digits (64 bits)."""
+    return secrets.token_hex(RANDOM_PART_LENGTH // 2)
+
+
+def database_name(prefix: str = DEFAULT_PREFIX, infix: str = "", suffix: Optional[str] = None) -> str:
+    """Build ``<prefix>_<infix><random>`` that fits PostgreSQL's 63-byte limit.
+
+    The prefix is validated and shortened when needed; the random part (or the
+    given ``suffix``) is always kept whole, so two names never collide because
+    of truncation.
+    """
+    validate_prefix(prefix)
+    tail = f"_{infix}{suffix if suffix is not None else random_part()}"
+    room = MAX_IDENTIFIER_BYTES - len(tail.encode())
+    if room < 1:
+        raise ConfigurationError(f"The name part {tail!r} leaves no room for a prefix.")
+    return prefix[:room] + tail
+
+
+def template_name(prefix: str = DEFAULT_PREFIX, fingerprint: Optional[str] = None) -> str:
+    """Name of a template database: ``<prefix>_tpl_<fingerprint or random>``."""
+    return database_name(prefix, infix="tpl_", suffix=fingerprint)
+
+
+def validate_encoding(encoding: str) -> str:
+    """Return ``encoding`` if it looks like a PostgreSQL encoding name, else raise."""
+    if not isinstance(encoding, str) or not _ENCODING_RE.match(encoding):
+        raise ConfigurationError(
+            f"The encoding {encoding!r} is not a valid PostgreSQL encoding name; "
+            "use a name such as 'utf8' or 'latin1'."
+        )
+    return encoding
+
+
+def create_database(name: str, template: Optional[str] = None, encoding: str = "utf8",
+                    strategy: Optional[str] = None) -> str:
+    """``CREATE DATABASE`` for ``name``, cloned from ``template`` (``template0`` if None)."""
+    validate_encoding(encoding)
+    parts = [f"CREATE DATABASE {quote_identifier(name)}",
+             f"TEMPLATE {quote_identifier(template or 'template0')}",
+             f"ENCODING '{encoding}'"]
+    if strategy is not None:
+        if strategy.upper() not in ("WAL_LOG", "FILE_COPY"):
+            raise ConfigurationError(f"Unknown CREATE DATABASE strategy {strategy!r}.")
+        parts.append(f"STRATEGY {strategy.upper()}")
+    return " ".join(parts)
+
+
+def supports_drop_force(server_version: Optional[Tuple[int, ...]]) -> bool:
+    """``DROP DATABASE ... WITH (FORCE)`` exists from PostgreSQL 13 on."""
+    return server_version is not None and server_version >= (13,)
+
+
+def drop_database(name: str, force: bool) -> str:
+    """``DROP DATABASE IF EXISTS``, with ``WITH (FORCE)`` when the server has it."""
+    statement = f"DROP DATABASE IF EXISTS {quote_identifier(name)}"
+    return statement + " WITH (FORCE)" if force else statement
+
+
+#: Ends every other session on a database; bind ``:name``. Used before a plain
+#: DROP on servers older than 13, which lack ``WITH (FORCE)``.
+TERMINATE_BACKENDS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = :name AND pid <> pg_backend_pid()"
+)
+
+#: Stops new connections to a database (a template being dropped, say); bind nothing.
+def disallow_connections(name: str) -> str:
+    """``ALTER DATABASE`` that refuses new connections to ``name``."""
+    return f"ALTER DATABASE {quote_identifier(name)} WITH ALLOW_CONNECTIONS false"
+
+
+SELECT_ONE = "SELECT 1"
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = :name"
+LIST_DATABASES_LIKE = "SELECT datname FROM pg_database WHERE datname LIKE :pattern ORDER BY datname"
+
+# Error triage --------------------------------------------------------------
+
+#: SQLSTATEs that retrying cannot fix: bad password, unknown role or database,
+#: no permission to connect.
+FATAL_SQLSTATES = {
+    "28P01": "the password was rejected",
+    "28000": "the role is unknown or not allowed to connect",
+    "3D000": "the database does not exist",
+    "42501": "the role lacks a permission it needs",
+    "0A000": "the server does not support a needed feature",
+}
+
+_FATAL_PATTERNS = (
+    (re.compile(r"password authentication failed", re.I), "the password was rejected"),
+    (re.compile(r"role \".*\" does not exist", re.I), "the role does not exist"),
+    (re.compile(r"database \".*\" does not exist", re.I), "the database does not exist"),
+    (re.compile(r"no pg_hba\.conf entry", re.I), "pg_hba.conf has no entry allowing this connection"),
+    (re.compile(r"permission denied", re.I), "the role lacks a permission it needs"),
+    (re.compile(r"is not permitted to log in", re.I), "the role may not log in"),
+    (re.compile(r"password authentication|no password supplied|password is required", re.I),
+     "the server requires a password"),
+)
+
+
+def _walk_causes(error: BaseException):  # type: ignore[no-untyped-def]
+    seen = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+
+
+def fatal_reason(error: BaseException) -> Optional[str]:
+    """Why connecting can never succeed, or ``None`` if the error may be transient.
+
+    Looks at the SQLSTATE where the driver reports one (asyncpg) and at the
+    server's message otherwise (psycopg reports connection errors as text).
+    """
+    for exc in _walk_causes(error):
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate in FATAL_SQLSTATES:
+            return FATAL_SQLSTATES[sqlstate]
+        message = str(exc)
+        for pattern, reason in _FATAL_PATTERNS:
+            if pattern.search(message):
+                return reason
+    return None
+
+
+def hide_secret(text: str, secret: Optional[str]) -> str:
+    """Replace every occurrence of ``secret`` in ``text`` with ``***``."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,393 @@
+"""The asynchronous API: the twins of :mod:`elefast.sync` for ``asyncio`` code.
+
+They send the same SQL, follow the same naming and the same rules as the sync
+classes (see :mod:`elefast._sql`); only the I/O differs. The default driver is
+asyncpg::
+
+    server = AsyncDatabaseServer("postgresql://postgres@127.0.0.1/postgres",
+                                 schema=AsyncMetadataMigrator(Base.metadata))
+    async with await server.create_database() as database:
+        async with database.session() as session:
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Type, Union
+
+from sqlalchemy import URL, MetaData, NullPool, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
+
+from elefast import _engines, _messages, _migrators, _sql
+from elefast.errors import DatabaseNotReadyError, MigrationError
+from elefast.pool import ServerState, TemplateSlot
+from elefast.sync import MetadataMigrator
+
+__all__ = [
+    "AsyncDatabase",
+    "AsyncDatabaseServer",
+    "AsyncMetadataMigrator",
+    "AsyncMigrator",
+    "CanBeTurnedIntoAsyncEngine",
+]
+
+logger = logging.getLogger("elefast")
+
+CanBeTurnedIntoAsyncEngine: TypeAlias = Union[AsyncEngine, URL, str]
+"""What :class:`AsyncDatabaseServer` accepts: an async engine, a ``URL`` or a URL string."""
+
+
+@runtime_checkable
+class AsyncMigrator(Protocol):
+    """Defines how the database schema is created, from async code."""
+
+    async def migrate_async(self, connection: AsyncConnection) -> None:
+        """Creates the database schema for the passed connection."""
+
+
+class AsyncMetadataMigrator:
+    """Creates the database schema based on ``sqlalchemy.MetaData``, from async code.
+
+    Runs :class:`elefast.sync.MetadataMigrator` through ``run_sync``.
+    """
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.metadata = metadata
+        self._sync = MetadataMigrator(metadata)
+
+    def __repr__(self) -> str:
+        return f"AsyncMetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
+
+    async def migrate_async(self, connection: AsyncConnection) -> None:
+        """Drops and creates all tables specified in the metadata object passed via the constructor."""
+        await connection.run_sync(self._sync.migrate)
+
+
+class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
+    """A Postgres database, for async code.
+
+    Usually obtained from :meth:`AsyncDatabaseServer.create_database`.
+
+    Args:
+        engine: the async engine holding the connections to the specific database.
+        server: a reference to the database server that created the database.
+        sessionmaker_factory: allows you to set custom options for
+            :meth:`AsyncDatabase.session`.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        server: AsyncDatabaseServer,
+        sessionmaker_factory: Callable[[AsyncEngine], Callable[[], AsyncSession]] = async_sessionmaker,
+    ) -> None:
+        self.engine = engine
+        self.server = server
+        self.sessionmaker = sessionmaker_factory(engine)
+        name = engine.url.database
+        if not name:
+            raise ValueError("The engine's URL names no database.")
+        self.name: str = name
+        """The name of the database."""
+        self._dropped = False
+
+    def __repr__(self) -> str:
+        return f"AsyncDatabase(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.drop()
+
+    @property
+    def url(self) -> URL:
+        """The engine URL, allowing you to create your own engines with custom options."""
+        return self.engine.url
+
+    async def drop(self) -> None:
+        """Disposes the engine and drops the database (a second call does nothing)."""
+        if self._dropped:
+            return
+        self._dropped = True
+        await self.engine.dispose()
+        await self.server.drop_database(self.name)
+
+    def session(self) -> AsyncSession:
+        """Creates a new async ORM session (customise with ``sessionmaker_factory``)."""
+        return self.sessionmaker()  # type: ignore[return-value]
+
+
+class AsyncDatabaseServer:
+    """A PostgreSQL server on which elefast creates and drops test databases, from async code.
+
+    The twin of :class:`elefast.sync.DatabaseServer`: a ``str`` or ``URL``
+    becomes an async engine with AUTOCOMMIT and ``NullPool`` (bare
+    ``postgresql://`` uses asyncpg); your own ``AsyncEngine`` works too and its
+    options carry over to the engines of the databases created on it.
+    The server may be used from several event loops, one after another or at
+    once (each ``IsolatedAsyncioTestCase`` test has its own loop).
+
+    Args:
+        engine: where the server is: an async engine, a ``URL`` or a URL string.
+        schema: an :class:`AsyncMigrator` (a sync :class:`~elefast.sync.Migrator`
+            also works, through ``run_sync``), or None for empty databases.
+        sessionmaker_factory: passed on to each :class:`AsyncDatabase` (keyword only).
+    """
+
+    def __init__(
+        self,
+        engine: CanBeTurnedIntoAsyncEngine,
+        schema: Optional[AsyncMigrator] = None,
+        *,
+        sessionmaker_factory: Callable[[AsyncEngine], Callable[[], AsyncSession]] = async_sessionmaker,
+    ) -> None:
+        if isinstance(engine, AsyncEngine):
+            _engines.check_driver(engine.url, is_async=True)
+            self._engine = engine
+        else:
+            url = _engines.parse_url(engine, is_async=True)
+            self._engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+            _engines.mark_admin(self._engine.sync_engine)
+        sync_engine = self._engine.sync_engine
+        self._connect_args = (
+            {} if _engines.is_admin(sync_engine) else _engines.remember_connect_args(sync_engine)
+        )
+        self.schema: Optional[AsyncMigrator] = _migrators.check_schema(schema, is_async=True)
+        self.sessionmaker_factory = sessionmaker_factory
+        self._state = ServerState()
+        self._finalizer = weakref.finalize(
+            self, _drop_leftovers, self.url, self._connect_args, self._state.owned, self._state.owned_lock
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncDatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> URL:
+        """The server engine's URL (render it with ``hide_password=True`` to show it)."""
+        return self._engine.url
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine elefast uses to create and drop databases."""
+        return self._engine
+
+    async def ensure_is_ready(self, timeout: float = 30, interval: float = 0.5) -> Self:
+        """Wait until the server answers ``SELECT 1``; see :meth:`DatabaseServer.ensure_is_ready`.
+
+        Each attempt is bounded by the time left, so the call returns or raises
+        within about ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = max(deadline - time.monotonic(), 0.5)
+            try:
+                await asyncio.wait_for(self._probe(), remaining)
+                return self
+            except Exception as error:
+                _messages.raise_if_fatal(error, self.url)
+                if time.monotonic() + interval >= deadline:
+                    raise DatabaseNotReadyError(
+                        _messages.not_ready(self.url, timeout, attempts, error)
+                    ) from error
+                await asyncio.sleep(interval)
+
+    async def _probe(self) -> None:
+        async with self._engine.connect() as connection:
+            await connection.execute(text(_sql.SELECT_ONE))
+
+    async def create_database(self, prefix: str = "elefast", encoding: str = "utf8") -> AsyncDatabase:
+        """Create a fresh database with the schema applied; see :meth:`DatabaseServer.create_database`."""
+        return await self._create_database(prefix, encoding, self.sessionmaker_factory)
+
+    async def _create_database(
+        self,
+        prefix: str,
+        encoding: str,
+        sessionmaker_factory: Callable[[AsyncEngine], Callable[[], AsyncSession]],
+    ) -> AsyncDatabase:
+        _sql.validate_prefix(prefix)
+        _sql.validate_encoding(encoding)
+        template = await self._template(prefix, encoding)
+        name = _sql.database_name(prefix)
+        await self._create(name, template, encoding)
+        return AsyncDatabase(self._database_engine(name), self, sessionmaker_factory)
+
+    async def drop_database(self, name: str) -> None:
+        """Drop a database this server created, ending any connection still open to it."""
+        if not self._state.owns(name):
+            raise ValueError(
+                f"elefast only drops databases it created; {name!r} was not created by {self!r} "
+                "(or was dropped already)."
+            )
+        async with self._admin() as connection:
+            await _drop(connection, name)
+        self._state.disown(name)
+
+    async def close(self) -> None:
+        """Drop every template and database this server created and still owns."""
+        self._finalizer.detach()
+        with self._state.owned_lock:
+            names = sorted(self._state.owned)
+            self._state.owned.clear()
+        await _drop_names(self._admin, names)
+
+    # -- internals ------------------------------------------------------------
+
+    def _admin(self) -> "_AdminConnection":
+        return _AdminConnection(self._engine)
+
+    async def _create(self, name: str, template: Optional[str], encoding: str) -> None:
+        statement = _sql.create_database(name, template, encoding)
+        self._state.own(name)
+        try:
+            async with self._admin() as connection:
+                await connection.execute(text(statement))
+        except DBAPIError as error:
+            self._state.disown(name)
+            _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
+            raise
+
+    def _database_engine(self, name: str, pooled: bool = True) -> AsyncEngine:
+        options: Dict[str, Any] = _engines.engine_options(self._engine.sync_engine, self._connect_args)
+        if not pooled:
+            options = _engines.without_pool_sizes(options)
+            options["poolclass"] = NullPool
+        return create_async_engine(self.url.set(database=name), **options)
+
+    async def _template(self, prefix: str, encoding: str) -> Optional[str]:
+        if self.schema is None:
+            return None
+        slot = self._state.templates.get(encoding)
+        if slot is None:
+            await self._state.acquire_async()
+            try:
+                slot = self._state.templates.get(encoding) or await self._build_template(prefix, encoding)
+            finally:
+                self._state.lock.release()
+        if slot.error is not None:
+            raise MigrationError(slot.message) from slot.error
+        return slot.name
+
+    async def _build_template(self, prefix: str, encoding: str) -> TemplateSlot:
+        name = _sql.template_name(prefix)
+        await self._create(name, None, encoding)
+        slot = TemplateSlot(name)
+        try:
+            engine = self._database_engine(name, pooled=False)
+            try:
+                async with engine.begin() as connection:
+                    await _migrate(self.schema, connection)
+            finally:
+                await engine.dispose()
+        except BaseException as error:
+            await _drop_names(self._admin, [name])
+            self._state.disown(name)
+            if not isinstance(error, Exception):
+                raise
+            slot.error, slot.message = error, _messages.migration_failed(self.schema, name, error)
+        self._state.templates[encoding] = slot
+        return slot
+
+
+class _AdminConnection:
+    """``async with`` an AUTOCOMMIT connection of ``engine``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: Optional[AsyncConnection] = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        connection = await self._engine.connect()
+        try:
+            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        except BaseException:
+            await connection.close()
+            raise
+        return self._connection
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._connection is not None
+        await self._connection.close()
+
+
+async def _migrate(schema: Any, connection: AsyncConnection) -> None:
+    if hasattr(schema, "migrate_async"):
+        await schema.migrate_async(connection)
+    else:
+        await connection.run_sync(schema.migrate)
+
+
+async def _drop(connection: AsyncConnection, name: str) -> None:
+    force = _sql.supports_drop_force(connection.dialect.server_version_info)
+    if not force:
+        await connection.execute(text(_sql.TERMINATE_BACKENDS), {"name": name})
+    await connection.execute(text(_sql.drop_database(name, force)))
+
+
+async def _drop_names(admin: Callable[[], _AdminConnection], names: Iterable[str]) -> None:
+    names = list(names)
+    if not names:
+        return
+    try:
+        async with admin() as connection:
+            for name in names:
+                try:
+                    await _drop(connection, name)
+                except Exception as error:
+                    logger.warning("elefast could not drop %s: %s", name, error)
+    except Exception as error:
+        logger.warning("elefast could not connect to drop %d databases: %s", len(names), error)
+
+
+def _drop_leftovers(url: URL, connect_args: Dict[str, Any], owned: Set[str], lock: Any) -> None:
+    """The finalizer: drop what is still owned, on a fresh loop and a fresh engine."""
+    with lock:
+        names = sorted(owned)
+        owned.clear()
+    if not names:
+        return
+
+    async def run() -> None:
+        engine = create_async_engine(
+            url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=dict(connect_args)
+        )
+        try:
+            await _drop_names(lambda: _AdminConnection(engine), names)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+        return
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="elefast-cleanup")
+    thread.start()
+    thread.join()

@@ -1,0 +1,90 @@
+"""Errors raised by elefast.
+
+Every error elefast raises on purpose derives from :class:`ElefastError`, so a
+suite can catch them all at once. Messages name the object involved and end
+with how to fix the problem; they never contain a password.
+
+::
+
+    ElefastError
+    ├── ConfigurationError        bad input: a URL, a prefix, a schema, a setting
+    │   ├── InvalidURLError       not a PostgreSQL URL, or not parseable
+    │   ├── DriverNotInstalledError  the URL's driver cannot be imported
+    │   ├── InvalidPrefixError    a database name prefix that is unsafe
+    │   └── ServerNotConfiguredError  no server was given and none could be found
+    ├── DatabaseNotReadyError     the server did not answer within the timeout
+    ├── ServerRejectedError       the server answered but refused us (password, role, ...)
+    └── MigrationError            the schema could not be applied to a template
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DatabaseNotReadyError",
+    "DriverNotInstalledError",
+    "ElefastError",
+    "InvalidPrefixError",
+    "InvalidURLError",
+    "MigrationError",
+    "ServerNotConfiguredError",
+    "ServerRejectedError",
+]
+
+
+class ElefastError(Exception):
+    """The base class of every error elefast raises on purpose."""
+
+    __module__ = "elefast.errors"
+
+
+class ConfigurationError(ElefastError, ValueError):
+    """Something elefast was given cannot work; the message says what to change."""
+
+    __module__ = "elefast.errors"
+
+
+class InvalidURLError(ConfigurationError):
+    """A database URL that cannot be parsed or does not point at PostgreSQL."""
+
+    __module__ = "elefast.errors"
+
+
+class DriverNotInstalledError(ConfigurationError, ImportError):
+    """The URL names a driver that is not installed; the message has the pip line."""
+
+    __module__ = "elefast.errors"
+
+
+class InvalidPrefixError(ConfigurationError):
+    """A database name prefix with characters that are unsafe in a database name."""
+
+    __module__ = "elefast.errors"
+
+
+class ServerNotConfiguredError(ConfigurationError):
+    """No PostgreSQL server was configured and none could be found."""
+
+    __module__ = "elefast.errors"
+
+
+class DatabaseNotReadyError(ElefastError):
+    """The server could not be reached before the timeout ran out."""
+
+    __module__ = "elefast.errors"
+
+
+class ServerRejectedError(ElefastError):
+    """The server answered and refused: wrong password, unknown role or database, no permission.
+
+    Retrying cannot help, so elefast raises this at once instead of waiting
+    for a readiness timeout.
+    """
+
+    __module__ = "elefast.errors"
+
+
+class MigrationError(ElefastError):
+    """Applying the schema to a template database failed; nothing was left behind."""
+
+    __module__ = "elefast.errors"

@@ -1,0 +1,97 @@
+"""Utility functions for working with Alembic.
+
+Needs the ``alembic`` extra: ``pip install 'elefast[alembic]'``.
+
+:class:`AlembicMigrator` hands elefast's connection to your migrations through
+``config.attributes["connection"]``, so your ``env.py`` must use a connection
+it is given (Alembic's "sharing a connection" recipe)::
+
+    def run_migrations_online():
+        connection = config.attributes.get("connection")
+        if connection is not None:          # elefast (or another caller) gave one
+            context.configure(connection=connection, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+            return
+        ...  # your usual engine_from_config(...) code
+
+For an async project the same branch works unchanged: elefast runs the
+migrations through ``AsyncConnection.run_sync``, so ``env.py`` receives a
+plain sync ``Connection``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from elefast.errors import ConfigurationError
+
+try:
+    from alembic import command
+    from alembic.config import Config
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "elefast.extras.alembic needs Alembic. Install it: pip install 'elefast[alembic]'"
+    ) from error
+
+__all__ = ["AlembicMigrator"]
+
+
+class AlembicMigrator:
+    """Runs your migrations to create the testing database schema.
+
+    Args:
+        config_path: your ``alembic.ini``, or a ``pyproject.toml`` /
+            ``alembic.toml`` holding a ``[tool.alembic]`` table. A relative
+            ``script_location`` that does not exist from the current directory
+            is looked up next to the config file, so tests run from anywhere.
+
+    The migrations run up to ``head`` on the connection elefast passes, inside
+    one transaction. Works for both :class:`~elefast.sync.DatabaseServer` and
+    :class:`~elefast.asyncio.AsyncDatabaseServer`.
+    """
+
+    def __init__(self, config_path: "os.PathLike[str] | str") -> None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigurationError(
+                f"The Alembic config {str(path)!r} does not exist (looked from {os.getcwd()!r}). "
+                "Pass the path of your alembic.ini, for example "
+                "AlembicMigrator(Path(__file__).parent / 'alembic.ini')."
+            )
+        self.config_path = path.resolve()
+
+    def __repr__(self) -> str:
+        return f"AlembicMigrator({str(self.config_path)!r})"
+
+    def config(self) -> Config:
+        """A fresh Alembic ``Config`` for the file (a new one per migration run)."""
+        if self.config_path.suffix == ".toml":
+            config = Config(toml_file=str(self.config_path))
+        else:
+            config = Config(str(self.config_path))
+        location = config.get_main_option("script_location")
+        if location and not Path(location).is_absolute() and "%(here)s" not in location:
+            if not Path(location).exists():
+                beside = self.config_path.parent / location
+                if beside.exists():
+                    config.set_main_option("script_location", str(beside))
+        return config
+
+    def migrate(self, connection: Connection) -> None:
+        """Upgrade the database behind ``connection`` to ``head``."""
+        config = self.config()
+        config.attributes["connection"] = connection
+        config.attributes["configure_logger"] = False
+        command.upgrade(config, "head")
+
+    async def migrate_async(self, connection: AsyncConnection) -> None:
+        """Upgrade the database behind an async ``connection`` to ``head`` (via ``run_sync``)."""
+        await connection.run_sync(self.migrate)
+
+

@@ -1,0 +1,1 @@
+"""elefast's own tests; they need a real PostgreSQL server (see README.md)."""

@@ -1,0 +1,166 @@
+"""Helpers shared by the tests: the server URL, catalog queries, throwaway roles and servers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def server_url() -> str:
+    """The server the tests run against: ``ELEFAST_DATABASE_URL`` or the local default."""
+    return os.environ.get("ELEFAST_DATABASE_URL") or DEFAULT_URL
+
+
+def libpq_dsn(url: Optional[str] = None) -> str:
+    """``url`` (default :func:`server_url`) without a SQLAlchemy driver, for psycopg."""
+    url = url or server_url()
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest
+
+
+def databases(like: str = "%") -> List[str]:
+    """Names of the databases on the server whose name is LIKE ``like``."""
+    with psycopg.connect(libpq_dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def execute(sql: str, params: tuple = ()) -> None:
+    """Run one autocommit statement on the server's maintenance database."""
+    with psycopg.connect(libpq_dsn(), autocommit=True) as conn:
+        conn.execute(sql, params)  # type: ignore[arg-type]
+
+
+def unique_prefix(label: str = "t") -> str:
+    """A database-name prefix no other test uses, to find exactly what one test made."""
+    return f"eft_{label}_{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def role(createdb: bool = False) -> Iterator[str]:
+    """A throwaway login role on the server (trust auth), dropped afterwards."""
+    name = f"eft_role_{uuid.uuid4().hex[:8]}"
+    execute(f'CREATE ROLE "{name}" LOGIN {"CREATEDB" if createdb else "NOCREATEDB"}')
+    try:
+        yield name
+    finally:
+        execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def url_with(**parts: str) -> str:
+    """:func:`server_url` with some of user, password, host, port, database replaced."""
+    from sqlalchemy import make_url
+
+    url = make_url(server_url())
+    mapping = {"user": "username", "database": "database", "password": "password",
+               "host": "host", "port": "port"}
+    return url.set(**{mapping[k]: (int(v) if k == "port" else v) for k, v in parts.items()}).render_as_string(
+        hide_password=False
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_bindir() -> Optional[Path]:
+    """The newest ``/usr/lib/postgresql/*/bin`` with initdb, or None."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return candidates[-1].parent if candidates else None
+
+
+@contextlib.contextmanager
+def password_server(password: str) -> Iterator[str]:
+    """A private PostgreSQL that requires ``password`` (scram) for user ``postgres``.
+
+    Yields its URL. Needs the server binaries; runs them as the ``postgres``
+    user when the tests run as root. Raises ``unittest.SkipTest`` otherwise.
+    """
+    import unittest
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise unittest.SkipTest("no PostgreSQL server binaries under /usr/lib/postgresql")
+    as_user = {}
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            entry = pwd.getpwnam("postgres")
+        except KeyError:
+            raise unittest.SkipTest("running as root and there is no 'postgres' user") from None
+        as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        if sys.version_info < (3, 9):
+            raise unittest.SkipTest("needs Python 3.9")
+    base = Path(tempfile.mkdtemp(prefix="eft-pw-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    data = base / "data"
+    pwfile = base / "pw"
+    pwfile.write_text(password + "\n")
+    if as_user:
+        os.chown(base, as_user["user"], as_user["group"])
+        os.chown(pwfile, as_user["user"], as_user["group"])
+    port = free_port()
+    proc = None
+    try:
+        subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8", "--locale=C"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **as_user,  # type: ignore[arg-type]
+        )
+        with open(base / "log", "wb") as log:
+            proc = subprocess.Popen(
+                [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(base),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                stdout=log, stderr=subprocess.STDOUT, **as_user,  # type: ignore[arg-type]
+            )
+        url = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the password test server did not start: "
+                                       + (base / "log").read_text()[-2000:])
+                time.sleep(0.05)
+        yield url
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_python(code: str, env: Optional[dict] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter from the project root; capture its output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=str(ROOT), env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
