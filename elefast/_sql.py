@@ -88,11 +88,18 @@ def validate_encoding(encoding: str) -> str:
 
 def create_database(name: str, template: Optional[str] = None, encoding: str = "utf8",
                     strategy: Optional[str] = None) -> str:
-    """``CREATE DATABASE`` for ``name``, cloned from ``template`` (``template0`` if None)."""
+    """``CREATE DATABASE`` for ``name``, cloned from ``template`` (``template0`` if None).
+
+    Clones of ``template0`` in an encoding other than UTF-8 get the C locale,
+    the one locale every encoding accepts; clones of a template inherit its.
+    """
     validate_encoding(encoding)
     parts = [f"CREATE DATABASE {quote_identifier(name)}",
              f"TEMPLATE {quote_identifier(template or 'template0')}",
              f"ENCODING '{encoding}'"]
+    if template is None and encoding.lower().replace("-", "") not in ("utf8", "unicode"):
+        # A UTF-8 server locale refuses other encodings; the C locale accepts every one.
+        parts.append("LC_COLLATE 'C' LC_CTYPE 'C'")
     if strategy is not None:
         if strategy.upper() not in ("WAL_LOG", "FILE_COPY"):
             raise ConfigurationError(f"Unknown CREATE DATABASE strategy {strategy!r}.")

@@ -241,11 +241,8 @@ class AsyncDatabaseServer:
 
     async def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it."""
-        if not self._state.owns(name):
-            raise ValueError(
-                f"elefast only drops databases it created; {name!r} was not created by {self!r} "
-                "(or was dropped already)."
-            )
+        if not self._state.check_droppable(name, self):
+            return
         async with self._admin() as connection:
             await _drop(connection, name)
         self._state.disown(name)

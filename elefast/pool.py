@@ -31,17 +31,32 @@ class ServerState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     templates: Dict[str, TemplateSlot] = field(default_factory=dict)
     owned: Set[str] = field(default_factory=set)
+    created: Set[str] = field(default_factory=set)
     owned_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def own(self, name: str) -> None:
         """Record that this server created ``name`` and may drop it."""
         with self.owned_lock:
             self.owned.add(name)
+            self.created.add(name)
 
     def disown(self, name: str) -> None:
         """Forget ``name`` after it was dropped."""
         with self.owned_lock:
             self.owned.discard(name)
+
+    def check_droppable(self, name: str, server: object) -> bool:
+        """True if ``name`` should be dropped now, False if it was dropped already.
+
+        Raises ``ValueError`` for a name this server never created: elefast
+        never drops what it does not own.
+        """
+        with self.owned_lock:
+            if name not in self.created:
+                raise ValueError(
+                    f"elefast only drops databases it created; {name!r} was not created by {server!r}."
+                )
+            return name in self.owned
 
     def owns(self, name: str) -> bool:
         """Whether this server created ``name`` and has not dropped it yet."""

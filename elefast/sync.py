@@ -272,11 +272,8 @@ class DatabaseServer:
         ends the other sessions first on older servers. Names this server did
         not create are refused: elefast never drops what it does not own.
         """
-        if not self._state.owns(name):
-            raise ValueError(
-                f"elefast only drops databases it created; {name!r} was not created by {self!r} "
-                "(or was dropped already)."
-            )
+        if not self._state.check_droppable(name, self):
+            return
         with self._admin() as connection:
             _drop(connection, name, self._log)
         self._state.disown(name)
