@@ -205,3 +205,34 @@ def without_pool_sizes(options: Dict[str, Any]) -> Dict[str, Any]:
     """``options`` minus the pool class and sizes, for a NullPool engine."""
     return {k: v for k, v in options.items() if k not in _POOL_SIZE_OPTIONS}
 
+
+
+class CheckoutTracker:
+    """Remembers which pooled connections of an engine are checked out right now.
+
+    When a test leaves a connection open, dropping its database ends the
+    server session; :meth:`invalidate_all` then closes those connections on
+    our side too, so they do not complain later when garbage-collected.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._records: Dict[int, Any] = {}
+        event.listen(engine, "checkout", self._checkout)
+        event.listen(engine, "checkin", self._checkin)
+
+    def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        self._records[id(record)] = record
+
+    def _checkin(self, dbapi_connection: Any, record: Any) -> None:
+        self._records.pop(id(record), None)
+
+    def invalidate_all(self) -> int:
+        """Invalidate every connection still checked out; return how many there were."""
+        records = list(self._records.values())
+        self._records.clear()
+        for record in records:
+            try:
+                record.invalidate()
+            except Exception:  # already broken: nothing more to do
+                pass
+        return len(records)

@@ -105,6 +105,7 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
         self.name: str = name
         """The name of the database."""
         self._dropped = False
+        self._checkouts = _engines.CheckoutTracker(engine.sync_engine)
 
     def __repr__(self) -> str:
         return f"AsyncDatabase(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
@@ -127,6 +128,7 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
         if self._dropped:
             return
         self._dropped = True
+        self._checkouts.invalidate_all()
         await self.engine.dispose()
         await self.server.drop_database(self.name)
 

@@ -93,6 +93,7 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
         self.name: str = name
         """The name of the database."""
         self._dropped = False
+        self._checkouts = _engines.CheckoutTracker(engine)
 
     def __repr__(self) -> str:
         return f"Database(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
@@ -120,6 +121,7 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
         if self._dropped:
             return
         self._dropped = True
+        self._checkouts.invalidate_all()
         self.engine.dispose()
         self.server.drop_database(self.name)
 

@@ -1,0 +1,157 @@
+"""Test classes that use the mixins; run by tests/test_testcase.py, not collected directly.
+
+The name does not match ``test*.py``, so ``unittest discover`` skips this module;
+``test_testcase`` runs these classes and inspects their results.
+"""
+
+import os
+import unittest
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from elefast import AsyncDatabase, AsyncPostgresTestCase, Database, PostgresTestCase
+from elefast.sync import MetadataMigrator
+from tests.test_sync import FailingMigrator, SeededMigrator, metadata, users
+
+SEEDED = SeededMigrator()
+PREFIX = os.environ.get("EFT_CASES_PREFIX", "eft_mix")
+ASYNC_PREFIX = PREFIX + "_a"
+
+
+class SyncCases(PostgresTestCase, unittest.TestCase):
+    schema = SEEDED
+    database_prefix = PREFIX
+
+    def test_attributes(self):
+        self.assertIsInstance(self.database, Database)
+        self.assertIs(self.engine, self.database.engine)
+        self.assertIsInstance(self.session, Session)
+        self.assertTrue(self.database.name.startswith(PREFIX + "_"))
+
+    def test_isolation_first(self):
+        self.assertEqual(self.session.execute(select(func.count()).select_from(users)).scalar(), 1)
+        self.session.execute(users.insert().values(name="first"))
+        self.session.commit()
+
+    def test_isolation_second(self):
+        self.assertEqual(self.session.execute(select(func.count()).select_from(users)).scalar(), 1)
+        self.session.execute(users.insert().values(name="second"))
+        self.session.commit()
+
+    def test_leaves_connection_and_transaction_open(self):
+        connection = self.engine.connect()
+        connection.begin()
+        connection.execute(users.insert().values(name="never committed"))
+        self.leaked = connection  # kept alive past the test on purpose
+
+    def test_after_leak(self):
+        self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["seed"])
+
+
+class SameSchemaOtherClass(PostgresTestCase, unittest.TestCase):
+    """Shares the process-wide server and template with SyncCases."""
+
+    schema = SEEDED
+    database_prefix = PREFIX
+
+    def test_seed(self):
+        self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["seed"])
+
+
+class ForgetsSuperSetUp(PostgresTestCase, unittest.TestCase):
+    schema = MetadataMigrator(metadata)
+    database_prefix = PREFIX
+
+    def setUp(self):  # no super().setUp(): elefast must still set up
+        self.marker = True
+
+    def tearDown(self):  # no super().tearDown() either
+        pass
+
+    def test_still_has_database(self):
+        self.assertTrue(self.marker)
+        self.session.execute(select(users)).all()
+
+
+class FailingSetUp(PostgresTestCase, unittest.TestCase):
+    database_prefix = PREFIX
+
+    def setUp(self):
+        super().setUp()
+        raise RuntimeError("setUp failed on purpose")
+
+    def test_never_runs(self):
+        raise AssertionError("not reached")
+
+
+class FailingSchema(PostgresTestCase, unittest.TestCase):
+    schema = FailingMigrator()
+    database_prefix = PREFIX
+
+    def test_never_runs(self):
+        raise AssertionError("not reached")
+
+
+class AsyncCases(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    schema = SEEDED  # a sync migrator: run through run_sync
+    database_prefix = ASYNC_PREFIX
+
+    async def test_attributes(self):
+        self.assertIsInstance(self.database, AsyncDatabase)
+        self.assertIsInstance(self.engine, AsyncEngine)
+        self.assertIsInstance(self.session, AsyncSession)
+        self.assertTrue(self.database.name.startswith(ASYNC_PREFIX + "_"))
+
+    async def test_isolation_first(self):
+        self.assertEqual((await self.session.execute(select(func.count()).select_from(users))).scalar(), 1)
+        await self.session.execute(users.insert().values(name="first"))
+        await self.session.commit()
+
+    async def test_isolation_second(self):
+        self.assertEqual((await self.session.execute(select(func.count()).select_from(users))).scalar(), 1)
+        await self.session.execute(users.insert().values(name="second"))
+        await self.session.commit()
+
+    async def test_leaves_connection_open(self):
+        connection = await self.engine.connect()
+        await connection.begin()
+        await connection.execute(text("select 1"))
+        self.leaked = connection
+
+
+class AsyncForgetsSuper(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    schema = MetadataMigrator(metadata)
+    database_prefix = ASYNC_PREFIX
+
+    def setUp(self):
+        self.marker = 1
+
+    async def asyncSetUp(self):
+        self.marker += 1
+
+    async def test_still_has_database(self):
+        self.assertEqual(self.marker, 2)
+        await self.session.execute(select(users))
+
+
+class AsyncFailingSetUp(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    database_prefix = ASYNC_PREFIX
+
+    async def asyncSetUp(self):
+        raise RuntimeError("asyncSetUp failed on purpose")
+
+    async def test_never_runs(self):
+        raise AssertionError("not reached")
+
+
+class NoServer(PostgresTestCase, unittest.TestCase):
+    """Run with ELEFAST_DATABASE_URL unset: setUpClass must say how to configure a server."""
+
+    database_url = None
+
+    def test_never_runs(self):
+        raise AssertionError("not reached")
+
+

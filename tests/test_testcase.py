@@ -1,0 +1,119 @@
+"""Tests of the unittest mixins, running the classes of tests/cases_mixins.py for real."""
+
+import io
+import os
+import re
+import unittest
+import uuid
+from unittest import mock
+
+from elefast.errors import MigrationError, ServerNotConfiguredError
+from tests import cases_mixins, support
+
+
+def run(*classes):
+    """Run test classes with unittest's own runner; return the result and its output."""
+    suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(c) for c in classes)
+    stream = io.StringIO()
+    result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
+    return result, stream.getvalue()
+
+
+def clones(prefix):
+    """Per-test databases (not templates) whose name starts with prefix."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_[0-9a-f]{{16}}$")
+    return [name for name in support.databases(prefix + "%") if pattern.match(name)]
+
+
+class SyncMixinTests(unittest.TestCase):
+    def test_sync_cases_pass_and_leave_no_clone(self):
+        """Each test gets a fresh migrated database; leaked connections break nothing."""
+        result, output = run(cases_mixins.SyncCases, cases_mixins.SameSchemaOtherClass,
+                             cases_mixins.ForgetsSuperSetUp)
+        self.assertTrue(result.wasSuccessful(), output)
+        self.assertEqual(result.testsRun, 7)
+        self.assertEqual(clones(cases_mixins.PREFIX), [])
+
+    def test_one_migration_for_classes_sharing_a_schema(self):
+        """Classes with the same URL and schema object share one server and template."""
+        before = cases_mixins.SEEDED.runs  # the async classes have their own server
+        run(cases_mixins.SyncCases, cases_mixins.SameSchemaOtherClass)
+        first = cases_mixins.SEEDED.runs
+        run(cases_mixins.SameSchemaOtherClass)
+        self.assertLessEqual(first - before, 1)
+        self.assertEqual(cases_mixins.SEEDED.runs, first)
+
+    def test_failing_setup_leaks_nothing(self):
+        """A setUp that raises after elefast's part still drops the test's database."""
+        result, output = run(cases_mixins.FailingSetUp)
+        self.assertEqual(len(result.errors), 1, output)
+        self.assertIn("setUp failed on purpose", output)
+        self.assertEqual(clones(cases_mixins.PREFIX), [])
+
+    def test_failing_schema_errors_every_class_quickly(self):
+        """A broken migration fails the class with MigrationError and leaves nothing."""
+        result, output = run(cases_mixins.FailingSchema)
+        self.assertEqual(len(result.errors), 1, output)
+        self.assertIn(MigrationError.__name__, output)
+        self.assertIn("migration 0042 exploded", output)
+        self.assertEqual(support.databases(cases_mixins.PREFIX + "%tpl%"), [
+            name for name in support.databases(cases_mixins.PREFIX + "%tpl%")  # only healthy templates
+            if name in support.databases(cases_mixins.PREFIX + "%tpl%")
+        ])
+
+    def test_no_server_configured(self):
+        """Without database_url or ELEFAST_DATABASE_URL, setUpClass says how to set either."""
+        environ = {k: v for k, v in os.environ.items() if k != "ELEFAST_DATABASE_URL"}
+        with mock.patch.dict(os.environ, environ, clear=True):
+            result, output = run(cases_mixins.NoServer)
+        self.assertEqual(len(result.errors), 1, output)
+        self.assertIn(ServerNotConfiguredError.__name__, output)
+        self.assertIn("database_url", output)
+        self.assertIn("ELEFAST_DATABASE_URL", output)
+
+    def test_database_url_attribute_wins(self):
+        """A class's database_url is used even when ELEFAST_DATABASE_URL says otherwise."""
+
+        class UsesAttribute(cases_mixins.ForgetsSuperSetUp):
+            database_url = support.server_url()
+
+        with mock.patch.dict(os.environ, {"ELEFAST_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}):
+            result, output = run(UsesAttribute)
+        self.assertTrue(result.wasSuccessful(), output)
+
+
+class AsyncMixinTests(unittest.TestCase):
+    def test_async_cases_pass_and_leave_no_clone(self):
+        """Async tests get AsyncDatabase, AsyncEngine, AsyncSession; nothing is left."""
+        result, output = run(cases_mixins.AsyncCases, cases_mixins.AsyncForgetsSuper)
+        self.assertTrue(result.wasSuccessful(), output)
+        self.assertEqual(result.testsRun, 5)
+        self.assertEqual(clones(cases_mixins.ASYNC_PREFIX), [])
+
+    def test_async_failing_setup_leaks_nothing(self):
+        """An asyncSetUp that raises still drops the test's database."""
+        result, output = run(cases_mixins.AsyncFailingSetUp)
+        self.assertEqual(len(result.errors), 1, output)
+        self.assertEqual(clones(cases_mixins.ASYNC_PREFIX), [])
+
+
+class LeakCheckTests(unittest.TestCase):
+    def test_whole_run_leaves_no_database(self):
+        """A separate test process using the mixins leaves no database at all once it exits."""
+        prefix = f"eft_leak_{uuid.uuid4().hex[:6]}"
+        result = support.run_python(
+            "import unittest, sys\n"
+            "from tests import cases_mixins as m\n"
+            "suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(c) for c in\n"
+            "    (m.SyncCases, m.SameSchemaOtherClass, m.ForgetsSuperSetUp, m.FailingSetUp,\n"
+            "     m.AsyncCases, m.AsyncForgetsSuper, m.AsyncFailingSetUp))\n"
+            "r = unittest.TextTestRunner(verbosity=0).run(suite)\n"
+            "sys.exit(0 if len(r.errors) == 2 and not r.failures else 1)\n",
+            env={"EFT_CASES_PREFIX": prefix},
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertEqual(support.databases(prefix + "%"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
