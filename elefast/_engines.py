@@ -182,7 +182,7 @@ def engine_options(engine: Engine, connect_args: Optional[Dict[str, Any]]) -> Di
     }
     size = getattr(pool, "size", None)
     if hasattr(pool, "_max_overflow") and callable(size):
-        options.update(pool_size=size(), max_overflow=pool._max_overflow, pool_timeout=pool.timeout())
+        options.update(pool_size=size(), max_overflow=pool._max_overflow, pool_timeout=pool.timeout())  # type: ignore[attr-defined]
     execution_options = dict(engine.get_execution_options())
     if execution_options:
         options["execution_options"] = execution_options

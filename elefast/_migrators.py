@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from sqlalchemy import MetaData
 
@@ -17,7 +17,7 @@ def check_schema(schema: Any, *, is_async: bool) -> Any:
     """
     if schema is None:
         return None
-    if hasattr(schema, "migrate_async" if is_async else "migrate") or (is_async and hasattr(schema, "migrate")):
+    if hasattr(schema, "migrate") or (is_async and hasattr(schema, "migrate_async")):
         return schema
     hint = ""
     if isinstance(schema, MetaData):
@@ -38,6 +38,6 @@ def describe(schema: Optional[Any]) -> str:
     return repr(schema) if schema is not None else "no schema"
 
 
-def non_public_schemas(metadata: MetaData) -> list:
+def non_public_schemas(metadata: MetaData) -> List[str]:
     """The schema names tables in ``metadata`` use, other than ``public``, sorted."""
-    return sorted({t.schema for t in metadata.tables.values() if t.schema and t.schema != "public"})
+    return sorted({str(t.schema) for t in metadata.tables.values() if t.schema and t.schema != "public"})

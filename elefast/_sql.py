@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 from sqlalchemy.dialects import postgresql
 
@@ -23,7 +23,7 @@ DEFAULT_PREFIX = "elefast"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _ENCODING_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_PREPARER = postgresql.dialect().identifier_preparer
+_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 
 def quote_identifier(name: str) -> str:
@@ -107,7 +107,7 @@ def create_database(name: str, template: Optional[str] = None, encoding: str = "
     return " ".join(parts)
 
 
-def supports_drop_force(server_version: Optional[Tuple[int, ...]]) -> bool:
+def supports_drop_force(server_version: Optional[Tuple[Any, ...]]) -> bool:
     """``DROP DATABASE ... WITH (FORCE)`` exists from PostgreSQL 13 on."""
     return server_version is not None and server_version >= (13,)
 
@@ -159,7 +159,7 @@ _FATAL_PATTERNS = (
 )
 
 
-def _walk_causes(error: BaseException):  # type: ignore[no-untyped-def]
+def _walk_causes(error: BaseException) -> Iterator[BaseException]:
     seen = set()
     current: Optional[BaseException] = error
     while current is not None and id(current) not in seen:

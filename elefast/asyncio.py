@@ -259,7 +259,7 @@ class AsyncDatabaseServer:
 
     # -- internals ------------------------------------------------------------
 
-    def _admin(self) -> "_AdminConnection":
+    def _admin(self) -> _AdminConnection:
         return _AdminConnection(self._engine)
 
     async def _create(self, name: str, template: Optional[str], encoding: str) -> None:

@@ -28,7 +28,7 @@ def server_url() -> str:
 def libpq_dsn(url: Optional[str] = None) -> str:
     """``url`` (default :func:`server_url`) without a SQLAlchemy driver, for psycopg."""
     url = url or server_url()
-    scheme, rest = url.split("://", 1)
+    _scheme, rest = url.split("://", 1)
     return "postgresql://" + rest
 
 
@@ -110,8 +110,6 @@ def password_server(password: str) -> Iterator[str]:
         except KeyError:
             raise unittest.SkipTest("running as root and there is no 'postgres' user") from None
         as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-        if sys.version_info < (3, 9):
-            raise unittest.SkipTest("needs Python 3.9")
     base = Path(tempfile.mkdtemp(prefix="eft-pw-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     data = base / "data"
     pwfile = base / "pw"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,7 +55,7 @@ class AlembicMigrator:
     :class:`~elefast.asyncio.AsyncDatabaseServer`.
     """
 
-    def __init__(self, config_path: "os.PathLike[str] | str") -> None:
+    def __init__(self, config_path: os.PathLike[str] | str) -> None:
         path = Path(config_path)
         if not path.is_file():
             raise ConfigurationError(
@@ -76,11 +75,10 @@ class AlembicMigrator:
         else:
             config = Config(str(self.config_path))
         location = config.get_main_option("script_location")
-        if location and not Path(location).is_absolute() and "%(here)s" not in location:
-            if not Path(location).exists():
-                beside = self.config_path.parent / location
-                if beside.exists():
-                    config.set_main_option("script_location", str(beside))
+        if location and not Path(location).is_absolute() and not Path(location).exists():
+            beside = self.config_path.parent / location
+            if beside.exists():
+                config.set_main_option("script_location", str(beside))
         return config
 
     def migrate(self, connection: Connection) -> None:
