@@ -16,7 +16,7 @@ from elefast.sync import MetadataMigrator
 from tests.test_sync import FailingMigrator, SeededMigrator, metadata, users
 
 SEEDED = SeededMigrator()
-PREFIX = os.environ.get("EFT_CASES_PREFIX", "eft_mix")
+PREFIX = os.environ.get("EFT_CASES_PREFIX", f"eft_mix{os.getpid()}")
 ASYNC_PREFIX = PREFIX + "_a"
 
 
