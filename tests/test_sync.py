@@ -277,6 +277,24 @@ class DatabaseServerTests(ServerTestCase):
             except Exception:
                 pass  # their server sessions were ended; closing may complain
 
+    def test_debug_logs_statements(self):
+        """debug=True logs every CREATE and DROP elefast sends on the elefast logger."""
+        server = self.server(MetadataMigrator(metadata), debug=True)
+        with self.assertLogs("elefast", "INFO") as logs:
+            server.create_database(prefix=self.prefix).drop()
+        joined = "\n".join(logs.output)
+        self.assertIn("CREATE DATABASE", joined)
+        self.assertIn("DROP DATABASE", joined)
+
+    def test_database_attributes(self):
+        """A Database knows its server, engine, name, url and sessionmaker."""
+        server = self.server()
+        with server.create_database(prefix=self.prefix) as database:
+            self.assertIs(database.server, server)
+            self.assertEqual(database.engine.url.database, database.name)
+            self.assertIs(database.url, database.engine.url)
+            self.assertTrue(callable(database.sessionmaker))
+
     def test_repr_hides_password(self):
         """Reprs show the URL without its password."""
         server = DatabaseServer("postgresql://postgres:hunter2@127.0.0.1:5432/postgres")
