@@ -95,7 +95,8 @@ class PublicAPITests(unittest.TestCase):
                 if inspect.isclass(obj) or inspect.isfunction(obj):
                     self.assertTrue(inspect.getdoc(obj), f"{module.__name__}.{name}")
                     for attr, member in vars(obj).items() if inspect.isclass(obj) else []:
-                        if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                        documented = inspect.isfunction(member) or isinstance(member, property)
+                        if not attr.startswith("_") and documented:
                             self.assertTrue(inspect.getdoc(member), f"{name}.{attr}")
 
     def test_error_tree(self):
