@@ -2,24 +2,33 @@
 
 Subclass :class:`PostgresTestCase` (or :class:`AsyncPostgresTestCase`) in a
 ``unittest`` suite, or use :class:`DatabaseServer` directly.
+
+The names below are imported on first use, so that light parts of the package
+(the local server's supervisor, the CLI) start without loading SQLAlchemy.
 """
 
-from elefast.asyncio import (
-    AsyncDatabase,
-    AsyncDatabaseServer,
-    AsyncMetadataMigrator,
-    AsyncMigrator,
-    CanBeTurnedIntoAsyncEngine,
-)
-from elefast.errors import DatabaseNotReadyError, ElefastError
-from elefast.sync import (
-    CanBeTurnedIntoEngine,
-    Database,
-    DatabaseServer,
-    MetadataMigrator,
-    Migrator,
-)
-from elefast.testcase import AsyncPostgresTestCase, PostgresTestCase
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from elefast.asyncio import (
+        AsyncDatabase,
+        AsyncDatabaseServer,
+        AsyncMetadataMigrator,
+        AsyncMigrator,
+        CanBeTurnedIntoAsyncEngine,
+    )
+    from elefast.errors import DatabaseNotReadyError, ElefastError
+    from elefast.sync import (
+        CanBeTurnedIntoEngine,
+        Database,
+        DatabaseServer,
+        MetadataMigrator,
+        Migrator,
+    )
+    from elefast.testcase import AsyncPostgresTestCase, PostgresTestCase
 
 __all__ = [
     "AsyncDatabase",
@@ -39,3 +48,25 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "elefast.asyncio": ("AsyncDatabase", "AsyncDatabaseServer", "AsyncMetadataMigrator", "AsyncMigrator",
+                        "CanBeTurnedIntoAsyncEngine"),
+    "elefast.errors": ("DatabaseNotReadyError", "ElefastError"),
+    "elefast.sync": ("CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"),
+    "elefast.testcase": ("AsyncPostgresTestCase", "PostgresTestCase"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'elefast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

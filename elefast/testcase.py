@@ -58,6 +58,12 @@ class _Shared:
 _SHARED = _Shared()
 
 
+def _server_url(cls: Any, *, is_async: bool) -> URL:
+    """Where ``cls``'s server is (see :mod:`elefast.provision`), with a driver of the right kind."""
+    found = provision.resolve(cls.database_url, is_async=is_async, timeout=max(cls.connect_timeout, 30))
+    return _engines.parse_url(found, is_async=is_async, swap_kind=True)
+
+
 def _key(kind: str, url: URL, schema: Any) -> Tuple[Any, ...]:
     return (kind, url.render_as_string(hide_password=False), id(schema), schema)
 
@@ -105,7 +111,7 @@ class PostgresTestCase(_Settings):
     @classmethod
     def elefast_server(cls) -> DatabaseServer:
         """The process-wide :class:`DatabaseServer` for this class's URL and schema."""
-        url = _engines.parse_url(provision.resolve(cls.database_url), is_async=False, swap_kind=True)
+        url = _server_url(cls, is_async=False)
         schema: Optional[Migrator] = cls.schema
 
         def make() -> DatabaseServer:
@@ -160,7 +166,7 @@ class AsyncPostgresTestCase(_Settings):
     @classmethod
     async def elefast_server(cls) -> AsyncDatabaseServer:
         """The process-wide :class:`AsyncDatabaseServer` for this class's URL and schema."""
-        url = _engines.parse_url(provision.resolve(cls.database_url), is_async=True, swap_kind=True)
+        url = _server_url(cls, is_async=True)
         schema: Optional[AsyncMigrator] = cls.schema
         server: AsyncDatabaseServer = _SHARED.get(
             _key("async", url, schema), lambda: AsyncDatabaseServer(url, schema=schema)

@@ -1,0 +1,157 @@
+"""Where the throwaway local server keeps its files, and as whom it runs.
+
+Two places:
+
+- the *cache* (persistent): the output of ``initdb`` per binaries version, and copies
+  of binaries the server user could not read. ``$ELEFAST_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/elefast`` or ``~/.cache/elefast``; as root ``/var/tmp/elefast-0``,
+  since the server user must read it and root's home is private.
+- the *run directory*, one per user and configuration: the data directory (kept
+  between runs, with its templates), the unix socket directory, the log, the
+  state file, the lock file and the client leases. On ``/dev/shm`` when it is a
+  tmpfs with room, else in the temp directory.
+
+Both are created by elefast, with the permissions it needs; nothing else is chmod-ed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from elefast.provision.binaries import Binaries
+
+#: Bump when the server settings or the layout change, so old run directories are not reused.
+LAYOUT_VERSION = "1"
+#: Minimum free space on /dev/shm for the run directory to go there.
+SHM_MIN_FREE = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerUser:
+    """The account the server runs as when elefast runs as root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def server_user() -> Optional[ServerUser]:
+    """``postgres``, else ``nobody``, when running as root; None otherwise (run as ourselves)."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return ServerUser(name, entry.pw_uid, entry.pw_gid)
+    raise RuntimeError(
+        "elefast runs as root, and PostgreSQL refuses to; neither a 'postgres' nor a 'nobody' "
+        "user exists to run it as. Run the tests as a normal user, or set ELEFAST_DATABASE_URL."
+    )
+
+
+def cache_dir() -> Path:
+    """The persistent cache directory (see the module docstring)."""
+    configured = os.environ.get("ELEFAST_CACHE_DIR", "").strip()
+    if configured:
+        return Path(configured)
+    if os.name == "posix" and os.geteuid() == 0:
+        return Path("/var/tmp/elefast-0")
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "elefast"
+
+
+def _run_base() -> Path:
+    configured = os.environ.get("ELEFAST_RUN_DIR", "").strip()
+    if configured:
+        return Path(configured)
+    shm = Path("/dev/shm")
+    try:
+        stat = os.statvfs(shm)
+        if shm.is_dir() and stat.f_bavail * stat.f_frsize >= SHM_MIN_FREE and os.access(shm, os.W_OK):
+            return shm
+    except (OSError, AttributeError):
+        pass
+    return Path(tempfile.gettempdir())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path of one local server configuration."""
+
+    binaries: Binaries
+    user: Optional[ServerUser]
+    run_dir: Path
+    cache: Path
+
+    @classmethod
+    def for_binaries(cls, binaries: Binaries) -> Layout:
+        """The layout for ``binaries`` and the current user."""
+        user = server_user()
+        key = f"{LAYOUT_VERSION}|{binaries.fingerprint()}|{user.name if user else ''}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        uid = os.geteuid() if os.name == "posix" else 0
+        return cls(binaries, user, _run_base() / f"elefast-{uid}-{digest}", cache_dir())
+
+    # files of the run directory
+    @property
+    def data(self) -> Path:
+        """The data directory (kept between runs)."""
+        return self.run_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        """The private directory holding the unix socket."""
+        return self.run_dir / "sock"
+
+    @property
+    def log(self) -> Path:
+        """The server's log file."""
+        return self.run_dir / "postgres.log"
+
+    @property
+    def state(self) -> Path:
+        """JSON written by the supervisor once the server is ready."""
+        return self.run_dir / "state.json"
+
+    @property
+    def lock(self) -> Path:
+        """Lock file taken around starting, joining and stopping."""
+        return self.run_dir / "lock"
+
+    @property
+    def leases(self) -> Path:
+        """One locked file per client process."""
+        return self.run_dir / "leases"
+
+    @property
+    def keep(self) -> Path:
+        """Present while ``python -m elefast server start`` wants the server kept running."""
+        return self.run_dir / "keep"
+
+    @property
+    def password_file(self) -> Path:
+        """The TCP password of the ``postgres`` role (unix socket connections need none)."""
+        return self.run_dir / "password"
+
+    # files of the cache
+    @property
+    def initdb_cache(self) -> Path:
+        """The cached ``initdb`` output for these binaries."""
+        return self.cache / f"initdb-{self.binaries.fingerprint()}"
+
+    def read_state(self) -> Optional[Dict[str, Any]]:
+        """The state file's content, or None when absent or unreadable."""
+        try:
+            return json.loads(self.state.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return None

@@ -1,0 +1,222 @@
+"""The throwaway local server, from the client side: find it, or start it, and lease it.
+
+:func:`ensure_local_server` returns the URL of a PostgreSQL server that runs
+for as long as any process that asked for it lives. The first process starts
+a supervisor (:mod:`elefast.provision.supervisor`); the others join it. The
+URL points at the unix socket in a private directory, so it holds no password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from sqlalchemy import URL
+
+from elefast.errors import ElefastError
+from elefast.provision import locks
+from elefast.provision.binaries import Binaries, find_binaries
+from elefast.provision.layout import Layout
+
+__all__ = ["LocalServerError", "ensure_local_server", "local_layout", "server_status", "stop_local_server"]
+
+
+class LocalServerError(ElefastError):
+    """The throwaway local server could not be started; the message quotes its log."""
+
+    __module__ = "elefast.errors"
+
+
+_CACHED: Dict[str, Any] = {}
+
+
+def local_layout(binaries: Optional[Binaries] = None) -> Layout:
+    """The layout of the local server for ``binaries`` (default: the ones found first)."""
+    return Layout.for_binaries(binaries or find_binaries())
+
+
+def _url(state: Dict[str, Any], driver: str = "psycopg") -> URL:
+    return URL.create(
+        f"postgresql+{driver}", username="postgres", database="postgres", port=int(state["port"]),
+        query={"host": state["socket_dir"]},
+    )
+
+
+def _alive(state: Optional[Dict[str, Any]]) -> bool:
+    if not state or "error" in state:
+        return False
+    supervisor, postgres = int(state["supervisor_pid"]), int(state["postgres_pid"])
+    if not (locks.pid_alive(supervisor) and locks.pid_alive(postgres)):
+        return False
+    command = locks.cmdline(supervisor)
+    return not command or "elefast" in command
+
+
+def _open_to_everyone(program: Path) -> bool:
+    """Whether every directory up to ``program`` is searchable, and it readable and runnable, by all."""
+    try:
+        if program.stat().st_mode & 0o005 != 0o005:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in program.resolve().parents)
+    except OSError:
+        return False
+
+
+def _readable_by(user_uid: int, user_gid: int, program: Path) -> bool:
+    if _open_to_everyone(program):
+        return True
+    try:
+        result = subprocess.run([str(program), "--version"], capture_output=True, timeout=20,
+                                user=user_uid, group=user_gid, extra_groups=[])
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+def _usable_binaries(layout: Layout) -> Layout:
+    """As root: if the server user cannot run the binaries, copy them into the cache once."""
+    user = layout.user
+    if user is None or _readable_by(user.uid, user.gid, layout.binaries.postgres):
+        return layout
+    binaries = layout.binaries
+    roots = binaries.install_roots()
+    base = roots[0].parent.parent
+    target = layout.cache / f"bin-{binaries.fingerprint()}"
+    if not (target / binaries.bindir.relative_to(base) / "postgres").is_file():
+        layout.cache.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(layout.cache, 0o711)
+        tmp = layout.cache / f"bin-{binaries.fingerprint()}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for root in roots:
+            shutil.copytree(root, tmp / root.relative_to(base), symlinks=True)
+        for dirpath, _dirnames, filenames in os.walk(tmp):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if not os.path.islink(path):
+                    os.chmod(path, os.stat(path).st_mode | 0o444)
+        os.replace(tmp, target)
+    copied = Binaries(target / binaries.bindir.relative_to(base), binaries.version,
+                      f"{binaries.source}, copied to {target}")
+    return Layout(copied, user, layout.run_dir, layout.cache)
+
+
+def _prepare_run_dir(layout: Layout) -> None:
+    mode = 0o711 if layout.user else 0o700
+    layout.run_dir.mkdir(mode=mode, parents=True, exist_ok=True)
+
+
+def _spawn_supervisor(layout: Layout) -> None:
+    (layout.run_dir / "config.json").write_text(json.dumps({
+        "bindir": str(layout.binaries.bindir), "version": list(layout.binaries.version),
+        "source": layout.binaries.source,
+    }))
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
+    with open(layout.run_dir / "supervisor.log", "ab") as log:
+        subprocess.Popen(
+            # -S: no site-packages to scan; the supervisor needs only the stdlib and elefast.
+            [sys.executable, "-S", "-m", "elefast.provision.supervisor", str(layout.run_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, env=env, cwd=str(layout.run_dir),
+        )
+
+
+def _log_tail(layout: Layout, lines: int = 15) -> str:
+    try:
+        text = layout.log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def ensure_local_server(timeout: float = 60, driver: str = "psycopg",
+                        binaries: Optional[Binaries] = None) -> URL:
+    """Start or join the local server and lease it for this process; return its URL.
+
+    Raises :class:`~elefast.provision.binaries.BinariesNotFoundError` when no
+    PostgreSQL binaries exist, and :class:`LocalServerError` (quoting the
+    server's log) when the server does not start within ``timeout``.
+    """
+    cached = _CACHED.get("state")
+    if cached is not None and _CACHED.get("pid") == os.getpid() and _alive(cached):
+        return _url(cached, driver)
+    layout = local_layout(binaries)
+    _prepare_run_dir(layout)
+    with locks.FileLock(layout.lock, timeout=timeout):
+        locks.Lease.hold(layout.leases)
+        state = layout.read_state()
+        if not _alive(state):
+            layout.state.unlink(missing_ok=True)
+            layout = _usable_binaries(layout)
+            _spawn_supervisor(layout)
+            state = _wait_for_state(layout, timeout)
+    assert state is not None
+    _CACHED.update(state=state, pid=os.getpid(), layout=layout)
+    return _url(state, driver)
+
+
+def _wait_for_state(layout: Layout, timeout: float) -> Dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = layout.read_state()
+        if state is not None:
+            if "error" in state:
+                layout.state.unlink(missing_ok=True)
+                raise LocalServerError(
+                    f"The local PostgreSQL ({layout.binaries.bindir}) did not start: {state['error']}.\n"
+                    f"Its log ({layout.log}) ends with:\n{_log_tail(layout)}"
+                )
+            return state
+        if time.monotonic() > deadline:
+            raise LocalServerError(
+                f"The local PostgreSQL ({layout.binaries.bindir}) was not ready within {timeout:g} s.\n"
+                f"Its log ({layout.log}) ends with:\n{_log_tail(layout)}"
+            )
+        time.sleep(0.003)
+
+
+def server_status(layout: Optional[Layout] = None) -> Optional[Dict[str, Any]]:
+    """The running local server's state (with ``url`` and ``run_dir``), or None."""
+    layout = layout or local_layout()
+    state = layout.read_state()
+    if not _alive(state):
+        return None
+    assert state is not None
+    return dict(state, url=_url(state).render_as_string(hide_password=True), run_dir=str(layout.run_dir),
+                keep=layout.keep.exists(), clients=locks.live_leases(layout.leases))
+
+
+def keep_local_server(timeout: float = 60) -> URL:
+    """Start the local server and keep it running after this process exits (``server start``)."""
+    url = ensure_local_server(timeout)
+    layout: Layout = _CACHED["layout"]
+    layout.keep.touch()
+    return url
+
+
+def stop_local_server(timeout: float = 30, layout: Optional[Layout] = None) -> bool:
+    """Stop the local server now (``server stop``); True if one was running."""
+    layout = layout or local_layout()
+    layout.keep.unlink(missing_ok=True)
+    state = layout.read_state()
+    if not _alive(state):
+        return False
+    assert state is not None
+    lease = locks.Lease._held.get(str(layout.leases))
+    if lease is not None:
+        lease.release()
+    os.kill(int(state["supervisor_pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while locks.pid_alive(int(state["postgres_pid"])) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _CACHED.clear()
+    return True

@@ -1,0 +1,141 @@
+"""File locks and client leases for sharing one local server between processes (POSIX).
+
+A *lease* is a file in the leases directory that its client process holds an
+exclusive ``flock`` on for as long as it lives. The kernel drops the lock when
+the process dies, however it dies, so anyone who can take the lock knows the
+client is gone. Forked children share their parent's lock.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Dict, Optional, Type
+
+__all__ = ["FileLock", "Lease", "cmdline", "live_leases", "pid_alive"]
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` as a context manager, with an optional timeout."""
+
+    def __init__(self, path: Path, timeout: Optional[float] = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._file: Optional[IO[bytes]] = None
+
+    def __enter__(self) -> FileLock:
+        self._file = open(self.path, "ab")
+        if self.timeout is None:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            return self
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._file.close()
+                    raise TimeoutError(f"could not lock {self.path} within {self.timeout:g} s") from None
+                time.sleep(0.01)
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        assert self._file is not None
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+
+
+class Lease:
+    """This process's lease on one local server: a locked file, held until the process exits."""
+
+    _held: Dict[str, Lease] = {}
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        self.path = directory / f"{os.getpid()}-{time.monotonic_ns()}"
+        self._file = open(self.path, "wb")  # noqa: SIM115 - held for the process's life
+        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._file.write(str(os.getpid()).encode())
+        self._file.flush()
+
+    @classmethod
+    def hold(cls, directory: Path) -> Lease:
+        """This process's lease in ``directory``, created on first call."""
+        key = str(directory)
+        lease = cls._held.get(key)
+        if lease is None or lease.pid != os.getpid() or not lease.path.exists():
+            if not cls._held:
+                atexit.register(cls.release_all)
+            lease = cls(directory)
+            cls._held[key] = lease
+        return lease
+
+    @classmethod
+    def release_all(cls) -> None:
+        """Give up every lease this process holds (run at exit; a killed process skips it)."""
+        for lease in list(cls._held.values()):
+            if lease.pid == os.getpid():
+                lease.release()
+            else:  # inherited through fork: the parent's to release
+                lease._file.close()
+        cls._held.clear()
+
+    @property
+    def pid(self) -> int:
+        """The process that took the lease."""
+        return int(self.path.name.split("-")[0])
+
+    def release(self) -> None:
+        """Give the lease up now instead of at exit."""
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        self._file.close()
+        self._held.pop(str(self.path.parent), None)
+
+
+def live_leases(directory: Path) -> int:
+    """Count leases whose process still lives; remove the others."""
+    alive = 0
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            with open(entry, "rb") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    alive += 1
+                    continue
+                entry.unlink()
+        except FileNotFoundError:
+            continue
+    return alive
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` (Linux ``/proc``; empty string when unknown)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,278 @@
+"""The supervisor: one small process that owns a throwaway PostgreSQL server.
+
+Started (detached, in its own session) by the first test process that needs the
+local server: ``python -m elefast.provision.supervisor RUN_DIR``. It
+
+1. prepares the data directory (a copy of the cached ``initdb`` output, or a
+   fresh ``initdb --no-sync`` that then fills the cache);
+2. starts ``postgres`` directly, as the server user when we are root, with
+   ``PR_SET_PDEATHSIG`` so the server dies with its supervisor whatever kills it;
+3. writes the state file once a connection succeeds;
+4. every few hundred milliseconds, under the lock file, looks at the client
+   leases (files each client process holds an ``flock`` on; the kernel releases
+   it when the process dies, SIGKILL included) and stops the server shortly
+   after the last client is gone, unless ``keep`` exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from elefast.provision import locks
+from elefast.provision.binaries import Binaries
+from elefast.provision.layout import Layout, ServerUser, cache_dir, server_user
+
+#: Seconds without any client before the server is stopped.
+IDLE_GRACE = 1.0
+#: Seconds between two looks at the leases.
+LEASE_POLL = 0.25
+
+#: Settings for a disposable test server (upstream elefast's Optimizations where they apply).
+TEST_SETTINGS = (
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "wal_level=minimal",
+    "max_wal_senders=0",
+    "archive_mode=off",
+    "jit=off",
+    "shared_buffers=128MB",
+    "checkpoint_timeout=1800",
+    "max_connections=300",
+    "log_statement=none",
+    "log_min_duration_statement=-1",
+    "logging_collector=off",
+    "unix_socket_permissions=0700",
+)
+
+
+def _as_user(user: Optional[ServerUser]) -> Dict[str, Any]:
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
+
+
+def _own(path: Path, user: Optional[ServerUser], mode: int) -> None:
+    """Create ``path`` (ours) with ``mode``, owned by the server user."""
+    path.mkdir(mode=mode, parents=False, exist_ok=True)
+    if user is not None:
+        os.chown(path, user.uid, user.gid)
+    os.chmod(path, mode)
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG: immediate shutdown if we die
+    except Exception:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_data(layout: Layout) -> None:
+    """Make sure ``layout.data`` holds a cluster: copy the cached initdb output, or run initdb."""
+    user = layout.user
+    if (layout.data / "PG_VERSION").is_file():
+        return
+    if layout.data.exists():
+        shutil.rmtree(layout.data)
+    _own(layout.data, user, 0o700)
+    cached = layout.initdb_cache
+    if (cached / "PG_VERSION").is_file() and (cached.parent / (cached.name + ".password")).is_file():
+        subprocess.run(["cp", "-a", f"{cached}/.", str(layout.data)], check=True, **_as_user(user))
+        shutil.copyfile(cached.parent / (cached.name + ".password"), layout.password_file)
+        os.chmod(layout.password_file, 0o600)
+        return
+    password = secrets.token_urlsafe(18)
+    pwfile = layout.run_dir / "initdb.pw"
+    pwfile.write_text(password + "\n")
+    if user is not None:
+        os.chown(pwfile, user.uid, user.gid)
+    try:
+        result = subprocess.run(
+            [str(layout.binaries.initdb), "-D", str(layout.data), "-U", "postgres", "-E", "UTF8",
+             "--locale=C", "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256",
+             f"--pwfile={pwfile}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, **_as_user(user),
+        )
+    finally:
+        pwfile.unlink()
+    if result.returncode != 0:
+        raise RuntimeError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+    layout.password_file.write_text(password)
+    os.chmod(layout.password_file, 0o600)
+    _fill_cache(layout, password)
+
+
+def _fill_cache(layout: Layout, password: str) -> None:
+    """Copy the fresh cluster into the cache so the next data directory is a copy (best effort)."""
+    user = layout.user
+    cached = layout.initdb_cache
+    try:
+        layout.cache.mkdir(parents=True, exist_ok=True, mode=0o711 if user else 0o700)
+        tmp = layout.cache / f"{cached.name}.tmp-{os.getpid()}"
+        _own(tmp, user, 0o700)
+        subprocess.run(["cp", "-a", f"{layout.data}/.", str(tmp)], check=True, **_as_user(user))
+        pw = cached.parent / (cached.name + ".password")
+        pw.write_text(password)
+        os.chmod(pw, 0o600)
+        os.replace(tmp, cached)
+    except OSError:
+        shutil.rmtree(layout.cache / f"{cached.name}.tmp-{os.getpid()}", ignore_errors=True)
+    except subprocess.CalledProcessError:
+        shutil.rmtree(layout.cache / f"{cached.name}.tmp-{os.getpid()}", ignore_errors=True)
+
+
+def _kill_stale_postmaster(layout: Layout) -> None:
+    """A postgres left running on our data directory by a dead supervisor is stopped."""
+    pidfile = layout.data / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if not locks.pid_alive(pid) or "postgres" not in locks.cmdline(pid):
+        return
+    os.kill(pid, signal.SIGQUIT)
+    deadline = time.monotonic() + 10
+    while locks.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def start_postgres(layout: Layout, port: int, log: Any) -> subprocess.Popen:  # type: ignore[type-arg]
+    """Start ``postgres`` on the data directory; returns the process."""
+    _own(layout.socket_dir, layout.user, 0o700)
+    settings: List[str] = []
+    for setting in (*TEST_SETTINGS, f"unix_socket_directories={layout.socket_dir}",
+                    "listen_addresses=127.0.0.1"):
+        settings += ["-c", setting]
+    return subprocess.Popen(
+        [str(layout.binaries.postgres), "-D", str(layout.data), "-p", str(port), *settings],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
+        **_as_user(layout.user),
+    )
+
+
+def wait_ready(layout: Layout, port: int, process: subprocess.Popen, timeout: float) -> None:  # type: ignore[type-arg]
+    """Poll every few milliseconds until postgres says it is ready.
+
+    PostgreSQL writes ``ready`` as the eighth line of ``postmaster.pid`` once it
+    accepts connections (what ``pg_ctl`` waits for, minus its 100 ms sleeps);
+    reading a file costs far less than trying to connect.
+    """
+    pidfile = layout.data / "postmaster.pid"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lines = pidfile.read_text().splitlines()
+            if len(lines) >= 8 and lines[0].strip() == str(process.pid) and lines[7].strip() == "ready":
+                return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"postgres exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"postgres was not ready within {timeout:g} s")
+        time.sleep(0.002)
+
+
+def stop_postgres(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            return
+        try:
+            process.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _write_state(layout: Layout, state: Dict[str, Any]) -> None:
+    tmp = layout.state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, layout.state)
+
+
+def run(layout: Layout) -> int:
+    """The supervisor's life: start, serve while there are clients, stop."""
+    stopping = {"requested": False}
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stopping["requested"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, request_stop)
+
+    with open(layout.log, "ab") as log:
+        try:
+            _kill_stale_postmaster(layout)
+            prepare_data(layout)
+            port = _free_port()
+            process = start_postgres(layout, port, log)
+            wait_ready(layout, port, process, timeout=60)
+        except Exception as error:
+            _write_state(layout, {"error": str(error), "supervisor_pid": os.getpid()})
+            return 1
+        _write_state(layout, {
+            "supervisor_pid": os.getpid(), "postgres_pid": process.pid, "port": port,
+            "socket_dir": str(layout.socket_dir), "version": list(layout.binaries.version),
+            "bindir": str(layout.binaries.bindir), "started_at": time.time(),
+        })
+        idle_since: Optional[float] = None
+        try:
+            while True:
+                time.sleep(LEASE_POLL)
+                if process.poll() is not None:
+                    with locks.FileLock(layout.lock):
+                        layout.state.unlink(missing_ok=True)
+                    return 2
+                with locks.FileLock(layout.lock):
+                    clients = locks.live_leases(layout.leases)
+                    now = time.monotonic()
+                    if clients or layout.keep.exists():
+                        idle_since = None
+                        if not stopping["requested"]:
+                            continue
+                    idle_since = idle_since or now
+                    if stopping["requested"] or now - idle_since >= IDLE_GRACE:
+                        layout.state.unlink(missing_ok=True)
+                        stop_postgres(process)
+                        return 0
+        finally:
+            if process.poll() is None:
+                stop_postgres(process)
+
+
+def main(argv: List[str]) -> int:
+    """Entry point: ``python -m elefast.provision.supervisor RUN_DIR``."""
+    run_dir = Path(argv[0])
+    config = json.loads((run_dir / "config.json").read_text())
+    binaries = Binaries(Path(config["bindir"]), tuple(config["version"]), config["source"])
+    layout = Layout(binaries, server_user(), run_dir, cache_dir())
+    return run(layout)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""A small SQLAlchemy application with a legacy-style unittest suite that uses elefast."""

@@ -1,0 +1,1 @@
+"""The example application's unittest suite."""
