@@ -134,7 +134,7 @@ def candidates() -> List[Tuple[str, Optional[Path]]]:
             bindir = None
     found.append(("pg_config --bindir" + (f" ({bindir})" if bindir else " (no pg_config)"), bindir))
     initdb = shutil.which(f"initdb{_EXE}")
-    found.append(("PATH" + (f" ({Path(initdb).parent})" if initdb else ""),
+    found.append(("PATH" + (f" ({Path(initdb).parent})" if initdb else " (no initdb on it)"),
                   Path(initdb).parent if initdb else None))
     for pattern in _DISTRO_GLOBS:
         matches = sorted(glob.glob(pattern), key=_version_key, reverse=True)

@@ -90,8 +90,8 @@ def _usable_binaries(layout: Layout) -> Layout:
     base = roots[0].parent.parent
     target = layout.cache / f"bin-{binaries.fingerprint()}"
     if not (target / binaries.bindir.relative_to(base) / "postgres").is_file():
-        layout.cache.mkdir(parents=True, exist_ok=True, mode=0o711)
-        os.chmod(layout.cache, 0o711)
+        if not layout.cache.exists():  # ours to create; an existing one is never chmod-ed
+            layout.cache.mkdir(parents=True, mode=0o711)
         tmp = layout.cache / f"bin-{binaries.fingerprint()}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         for root in roots:

@@ -123,14 +123,18 @@ def live_leases(directory: Path) -> int:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists."""
+    """Whether a process with ``pid`` exists and is not a zombie waiting to be reaped."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill()
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def cmdline(pid: int) -> str:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from elefast.provision import locks
 from elefast.provision.binaries import Binaries
@@ -70,14 +70,32 @@ def _own(path: Path, user: Optional[ServerUser], mode: int) -> None:
     os.chmod(path, mode)
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
+def _child_setup(user: Optional[ServerUser]) -> Callable[[], None]:
+    """What the server process runs between fork and exec: drop privileges, then ask to die with us.
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG: immediate shutdown if we die
-    except Exception:
-        pass
+    The credentials change comes first because changing them clears the
+    parent-death signal; that is why the server is not started with
+    ``Popen(user=...)`` (which switches user after ``preexec_fn``).
+    """
+
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:  # loaded here: after setuid the server user may not read our Python's files
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except Exception:
+            prctl = None
+
+    def setup() -> None:
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+        if prctl is not None:
+            prctl(1, int(signal.SIGQUIT))  # PR_SET_PDEATHSIG: immediate shutdown if we die
+
+    return setup
 
 
 def _free_port() -> int:
@@ -165,8 +183,7 @@ def start_postgres(layout: Layout, port: int, log: Any) -> subprocess.Popen:  # 
     return subprocess.Popen(
         [str(layout.binaries.postgres), "-D", str(layout.data), "-p", str(port), *settings],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
-        **_as_user(layout.user),
+        preexec_fn=_child_setup(layout.user),
     )
 
 

@@ -1,0 +1,76 @@
+"""The command line: ``python -m elefast server start|stop|status|url``.
+
+``server start`` starts the throwaway local PostgreSQL and keeps it running
+until ``server stop``; test runs in between join it instead of starting their
+own. ``status`` and ``url`` report on it (the URL points at a private unix
+socket and holds no password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+__all__ = ["main"]
+
+
+def _url_for(driver: str, url: str) -> str:
+    if driver == "libpq":
+        return "postgresql://" + url.split("://", 1)[1]
+    return url.replace("postgresql+psycopg://", f"postgresql+{driver}://", 1)
+
+
+def _server(args: argparse.Namespace) -> int:
+    from elefast.errors import ElefastError
+    from elefast.provision import local
+
+    try:
+        if args.action == "start":
+            url = local.keep_local_server(timeout=args.timeout)
+            print(_url_for(args.driver, url.render_as_string(hide_password=True)))
+            print("The server keeps running until: python -m elefast server stop", file=sys.stderr)
+            return 0
+        if args.action == "stop":
+            stopped = local.stop_local_server(timeout=args.timeout)
+            print("stopped" if stopped else "not running")
+            return 0
+        status = local.server_status()
+        if status is None:
+            print("not running (start one with: python -m elefast server start)", file=sys.stderr)
+            return 1
+        if args.action == "url":
+            print(_url_for(args.driver, status["url"]))
+        elif args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print(f"running: PostgreSQL {'.'.join(map(str, status['version']))} from {status['bindir']}")
+            print(f"  url:      {_url_for(args.driver, status['url'])}")
+            print(f"  pid:      {status['postgres_pid']} (supervisor {status['supervisor_pid']})")
+            print(f"  clients:  {status['clients']}{' (kept running by server start)' if status['keep'] else ''}")
+            print(f"  data:     {status['run_dir']}")
+        return 0
+    except ElefastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m elefast``."""
+    parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    server = commands.add_parser("server", help="the throwaway local PostgreSQL server")
+    server.add_argument("action", choices=["start", "stop", "status", "url"])
+    server.add_argument("--driver", default="psycopg", choices=["psycopg", "asyncpg", "libpq"],
+                        help="driver part of printed URLs (libpq: plain postgresql://)")
+    server.add_argument("--json", action="store_true", help="status as JSON")
+    server.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
+    server.set_defaults(handler=_server)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
