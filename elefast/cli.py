@@ -48,7 +48,8 @@ def _server(args: argparse.Namespace) -> int:
             print(f"running: PostgreSQL {'.'.join(map(str, status['version']))} from {status['bindir']}")
             print(f"  url:      {_url_for(args.driver, status['url'])}")
             print(f"  pid:      {status['postgres_pid']} (supervisor {status['supervisor_pid']})")
-            print(f"  clients:  {status['clients']}{' (kept running by server start)' if status['keep'] else ''}")
+            kept = " (kept running by server start)" if status["keep"] else ""
+            print(f"  clients:  {status['clients']}{kept}")
             print(f"  data:     {status['run_dir']}")
         return 0
     except ElefastError as error:

