@@ -63,8 +63,15 @@ def _data_mount(client: DockerClient, image: str, tmpfs: Any) -> Dict[str, str]:
     target = next((v for v in volumes if pgdata == v or pgdata.startswith(v.rstrip("/") + "/")), None)
     if target is None:
         target = str(Path(pgdata).parent) if Path(pgdata).parent != Path("/") else pgdata
-    options = "rw" if tmpfs is True else f"rw,size={int(tmpfs)}m"
-    return {target: options}
+    options = ["rw", "mode=1777"]
+    if tmpfs is not True:
+        options.append(f"size={int(tmpfs)}m")
+    # An image that runs as a numeric non-root user gets a tmpfs it owns; root entrypoints
+    # (the official image's) create and chown PGDATA themselves.
+    user, _, group = str(attrs.get("User") or "").partition(":")
+    if user.isdigit() and user != "0":
+        options += [f"uid={user}", f"gid={group if group.isdigit() else user}"]
+    return {target: ",".join(options)}
 
 
 def _ensure_image(client: DockerClient, image: str) -> None:
@@ -81,7 +88,17 @@ def _ensure_image(client: DockerClient, image: str) -> None:
 
 
 def _host_port(container: Any, container_port: int) -> int:
+    deadline = time.monotonic() + 30
     container.reload()
+    while container.status == "created" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        container.reload()
+    if container.status != "running":
+        logs = container.logs(tail=20).decode(errors="replace").strip()
+        raise DatabaseNotReadyError(
+            f"The PostgreSQL container {container.name!r} is {container.status}, not running. "
+            f"Its log ends with:\n{logs}"
+        )
     bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
     for binding in bindings.get(f"{container_port}/tcp") or []:
         if binding.get("HostPort"):
