@@ -3,11 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The server the project's own tests use; override by exporting ELEFAST_DATABASE_URL.
-ELEFAST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
-export ELEFAST_DATABASE_URL
+# The server most of the project's own tests use; override by exporting ELEFAST_DATABASE_URL.
+# (The provisioning tests and `make demo` use the throwaway local server instead.)
+TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install test lint typecheck docs clean
+.PHONY: help install demo test lint typecheck docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -19,8 +19,11 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 
 install: $(VENV)/.installed  ## Create .venv with elefast (editable) and every extra
 
-test: install  ## Run the whole test suite against ELEFAST_DATABASE_URL
-	$(PY) -m tests
+demo: install  ## Run the example app's unittest suite on the throwaway local server
+	env -u ELEFAST_DATABASE_URL $(PY) -m unittest discover -v -s examples/legacy_app/tests -t .
+
+test: install  ## Run the whole test suite (needs PostgreSQL at ELEFAST_DATABASE_URL)
+	ELEFAST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests
 
 lint: install  ## ruff
 	$(PY) -m ruff check elefast tests
