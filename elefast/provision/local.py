@@ -121,12 +121,15 @@ def _spawn_supervisor(layout: Layout) -> None:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
+    # -S: no site-packages to scan; the supervisor needs only the stdlib and elefast.
+    command = [sys.executable, "-S", "-m", "elefast.provision.supervisor", str(layout.run_dir)]
     with open(layout.run_dir / "supervisor.log", "ab") as log:
-        subprocess.Popen(
-            # -S: no site-packages to scan; the supervisor needs only the stdlib and elefast.
-            [sys.executable, "-S", "-m", "elefast.provision.supervisor", str(layout.run_dir)],
+        # Started through a shell that backgrounds it and exits at once, so the supervisor is
+        # not our child: no zombie if it stops before we do, nothing for us to wait for.
+        subprocess.run(
+            ["/bin/sh", "-c", '"$@" &', "elefast-launch", *command],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, env=env, cwd=str(layout.run_dir),
+            start_new_session=True, close_fds=True, env=env, cwd=str(layout.run_dir), check=True,
         )
 
 

@@ -247,15 +247,17 @@ def run(layout: Layout) -> int:
             _kill_stale_postmaster(layout)
             prepare_data(layout)
             port = _free_port()
+            launched = time.monotonic()
             process = start_postgres(layout, port, log)
             wait_ready(layout, port, process, timeout=60)
+            ready_ms = round((time.monotonic() - launched) * 1000, 1)
         except Exception as error:
             _write_state(layout, {"error": str(error), "supervisor_pid": os.getpid()})
             return 1
         _write_state(layout, {
             "supervisor_pid": os.getpid(), "postgres_pid": process.pid, "port": port,
             "socket_dir": str(layout.socket_dir), "version": list(layout.binaries.version),
-            "bindir": str(layout.binaries.bindir), "started_at": time.time(),
+            "bindir": str(layout.binaries.bindir), "started_at": time.time(), "ready_ms": ready_ms,
         })
         idle_since: Optional[float] = None
         try:
