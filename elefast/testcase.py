@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Union
 
 from sqlalchemy import URL, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from elefast import _engines, _sql, provision
-from elefast.asyncio import AsyncDatabase, AsyncDatabaseServer, AsyncMigrator
 from elefast.sync import Database, DatabaseServer, Migrator
+
+if TYPE_CHECKING:  # imported when an async test case runs: sync suites skip sqlalchemy.ext.asyncio
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+    from elefast.asyncio import AsyncDatabase, AsyncDatabaseServer, AsyncMigrator
 
 __all__ = ["AsyncPostgresTestCase", "PostgresTestCase"]
 
@@ -166,6 +169,8 @@ class AsyncPostgresTestCase(_Settings):
     @classmethod
     async def elefast_server(cls) -> AsyncDatabaseServer:
         """The process-wide :class:`AsyncDatabaseServer` for this class's URL and schema."""
+        from elefast.asyncio import AsyncDatabaseServer
+
         url = _server_url(cls, is_async=True)
         schema: Optional[AsyncMigrator] = cls.schema
         server: AsyncDatabaseServer = _SHARED.get(
