@@ -62,8 +62,9 @@ class SyncMixinTests(unittest.TestCase):
         ])
 
     def test_no_server_configured(self):
-        """Without database_url or ELEFAST_DATABASE_URL, setUpClass says how to set either."""
+        """Asked for a URL (ELEFAST_SERVER=url) with none set, setUpClass says how to set either."""
         environ = {k: v for k, v in os.environ.items() if k != "ELEFAST_DATABASE_URL"}
+        environ["ELEFAST_SERVER"] = "url"
         with mock.patch.dict(os.environ, environ, clear=True):
             result, output = run(cases_mixins.NoServer)
         self.assertEqual(len(result.errors), 1, output)
@@ -95,6 +96,21 @@ class AsyncMixinTests(unittest.TestCase):
         result, output = run(cases_mixins.AsyncFailingSetUp)
         self.assertEqual(len(result.errors), 1, output)
         self.assertEqual(clones(cases_mixins.ASYNC_PREFIX), [])
+
+
+class LocalDefaultTests(unittest.TestCase):
+    def test_no_url_uses_the_local_server(self):
+        """With no URL anywhere, the mixin runs its tests on the throwaway local server."""
+        environ = {k: v for k, v in os.environ.items() if k not in ("ELEFAST_DATABASE_URL", "ELEFAST_SERVER")}
+
+        class OnLocal(cases_mixins.ForgetsSuperSetUp):
+            def test_where(self):
+                host = self.engine.url.query.get("host", "")
+                self.assertTrue(str(host).startswith("/"), self.engine.url)  # the private unix socket
+
+        with mock.patch.dict(os.environ, environ, clear=True):
+            result, output = run(OnLocal)
+        self.assertTrue(result.wasSuccessful(), output)
 
 
 class LeakCheckTests(unittest.TestCase):
