@@ -6,6 +6,8 @@ medians (and min/max) over the repetitions, each measured in fresh processes:
 - ``postgres ready``: from launching ``postgres`` to it accepting connections, as the
   supervisor measured it, on a kept data directory on tmpfs;
 - ``ensure_local_server``: the client's call, server not running, data directory kept;
+- ``floor``: process start to ``import unittest, sqlalchemy.orm, psycopg`` done: what any
+  SQLAlchemy test process pays before elefast does anything;
 - ``first test, cold``: process start to the first test's body, with no cached initdb and no
   data directory (initdb included);
 - ``first test, warm``: the same with the data directory kept from an earlier run;
@@ -45,6 +47,12 @@ class First(PostgresTestCase, unittest.TestCase):
         print("FIRST", elapsed, flush=True)
 
 unittest.main(argv=["x"], exit=False, verbosity=0)
+"""
+
+FLOOR = """
+import os, time
+import unittest, sqlalchemy.orm, psycopg
+print("FIRST", time.time() - float(os.environ["BENCH_T0"]), flush=True)
 """
 
 CLIENT = """
@@ -95,9 +103,9 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def first_test(env: Dict[str, str]) -> float:
+def first_test(env: Dict[str, str], code: str = FIRST_TEST) -> float:
     env = dict(env, BENCH_T0=repr(time.time()))
-    out = subprocess.run([sys.executable, "-c", FIRST_TEST.format(root=str(ROOT))], env=env,
+    out = subprocess.run([sys.executable, "-c", code.format(root=str(ROOT))], env=env,
                          capture_output=True, text=True, timeout=120)
     for line in out.stdout.splitlines():
         if line.startswith("FIRST"):
@@ -157,12 +165,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = base / "run"
     run_dir.mkdir(mode=0o711)
     env = env_for(run_dir, cache)
-    results: Dict[str, List[float]] = {k: [] for k in ("ready", "ensure", "cold", "warm", "hot", "kill")}
+    results: Dict[str, List[float]] = {k: [] for k in ("floor", "ready", "ensure", "cold", "warm", "hot", "kill")}
     try:
         for _ in range(args.repeat):
             shutil.rmtree(cache, ignore_errors=True)
             for child in run_dir.iterdir():
                 shutil.rmtree(child, ignore_errors=True)
+            results["floor"].append(first_test(env, FLOOR))
             results["cold"].append(first_test(env))
             wait_stopped(run_dir)
             results["warm"].append(first_test(env))
@@ -188,6 +197,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"run directory on {base.parent}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs\n")
         print("| measurement | median ms | min | max | runs | target ms |")
         print("| --- | ---: | ---: | ---: | ---: | --- |")
+        print(row("floor: start Python, import unittest, sqlalchemy.orm, psycopg", results["floor"], ""))
         print(row("postgres ready (kept data dir, tmpfs)", results["ready"], "<= 150"))
         print(row("ensure_local_server (server stopped)", results["ensure"], ""))
         print(row("first test, cold (no cache: initdb)", results["cold"], "<= 1500"))

@@ -104,11 +104,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare_data(layout: Layout) -> None:
-    """Make sure ``layout.data`` holds a cluster: copy the cached initdb output, or run initdb."""
+def prepare_data(layout: Layout) -> Optional[Path]:
+    """Make sure ``layout.data`` holds a cluster: copy the cached initdb output, or run initdb.
+
+    After a fresh initdb, returns the directory holding its pristine output, for
+    :func:`fill_cache` to copy to the (slower, on-disk) cache once the server is up.
+    """
     user = layout.user
     if (layout.data / "PG_VERSION").is_file():
-        return
+        return None
     if layout.data.exists():
         shutil.rmtree(layout.data)
     _own(layout.data, user, 0o700)
@@ -117,7 +121,11 @@ def prepare_data(layout: Layout) -> None:
         subprocess.run(["cp", "-a", f"{cached}/.", str(layout.data)], check=True, **_as_user(user))
         shutil.copyfile(cached.parent / (cached.name + ".password"), layout.password_file)
         os.chmod(layout.password_file, 0o600)
-        return
+        return None
+    fresh = layout.run_dir / "initdb.fresh"
+    if fresh.exists():
+        shutil.rmtree(fresh)
+    _own(fresh, user, 0o700)
     password = secrets.token_urlsafe(18)
     pwfile = layout.run_dir / "initdb.pw"
     pwfile.write_text(password + "\n")
@@ -125,7 +133,7 @@ def prepare_data(layout: Layout) -> None:
         os.chown(pwfile, user.uid, user.gid)
     try:
         result = subprocess.run(
-            [str(layout.binaries.initdb), "-D", str(layout.data), "-U", "postgres", "-E", "UTF8",
+            [str(layout.binaries.initdb), "-D", str(fresh), "-U", "postgres", "-E", "UTF8",
              "--locale=C", "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256",
              f"--pwfile={pwfile}"],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, **_as_user(user),
@@ -136,18 +144,20 @@ def prepare_data(layout: Layout) -> None:
         raise RuntimeError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
     layout.password_file.write_text(password)
     os.chmod(layout.password_file, 0o600)
-    _fill_cache(layout, password)
+    subprocess.run(["cp", "-a", f"{fresh}/.", str(layout.data)], check=True, **_as_user(user))
+    return fresh
 
 
-def _fill_cache(layout: Layout, password: str) -> None:
-    """Copy the fresh cluster into the cache so the next data directory is a copy (best effort)."""
+def fill_cache(layout: Layout, fresh: Path) -> None:
+    """Copy a pristine initdb output into the cache, then remove it (best effort)."""
     user = layout.user
     cached = layout.initdb_cache
+    password = layout.password_file.read_text()
     try:
         layout.cache.mkdir(parents=True, exist_ok=True, mode=0o711 if user else 0o700)
         tmp = layout.cache / f"{cached.name}.tmp-{os.getpid()}"
         _own(tmp, user, 0o700)
-        subprocess.run(["cp", "-a", f"{layout.data}/.", str(tmp)], check=True, **_as_user(user))
+        subprocess.run(["cp", "-a", f"{fresh}/.", str(tmp)], check=True, **_as_user(user))
         pw = cached.parent / (cached.name + ".password")
         pw.write_text(password)
         os.chmod(pw, 0o600)
@@ -156,6 +166,8 @@ def _fill_cache(layout: Layout, password: str) -> None:
         shutil.rmtree(layout.cache / f"{cached.name}.tmp-{os.getpid()}", ignore_errors=True)
     except subprocess.CalledProcessError:
         shutil.rmtree(layout.cache / f"{cached.name}.tmp-{os.getpid()}", ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def _kill_stale_postmaster(layout: Layout) -> None:
@@ -245,7 +257,7 @@ def run(layout: Layout) -> int:
     with open(layout.log, "ab") as log:
         try:
             _kill_stale_postmaster(layout)
-            prepare_data(layout)
+            fresh = prepare_data(layout)
             port = _free_port()
             launched = time.monotonic()
             process = start_postgres(layout, port, log)
@@ -259,6 +271,8 @@ def run(layout: Layout) -> int:
             "socket_dir": str(layout.socket_dir), "version": list(layout.binaries.version),
             "bindir": str(layout.binaries.bindir), "started_at": time.time(), "ready_ms": ready_ms,
         })
+        if fresh is not None:  # clients are already running tests; cache the initdb output now
+            fill_cache(layout, fresh)
         idle_since: Optional[float] = None
         try:
             while True:
