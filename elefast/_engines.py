@@ -7,7 +7,6 @@ of the databases cloned on it.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Dict, Optional, Union
 
 from sqlalchemy import URL, Engine, event, make_url
@@ -119,15 +118,6 @@ def check_driver(url: URL, *, is_async: bool) -> None:
         raise DriverNotInstalledError(
             f"The PostgreSQL driver {driver!r} is not installed ({error}). Install it: {hint}"
         ) from None
-
-
-def module_available(name: str) -> bool:
-    """Whether ``name`` can be imported."""
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
 
 
 def remember_connect_args(engine: Engine) -> Dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 from sqlalchemy import MetaData
 
@@ -31,11 +31,6 @@ def check_schema(schema: Any, *, is_async: bool) -> Any:
         f"MetadataMigrator(Base.metadata) or AlembicMigrator('alembic.ini')) or None, "
         f"not {type(schema).__name__}.{hint}"
     )
-
-
-def describe(schema: Optional[Any]) -> str:
-    """A short human name for a migrator, for messages."""
-    return repr(schema) if schema is not None else "no schema"
 
 
 def non_public_schemas(metadata: MetaData) -> List[str]:

@@ -125,15 +125,7 @@ TERMINATE_BACKENDS = (
     "WHERE datname = :name AND pid <> pg_backend_pid()"
 )
 
-#: Stops new connections to a database (a template being dropped, say); bind nothing.
-def disallow_connections(name: str) -> str:
-    """``ALTER DATABASE`` that refuses new connections to ``name``."""
-    return f"ALTER DATABASE {quote_identifier(name)} WITH ALLOW_CONNECTIONS false"
-
-
 SELECT_ONE = "SELECT 1"
-DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = :name"
-LIST_DATABASES_LIKE = "SELECT datname FROM pg_database WHERE datname LIKE :pattern ORDER BY datname"
 
 # Error triage --------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from elefast import provision
 from elefast.errors import ServerNotConfiguredError
 from elefast.provision import binaries as binaries_module
 from elefast.provision.binaries import BinariesNotFoundError, find_binaries
+from elefast.provision.locks import pid_alive
 from tests import support
 
 CLIENT = """
@@ -43,14 +44,8 @@ def have_binaries() -> bool:
 
 
 def postgres_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is as good as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    return pid_alive(pid)
 
 
 def wait_gone(pid: int, seconds: float) -> bool:
