@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test lint typecheck docs clean
+.PHONY: help install demo test lint typecheck bench-startup docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -30,6 +30,9 @@ lint: install  ## ruff
 
 typecheck: install  ## mypy (strict)
 	$(PY) -m mypy
+
+bench-startup: install  ## Time the no-setup server: local server start, first test, Docker
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
 
 docs:  ## Build the documentation site (arrives with the documentation issue)
 	@echo "The documentation site is not built yet: read docs/index.md."
