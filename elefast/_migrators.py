@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+import hashlib
+from typing import Any, List, Optional
 
 from sqlalchemy import MetaData
 
@@ -36,3 +37,36 @@ def check_schema(schema: Any, *, is_async: bool) -> Any:
 def non_public_schemas(metadata: MetaData) -> List[str]:
     """The schema names tables in ``metadata`` use, other than ``public``, sorted."""
     return sorted({str(t.schema) for t in metadata.tables.values() if t.schema and t.schema != "public"})
+
+
+def fingerprint(schema: Any) -> Optional[str]:
+    """The migrator's ``fingerprint()``, or None when it has none (a per-process template then)."""
+    method = getattr(schema, "fingerprint", None)
+    if not callable(method):
+        return None
+    value = method()
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            f"{type(schema).__name__}.fingerprint() must return a non-empty str (or None), not {value!r}."
+        )
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def metadata_ddl(metadata: MetaData) -> str:
+    """The PostgreSQL DDL ``create_all`` would send for ``metadata``, in a stable order."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    parts: List[str] = [f"schema {name}" for name in non_public_schemas(metadata)]
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+        for column in table.columns:
+            enums = getattr(column.type, "enums", None)
+            if enums:
+                parts.append(f"enum {getattr(column.type, 'name', '')} {list(enums)!r}")
+    return "\n".join(parts)

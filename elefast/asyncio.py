@@ -73,6 +73,10 @@ class AsyncMetadataMigrator:
     def __repr__(self) -> str:
         return f"AsyncMetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
 
+    def fingerprint(self) -> str:
+        """The compiled PostgreSQL DDL of the metadata (see :meth:`MetadataMigrator.fingerprint`)."""
+        return self._sync.fingerprint()
+
     async def migrate_async(self, connection: AsyncConnection) -> None:
         """Drops and creates all tables specified in the metadata object passed via the constructor."""
         await connection.run_sync(self._sync.migrate)

@@ -11,13 +11,14 @@ Typical use::
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
 import weakref
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, Optional, Set, Type, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Type, Union
 
 from sqlalchemy import URL, Connection, Engine, MetaData, NullPool, create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -27,7 +28,7 @@ from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
 from elefast import _engines, _messages, _migrators, _sql
 from elefast.errors import DatabaseNotReadyError, MigrationError
-from elefast.pool import ServerState, TemplateSlot
+from elefast.pool import ClonePool, ServerState, TemplateSlot
 
 __all__ = ["CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"]
 
@@ -56,6 +57,10 @@ class MetadataMigrator:
 
     def __repr__(self) -> str:
         return f"MetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
+
+    def fingerprint(self) -> str:
+        """The compiled PostgreSQL DDL of the metadata: templates are reused while it is unchanged."""
+        return _migrators.metadata_ddl(self.metadata)
 
     def migrate(self, connection: Connection) -> None:
         """Drops and creates all tables specified in the metadata object passed via the constructor."""
@@ -94,6 +99,7 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
         """The name of the database."""
         self._dropped = False
         self._checkouts = _engines.CheckoutTracker(engine)
+        self._on_drop: Optional[Callable[[str], None]] = None  # set for pooled databases
 
     def __repr__(self) -> str:
         return f"Database(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
@@ -123,7 +129,10 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
         self._dropped = True
         self._checkouts.invalidate_all()
         self.engine.dispose()
-        self.server.drop_database(self.name)
+        if self._on_drop is not None:
+            self._on_drop(self.name)
+        else:
+            self.server.drop_database(self.name)
 
     def session(self) -> Session:
         """Creates a new ORM session.
@@ -179,9 +188,7 @@ class DatabaseServer:
         self.sessionmaker_factory = sessionmaker_factory
         self._state = ServerState()
         self._server_version: Optional[tuple] = None  # type: ignore[type-arg]
-        self._finalizer = weakref.finalize(
-            self, _drop_leftovers, self._engine, self._state.owned, self._state.owned_lock
-        )
+        self._finalizer = weakref.finalize(self, _drop_leftovers, self._engine, self._state)
 
     def __repr__(self) -> str:
         return f"DatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
@@ -296,8 +303,8 @@ class DatabaseServer:
             self._server_version = connection.dialect.server_version_info
         return connection
 
-    def _create(self, name: str, template: Optional[str], encoding: str) -> None:
-        statement = _sql.create_database(name, template, encoding)
+    def _create(self, name: str, template: Optional[str], encoding: str, strategy: Optional[str] = None) -> None:
+        statement = _sql.create_database(name, template, encoding, strategy)
         self._state.own(name)
         try:
             with self._admin() as connection:
@@ -321,13 +328,41 @@ class DatabaseServer:
         slot = self._state.templates.get(encoding)
         if slot is None:
             with self._state.lock:
-                slot = self._state.templates.get(encoding) or self._build_template(prefix, encoding)
+                slot = self._state.templates.get(encoding) or self._prepare_template(prefix, encoding)
         if slot.error is not None:
             raise MigrationError(slot.message) from slot.error
         return slot.name
 
-    def _build_template(self, prefix: str, encoding: str) -> TemplateSlot:
-        name = _sql.template_name(prefix)
+    def _prepare_template(self, prefix: str, encoding: str) -> TemplateSlot:
+        """Reuse the fingerprinted template if a run built it, else build it under an advisory lock."""
+        fingerprint = _migrators.fingerprint(self.schema)
+        if fingerprint is None:  # nothing to recognise it by: a template for this process only
+            slot = self._build_template(_sql.template_name(prefix), encoding, None)
+        else:
+            with self._admin() as connection:
+                digest = _sql.template_hash(fingerprint, connection.dialect.server_version_info, encoding)
+                name = _sql.template_name(prefix, digest)
+                if _template_ready(connection, name):
+                    slot = TemplateSlot(name, reused=True)
+                else:
+                    key = _sql.advisory_key(name)
+                    connection.execute(text(_sql.ADVISORY_LOCK), {"key": key})
+                    try:
+                        if _template_ready(connection, name):  # another process built it meanwhile
+                            slot = TemplateSlot(name, reused=True)
+                        else:
+                            _drop(connection, name, self._log)  # what a crashed builder left, if anything
+                            slot = self._build_template(name, encoding, fingerprint)
+                            if slot.error is None:
+                                _sweep_templates(connection, prefix, name)
+                    finally:
+                        connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+        logger.debug("elefast template %s %s", slot.name, "reused" if slot.reused else "built")
+        self._state.templates[encoding] = slot
+        return slot
+
+    def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:
+        """Create ``name`` from template0 and migrate it; on failure drop it and remember why."""
         self._create(name, None, encoding)
         slot = TemplateSlot(name)
         try:
@@ -337,14 +372,103 @@ class DatabaseServer:
                     self.schema.migrate(connection)  # type: ignore[union-attr]
             finally:
                 engine.dispose()
+            if fingerprint is not None:  # shared from now on: ready, read-only, kept across runs
+                with self._admin() as connection:
+                    for statement in _sql.mark_template_ready(name, _now(), fingerprint):
+                        connection.execute(text(statement))
+                self._state.disown(name)
         except BaseException as error:
             _drop_names(self._engine, [name])
             self._state.disown(name)
             if not isinstance(error, Exception):
                 raise  # KeyboardInterrupt and friends: nothing cached, nothing left
             slot.error, slot.message = error, _messages.migration_failed(self.schema, name, error)
-        self._state.templates[encoding] = slot
         return slot
+
+    # -- the clone pool (used by the test case mixins) --------------------------
+
+    def _pool(self) -> ClonePool:
+        pool = self._state.pool
+        if pool is None:
+            with self._state.owned_lock:
+                pool = self._state.pool
+                if pool is None:
+                    pool = self._state.pool = ClonePool(self._create_clone, self.drop_database, self._warm_engine)
+        return pool
+
+    def _create_clone(self, name: str, template: Optional[str], encoding: str) -> None:
+        self._create(name, template, encoding, strategy=self._strategy())
+
+    def _strategy(self) -> Optional[str]:
+        if self._state.strategy is None:
+            with self._admin() as connection:
+                fsync, version = connection.execute(text(_sql.SERVER_SETTINGS)).one()
+            self._state.strategy = _sql.choose_strategy(int(version), str(fsync)) or ""
+        return self._state.strategy or None
+
+    def _warm_engine(self, name: str) -> Engine:
+        engine = self._database_engine(name)
+        with engine.connect():
+            pass  # one connection made ahead, left idle in the engine's pool
+        return engine
+
+    def _pooled_database(
+        self,
+        template: Optional[str],
+        prefix: str,
+        encoding: str,
+        sessionmaker_factory: Callable[[Engine], Callable[[], Session]],
+    ) -> Database:
+        """A database from the pool; its ``drop()`` hands it back to be dropped in the background."""
+        pool = self._pool()
+        _name, engine = pool.take(template, prefix, encoding)
+        database = Database(engine, self, sessionmaker_factory)
+        database._on_drop = pool.release
+        return database
+
+    def _class_template(self, template: Optional[str], prefix: str, encoding: str,
+                        fill: Callable[[Connection], None]) -> str:
+        """A per-class template: a clone of ``template`` with ``fill``'s rows (``setUpTestData``)."""
+        name = _sql.database_name(prefix, infix="cls_")
+        self._create(name, template, encoding, strategy=self._strategy())
+        try:
+            engine = self._database_engine(name, pooled=False)
+            try:
+                with engine.begin() as connection:
+                    fill(connection)
+            finally:
+                engine.dispose()
+        except BaseException:
+            self.drop_database(name)
+            raise
+        return name
+
+    def _retire_class_template(self, name: str) -> None:
+        self._pool().retire(name, then_drop=name)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _template_ready(connection: Connection, name: str) -> bool:
+    return bool(connection.execute(text(_sql.TEMPLATE_STATE), {"name": name}).scalar())
+
+
+def _sweep_templates(connection: Connection, prefix: str, current: str) -> None:
+    """Drop this prefix's older fingerprinted templates beyond the newest few (not those in use)."""
+    rows = connection.execute(text(_sql.LIST_TEMPLATES), {"pattern": _sql.template_pattern(prefix)}).all()
+    for name in _sql.templates_to_sweep([(r[0], r[1]) for r in rows], _sql.TEMPLATES_KEPT, current):
+        key = _sql.advisory_key(name)
+        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+            continue  # being built or swept by someone else right now
+        try:
+            connection.execute(text(_sql.unmark_template(name)))
+            _drop(connection, name, lambda _s: None)
+        except Exception as error:
+            logger.warning("elefast could not sweep the old template %s: %s", name, error)
+        finally:
+            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 
 
 def _drop(connection: Connection, name: str, log: Callable[[str], None]) -> None:
@@ -357,12 +481,11 @@ def _drop(connection: Connection, name: str, log: Callable[[str], None]) -> None
     connection.execute(text(statement))
 
 
-def _drop_leftovers(engine: Engine, owned: Set[str], lock: Any) -> None:
-    """Drop every database still in ``owned``: the server's finalizer, also run at exit."""
-    with lock:
-        names = sorted(owned, key=lambda n: "_tpl_" in n)  # clones before templates
-        owned.clear()
-    _drop_names(engine, names)
+def _drop_leftovers(engine: Engine, state: ServerState) -> None:
+    """Stop the pool, then drop every database still owned: the finalizer, also run at exit."""
+    if state.pool is not None:
+        state.pool.close()
+    _drop_names(engine, state.take_owned())
 
 
 def _drop_names(engine: Engine, names: Iterable[str]) -> None:

@@ -162,3 +162,16 @@ def run_python(code: str, env: Optional[dict] = None, timeout: float = 120) -> s
         [sys.executable, "-c", code], cwd=str(ROOT), env=full_env, capture_output=True, text=True,
         timeout=timeout,
     )
+
+
+def drop_templates(prefix: str) -> None:
+    """Drop the fingerprinted templates whose name starts with ``prefix`` (elefast keeps them on purpose)."""
+    with psycopg.connect(libpq_dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datistemplate AND datname LIKE %s "
+            "AND coalesce(shobj_description(oid, 'pg_database'), '') LIKE 'elefast template%%'",
+            (prefix.replace("_", "\\_") + "%",),
+        ).fetchall()
+        for (name,) in rows:
+            conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

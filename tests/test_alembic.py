@@ -31,6 +31,7 @@ class AlembicSyncTests(unittest.TestCase):
     def setUp(self):
         self.prefix = support.unique_prefix("al")
         self.addCleanup(lambda: self.assertEqual(support.databases(self.prefix + "%"), []))
+        self.addCleanup(support.drop_templates, self.prefix)
 
     def migrate_and_check(self, config_path):
         server = DatabaseServer(support.server_url(), schema=AlembicMigrator(config_path))
@@ -82,6 +83,7 @@ class AlembicAsyncTests(unittest.IsolatedAsyncioTestCase):
     def setUp(self):
         self.prefix = support.unique_prefix("aa")
         self.addCleanup(lambda: self.assertEqual(support.databases(self.prefix + "%"), []))
+        self.addCleanup(support.drop_templates, self.prefix)
 
     async def test_async_upgrade_head(self):
         """The async server runs the same migrations through run_sync, with asyncpg."""

@@ -44,7 +44,11 @@ class AsyncServerTestCase(unittest.IsolatedAsyncioTestCase):
 
     def setUp(self):
         self.prefix = support.unique_prefix("a")
-        self.addCleanup(lambda: self.assertEqual(support.databases(self.prefix + "%"), []))
+        self.addCleanup(self.assert_no_leftovers)
+
+    def assert_no_leftovers(self):
+        support.drop_templates(self.prefix)  # fingerprinted templates are kept on purpose
+        self.assertEqual(support.databases(self.prefix + "%"), [])
 
     def url(self) -> str:
         return support.server_url().replace("postgresql://", f"postgresql+{self.driver}://")
@@ -135,8 +139,8 @@ class AsyncDatabaseServerTests(AsyncServerTestCase):
         await other.dispose()
 
     async def test_close_drops_everything_owned(self):
-        """close() drops the template and the databases still owned."""
-        server = AsyncDatabaseServer(self.url(), schema=AsyncMetadataMigrator(metadata))
+        """close() drops a per-process template (no fingerprint) and the databases still owned."""
+        server = AsyncDatabaseServer(self.url(), schema=AsyncSeededMigrator())
         database = await server.create_database(prefix=self.prefix)
         self.assertEqual(len(support.databases(self.prefix + "%")), 2)
         await server.close()

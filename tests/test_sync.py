@@ -77,6 +77,7 @@ class ServerTestCase(unittest.TestCase):
         self.addCleanup(self.assert_no_leftovers)
 
     def assert_no_leftovers(self):
+        support.drop_templates(self.prefix)  # fingerprinted templates are kept on purpose
         self.assertEqual(support.databases(self.prefix + "%"), [])
 
     def server(self, schema=None, **kwargs):
@@ -227,8 +228,8 @@ class DatabaseServerTests(ServerTestCase):
                 self.assertEqual(connection.execute(text("show server_encoding")).scalar(), "LATIN1")
 
     def test_close_drops_templates(self):
-        """close() drops the template and every database the server still owns."""
-        server = DatabaseServer(support.server_url(), schema=MetadataMigrator(metadata))
+        """close() drops a per-process template (no fingerprint) and every database still owned."""
+        server = DatabaseServer(support.server_url(), schema=SeededMigrator())
         database = server.create_database(prefix=self.prefix)
         self.assertEqual(len(support.databases(self.prefix + "%")), 2)
         server.close()
@@ -239,10 +240,10 @@ class DatabaseServerTests(ServerTestCase):
     def test_process_exit_drops_templates(self):
         """A process that never calls close() leaves nothing behind when it exits."""
         result = support.run_python(
-            "from tests.test_sync import metadata\n"
-            "from elefast import DatabaseServer, MetadataMigrator\n"
+            "from tests.test_sync import SeededMigrator\n"
+            "from elefast import DatabaseServer\n"
             "from tests import support\n"
-            f"s = DatabaseServer(support.server_url(), schema=MetadataMigrator(metadata))\n"
+            f"s = DatabaseServer(support.server_url(), schema=SeededMigrator())\n"
             f"d = s.create_database(prefix={self.prefix!r})\n"
             "print(len(support.databases(%r)))\n" % (self.prefix + "%")
         )

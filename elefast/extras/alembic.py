@@ -22,6 +22,7 @@ plain sync ``Connection``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -80,6 +81,28 @@ class AlembicMigrator:
             if beside.exists():
                 config.set_main_option("script_location", str(beside))
         return config
+
+    def fingerprint(self) -> str:
+        """A digest of the migration scripts (``env.py``, ``versions/``) and the config's script options.
+
+        Templates are reused by later runs and other processes while it is unchanged.
+        """
+        from alembic.script import ScriptDirectory
+
+        config = self.config()
+        script = ScriptDirectory.from_config(config)
+        digest = hashlib.sha256()
+        for option in ("script_location", "version_locations", "version_path_separator", "path_separator"):
+            digest.update(f"{option}={config.get_main_option(option)}\n".encode())
+        roots = [Path(script.dir)] + [Path(p) for p in (script.version_locations or [])]
+        seen = set()
+        for root in roots:
+            for path in sorted(root.rglob("*")):
+                if path.suffix not in (".py", ".sql") or "__pycache__" in path.parts or path in seen:
+                    continue
+                seen.add(path)
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
 
     def migrate(self, connection: Connection) -> None:
         """Upgrade the database behind ``connection`` to ``head``."""
