@@ -226,3 +226,12 @@ class CheckoutTracker:
             except Exception:  # already broken: nothing more to do
                 pass
         return len(records)
+
+
+_PORTABLE_QUERY = ("host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "options")
+
+
+def sync_url(url: URL) -> URL:
+    """``url`` with the default sync driver, keeping only query options every driver understands."""
+    query = {k: v for k, v in url.query.items() if k in _PORTABLE_QUERY}
+    return url.set(drivername=f"postgresql+{DEFAULT_SYNC_DRIVER}", query=query)

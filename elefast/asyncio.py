@@ -14,13 +14,16 @@ asyncpg::
 from __future__ import annotations
 
 import asyncio
+import datetime
+import functools
+import inspect
 import logging
 import threading
 import time
 import weakref
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, Optional, Set, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
 
 from sqlalchemy import URL, MetaData, NullPool, text
 from sqlalchemy.exc import DBAPIError
@@ -35,7 +38,7 @@ from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
 from elefast import _engines, _messages, _migrators, _sql
 from elefast.errors import DatabaseNotReadyError, MigrationError
-from elefast.pool import ServerState, TemplateSlot
+from elefast.pool import ClonePool, ServerState, TemplateSlot
 from elefast.sync import MetadataMigrator
 
 __all__ = [
@@ -110,6 +113,7 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
         """The name of the database."""
         self._dropped = False
         self._checkouts = _engines.CheckoutTracker(engine.sync_engine)
+        self._on_drop: Optional[Callable[[str], None]] = None  # set for pooled databases
 
     def __repr__(self) -> str:
         return f"AsyncDatabase(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
@@ -134,7 +138,10 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
         self._dropped = True
         self._checkouts.invalidate_all()
         await self.engine.dispose()
-        await self.server.drop_database(self.name)
+        if self._on_drop is not None:
+            self._on_drop(self.name)
+        else:
+            await self.server.drop_database(self.name)
 
     def session(self) -> AsyncSession:
         """Creates a new async ORM session (customise with ``sessionmaker_factory``)."""
@@ -179,9 +186,7 @@ class AsyncDatabaseServer:
         self.schema: Optional[AsyncMigrator] = _migrators.check_schema(schema, is_async=True)
         self.sessionmaker_factory = sessionmaker_factory
         self._state = ServerState()
-        self._finalizer = weakref.finalize(
-            self, _drop_leftovers, self.url, self._connect_args, self._state.owned, self._state.owned_lock
-        )
+        self._finalizer = weakref.finalize(self, _drop_leftovers, self.url, self._connect_args, self._state)
 
     def __repr__(self) -> str:
         return f"AsyncDatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
@@ -256,10 +261,9 @@ class AsyncDatabaseServer:
     async def close(self) -> None:
         """Drop every template and database this server created and still owns."""
         self._finalizer.detach()
-        with self._state.owned_lock:
-            names = sorted(self._state.owned)
-            self._state.owned.clear()
-        await _drop_names(self._admin, names)
+        if self._state.pool is not None:
+            await _to_thread(self._state.pool.close)
+        await _drop_names(self._admin, self._state.take_owned())
 
     # -- internals ------------------------------------------------------------
 
@@ -291,15 +295,39 @@ class AsyncDatabaseServer:
         if slot is None:
             await self._state.acquire_async()
             try:
-                slot = self._state.templates.get(encoding) or await self._build_template(prefix, encoding)
+                slot = self._state.templates.get(encoding) or await self._prepare_template(prefix, encoding)
             finally:
                 self._state.lock.release()
         if slot.error is not None:
             raise MigrationError(slot.message) from slot.error
         return slot.name
 
-    async def _build_template(self, prefix: str, encoding: str) -> TemplateSlot:
-        name = _sql.template_name(prefix)
+    async def _prepare_template(self, prefix: str, encoding: str) -> TemplateSlot:
+        """The async twin of :meth:`DatabaseServer._prepare_template` (same SQL, same names)."""
+        fingerprint = _migrators.fingerprint(self.schema)
+        if fingerprint is None:
+            slot = await self._build_template(_sql.template_name(prefix), encoding, None)
+        else:
+            async with self._admin() as connection:
+                digest = _sql.template_hash(fingerprint, connection.dialect.server_version_info, encoding)
+                name = _sql.template_name(prefix, digest)
+                if await _template_ready(connection, name):
+                    slot = TemplateSlot(name, reused=True)
+                else:
+                    key = _sql.advisory_key(name)
+                    await connection.execute(text(_sql.ADVISORY_LOCK), {"key": key})
+                    try:
+                        if await _template_ready(connection, name):
+                            slot = TemplateSlot(name, reused=True)
+                        else:
+                            await _drop(connection, name)
+                            slot = await self._build_template(name, encoding, fingerprint)
+                    finally:
+                        await connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+        self._state.templates[encoding] = slot
+        return slot
+
+    async def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:
         await self._create(name, None, encoding)
         slot = TemplateSlot(name)
         try:
@@ -309,14 +337,119 @@ class AsyncDatabaseServer:
                     await _migrate(self.schema, connection)
             finally:
                 await engine.dispose()
+            if fingerprint is not None:
+                async with self._admin() as connection:
+                    for statement in _sql.mark_template_ready(name, _now(), fingerprint):
+                        await connection.execute(text(statement))
+                self._state.disown(name)
         except BaseException as error:
             await _drop_names(self._admin, [name])
             self._state.disown(name)
             if not isinstance(error, Exception):
                 raise
             slot.error, slot.message = error, _messages.migration_failed(self.schema, name, error)
-        self._state.templates[encoding] = slot
         return slot
+
+    # -- the clone pool (used by the test case mixin), run with a sync admin engine ----
+
+    def _sync_admin(self) -> Any:
+        """A psycopg DatabaseServer on the same server, for the pool's thread (no event loop there)."""
+        sync = self._state.sync_server
+        if sync is None:
+            from elefast.sync import DatabaseServer
+
+            with self._state.owned_lock:
+                sync = self._state.sync_server
+                if sync is None:
+                    sync = DatabaseServer(_engines.sync_url(self.url))
+                    sync._state = self._state  # one bookkeeping: names, templates, pool
+                    sync._finalizer.detach()
+                    self._state.sync_server = sync
+        return sync
+
+    def _pool(self) -> ClonePool:
+        pool = self._state.pool
+        if pool is None:
+            sync = self._sync_admin()
+            with self._state.owned_lock:
+                pool = self._state.pool
+                if pool is None:
+                    pool = self._state.pool = ClonePool(sync._create_clone, sync.drop_database)
+        return pool
+
+    async def _pooled_database(
+        self,
+        template: Optional[str],
+        prefix: str,
+        encoding: str,
+        sessionmaker_factory: Callable[[AsyncEngine], Callable[[], AsyncSession]],
+    ) -> AsyncDatabase:
+        """A database from the pool (made in a thread); ``drop()`` hands it back to be dropped behind."""
+        pool = self._pool()
+        name, _ = await _to_thread(pool.take, template, prefix, encoding)
+        database = AsyncDatabase(self._database_engine(name), self, sessionmaker_factory)
+        database._on_drop = pool.release
+        return database
+
+    def _class_template(self, template: Optional[str], prefix: str, encoding: str, fill: Any) -> str:
+        """A per-class template with ``fill``'s rows; ``fill`` may be sync or a coroutine function."""
+        sync = self._sync_admin()
+        if not inspect.iscoroutinefunction(fill):
+            return str(sync._class_template(template, prefix, encoding, fill))
+
+        async def fill_async(name: str) -> None:
+            engine = self._database_engine(name, pooled=False)
+            try:
+                async with engine.begin() as connection:
+                    await fill(connection)
+            finally:
+                await engine.dispose()
+
+        return str(sync._class_template(template, prefix, encoding, None, lambda name: _run(fill_async(name))))
+
+    def _retire_class_template(self, name: str) -> None:
+        self._pool().retire(name, then_drop=name)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _template_ready(connection: AsyncConnection, name: str) -> bool:
+    return bool((await connection.execute(text(_sql.TEMPLATE_STATE), {"name": name})).scalar())
+
+
+async def _to_thread(func: Callable[..., Any], *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(func, *args))
+
+
+def _run_for_result(coroutine: Any) -> Any:
+    """Run ``coroutine`` to completion from sync code (in a thread if a loop already runs here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    outcome: List[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, asyncio.run(coroutine)))
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=target, name="elefast-async")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _run(coroutine: Any) -> None:
+    """:func:`_run_for_result`, ignoring the result."""
+    _run_for_result(coroutine)
 
 
 class _AdminConnection:
@@ -369,11 +502,11 @@ async def _drop_names(admin: Callable[[], _AdminConnection], names: Iterable[str
         logger.warning("elefast could not connect to drop %d databases: %s", len(names), error)
 
 
-def _drop_leftovers(url: URL, connect_args: Dict[str, Any], owned: Set[str], lock: Any) -> None:
-    """The finalizer: drop what is still owned, on a fresh loop and a fresh engine."""
-    with lock:
-        names = sorted(owned)
-        owned.clear()
+def _drop_leftovers(url: URL, connect_args: Dict[str, Any], state: ServerState) -> None:
+    """The finalizer: stop the pool, then drop what is still owned, on a fresh loop and engine."""
+    if state.pool is not None:
+        state.pool.close()
+    names = state.take_owned()
     if not names:
         return
 
@@ -386,11 +519,4 @@ def _drop_leftovers(url: URL, connect_args: Dict[str, Any], owned: Set[str], loc
         finally:
             await engine.dispose()
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(run())
-        return
-    thread = threading.Thread(target=asyncio.run, args=(run(),), name="elefast-cleanup")
-    thread.start()
-    thread.join()
+    _run(run())

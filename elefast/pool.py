@@ -14,6 +14,7 @@ import collections
 import logging
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
@@ -40,6 +41,7 @@ class ServerState:
     owned_lock: threading.Lock = field(default_factory=threading.Lock)
     pool: Optional[ClonePool] = None
     strategy: Optional[str] = None  # "" once asked: the server's default
+    sync_server: Any = None  # the async server's psycopg twin, for the pool's thread
 
     def __post_init__(self) -> None:
         _STATES.add(self)
@@ -53,6 +55,7 @@ class ServerState:
         self.owned_lock = threading.Lock()
         self.owned.clear()
         self.pool = None
+        self.sync_server = None
 
     def own(self, name: str) -> None:
         """Record that this server created ``name`` and may drop it."""
@@ -216,6 +219,23 @@ class ClonePool:
                 self._drops.append(then_drop)
             self._start()
             self._cond.notify_all()
+
+    def drain(self, timeout: float = 60) -> None:
+        """Stop keeping clones ahead and wait until every pending drop is done (tests, sweeps)."""
+        with self._cond:
+            for key in list(self._wanted):
+                del self._wanted[key]
+            for queue in self._ready.values():
+                for name, prepared in queue:
+                    _dispose(prepared)
+                    self._drops.append(name)
+            self._ready.clear()
+            if self._drops:
+                self._start()
+            self._cond.notify_all()
+            deadline = time.monotonic() + timeout
+            while (self._drops or self._busy) and time.monotonic() < deadline and self._thread is not None:
+                self._cond.wait(0.05)
 
     def _start(self) -> None:
         if self._thread is None and not self._stopping:

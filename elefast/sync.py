@@ -427,17 +427,25 @@ class DatabaseServer:
         return database
 
     def _class_template(self, template: Optional[str], prefix: str, encoding: str,
-                        fill: Callable[[Connection], None]) -> str:
-        """A per-class template: a clone of ``template`` with ``fill``'s rows (``setUpTestData``)."""
+                        fill: Optional[Callable[[Connection], None]],
+                        fill_by_name: Optional[Callable[[str], None]] = None) -> str:
+        """A per-class template: a clone of ``template`` with ``fill``'s rows (``setUpTestData``).
+
+        ``fill_by_name`` instead receives the new database's name (the async server's hook
+        opens its own async connection with it).
+        """
         name = _sql.database_name(prefix, infix="cls_")
         self._create(name, template, encoding, strategy=self._strategy())
         try:
-            engine = self._database_engine(name, pooled=False)
-            try:
-                with engine.begin() as connection:
-                    fill(connection)
-            finally:
-                engine.dispose()
+            if fill_by_name is not None:
+                fill_by_name(name)
+            else:
+                engine = self._database_engine(name, pooled=False)
+                try:
+                    with engine.begin() as connection:
+                        fill(connection)  # type: ignore[misc]
+                finally:
+                    engine.dispose()
         except BaseException:
             self.drop_database(name)
             raise

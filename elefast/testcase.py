@@ -9,32 +9,39 @@
             self.session.add(User(name="ada"))
             self.session.commit()
 
-The server and its template are shared by every class of the process that
-uses the same server and the same ``schema`` object; each test gets its own
-clone of the template. Everything a test gets is registered with
-``addCleanup`` the moment it exists, so a failing ``setUp``, a test that leaves
-connections or transactions open, or a subclass that forgets
-``super().setUp()`` leaks nothing.
+The server and its template are shared by every class of the process that uses
+the same server and the same ``schema`` object. With ``isolation = "database"``
+(the default) each test gets its own clone, taken from a pool that a background
+thread fills ahead and drains behind. With ``isolation = "transaction"`` the
+class gets one clone and each test runs inside a transaction rolled back after
+it. Everything a test gets is registered with ``addCleanup`` the moment it
+exists, so a failing ``setUp``, a test that leaves connections or transactions
+open, or a subclass that forgets ``super().setUp()`` leaks nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Union
 
-from sqlalchemy import URL, Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import URL, Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from elefast import _engines, _sql, provision
+from elefast.errors import ConfigurationError
 from elefast.sync import Database, DatabaseServer, Migrator
 
 if TYPE_CHECKING:  # imported when an async test case runs: sync suites skip sqlalchemy.ext.asyncio
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
     from elefast.asyncio import AsyncDatabase, AsyncDatabaseServer, AsyncMigrator
 
 __all__ = ["AsyncPostgresTestCase", "PostgresTestCase"]
+
+ISOLATION_MODES = ("database", "transaction")
+ENCODING = "utf8"
 
 
 class _Shared:
@@ -71,14 +78,44 @@ def _key(kind: str, url: URL, schema: Any) -> Tuple[Any, ...]:
     return (kind, url.render_as_string(hide_password=False), id(schema), schema)
 
 
+@dataclass
+class _ClassState:
+    """What one test class shares between its tests, in one process."""
+
+    server: Any
+    template: Optional[str]
+    pid: int
+    clone: Optional[str] = None  # transaction mode: the class's database
+    clone_database: Any = None
+
+
+def _check_isolation(cls: Any) -> str:
+    if cls.isolation not in ISOLATION_MODES:
+        raise ConfigurationError(
+            f"{cls.__name__}.isolation = {cls.isolation!r}: use 'database' (a fresh database per test) "
+            "or 'transaction' (one database per class, each test rolled back)."
+        )
+    return str(cls.isolation)
+
+
+def _overrides_set_up_test_data(cls: Any, base: Any) -> bool:
+    return getattr(cls.setUpTestData, "__func__", None) is not getattr(base.setUpTestData, "__func__", None)
+
+
 class _Settings:
     """The class attributes both mixins read; documented on the mixins."""
 
     schema: ClassVar[Any] = None
     database_url: ClassVar[Optional[Union[str, URL]]] = None
+    isolation: ClassVar[str] = "database"
     database_prefix: ClassVar[str] = _sql.DEFAULT_PREFIX
     connect_timeout: ClassVar[float] = 10.0
     sessionmaker_factory: ClassVar[Optional[Callable[..., Any]]] = None
+
+    @classmethod
+    def _elefast_state(cls) -> Optional[_ClassState]:
+        state = cls.__dict__.get("_elefast_class_state")
+        return state if state is not None and state.pid == os.getpid() else None
 
 
 class PostgresTestCase(_Settings):
@@ -90,26 +127,38 @@ class PostgresTestCase(_Settings):
     - ``schema``: a :class:`~elefast.sync.Migrator` applied once to a template
       (``MetadataMigrator(Base.metadata)``, ``AlembicMigrator("alembic.ini")``),
       or None for empty databases.
-    - ``database_url``: the server (default None: ``ELEFAST_DATABASE_URL``).
+    - ``database_url``: the server (default None: ``ELEFAST_DATABASE_URL``, else
+      a throwaway local server, else Docker; see :mod:`elefast.provision`).
+    - ``isolation``: ``"database"`` (default: a fresh clone per test) or
+      ``"transaction"`` (one clone per class; each test runs in a transaction
+      rolled back after it, ``self.session`` joins it with savepoints so code
+      under test may ``commit()``; ``self.connection`` is that connection).
     - ``database_prefix``: the start of each database's name (default ``"elefast"``).
     - ``connect_timeout``: seconds to wait for the server in ``setUpClass`` (default 10).
     - ``sessionmaker_factory``: builds ``self.session``'s factory from the engine
       (default ``sqlalchemy.orm.sessionmaker``).
 
+    Override the ``setUpTestData(cls, connection)`` classmethod to write rows once
+    per class: they go into a per-class template, so every test starts with them.
+
     Each test has ``self.database`` (a :class:`~elefast.sync.Database`),
-    ``self.engine`` and ``self.session`` (closed after the test); the database
-    is dropped after the test, whatever happened in it.
+    ``self.engine`` and ``self.session`` (closed after the test).
     """
 
     database: Database
     engine: Engine
     session: Session
+    connection: Connection
 
     @classmethod
     def setUpClass(cls) -> None:
-        """Find the server and build the template once, so problems show up early."""
+        """Find the server and build the template(s) once, so problems show up early."""
         super().setUpClass()  # type: ignore[misc]
-        cls.elefast_server()
+        cls._elefast_class_set_up()
+
+    @classmethod
+    def setUpTestData(cls, connection: Connection) -> None:
+        """Override to write rows every test of the class starts with (runs once per class)."""
 
     @classmethod
     def elefast_server(cls) -> DatabaseServer:
@@ -118,28 +167,72 @@ class PostgresTestCase(_Settings):
         schema: Optional[Migrator] = cls.schema
 
         def make() -> DatabaseServer:
-            server = DatabaseServer(url, schema=schema).ensure_is_ready(timeout=cls.connect_timeout)
-            server._template(cls.database_prefix, "utf8")
-            return server
+            return DatabaseServer(url, schema=schema).ensure_is_ready(timeout=cls.connect_timeout)
 
         server: DatabaseServer = _SHARED.get(_key("sync", url, schema), make)
-        server._template(cls.database_prefix, "utf8")  # re-raises a failed migration
         return server
+
+    @classmethod
+    def _elefast_class_set_up(cls) -> _ClassState:
+        state = cls._elefast_state()
+        if state is not None:
+            return state
+        isolation = _check_isolation(cls)
+        server = cls.elefast_server()
+        template = server._template(cls.database_prefix, ENCODING)
+        if _overrides_set_up_test_data(cls, PostgresTestCase):
+            template = server._class_template(template, cls.database_prefix, ENCODING, cls.setUpTestData)
+            cls.addClassCleanup(server._retire_class_template, template)  # type: ignore[attr-defined]
+        state = _ClassState(server, template, os.getpid())
+        if isolation == "transaction":
+            database = server._pooled_database(template, cls.database_prefix, ENCODING,
+                                               cls._elefast_sessionmaker(server))
+            cls.addClassCleanup(database.drop)  # type: ignore[attr-defined]
+            state.clone_database = database
+        cls._elefast_class_state = state  # type: ignore[attr-defined]
+        return state
+
+    @classmethod
+    def _elefast_sessionmaker(cls, server: Any) -> Callable[..., Any]:
+        return cls.sessionmaker_factory or server.sessionmaker_factory  # type: ignore[no-any-return]
 
     def _callSetUp(self) -> None:
         self._elefast_set_up()
         super()._callSetUp()  # type: ignore[misc]
 
     def _elefast_set_up(self) -> None:
-        server = self.elefast_server()
-        database = server._create_database(
-            self.database_prefix, "utf8", self.sessionmaker_factory or server.sessionmaker_factory
-        )
-        self.addCleanup(database.drop)  # type: ignore[attr-defined]
-        self.database = database
-        self.engine = database.engine
-        self.session = database.session()
+        state = type(self)._elefast_class_set_up()
+        factory = self._elefast_sessionmaker(state.server)
+        if state.clone_database is None:
+            database = state.server._pooled_database(state.template, self.database_prefix, ENCODING, factory)
+            self.addCleanup(database.drop)  # type: ignore[attr-defined]
+            self.database, self.engine = database, database.engine
+            self.session = database.session()
+            self.addCleanup(self.session.close)  # type: ignore[attr-defined]
+            return
+        database = state.clone_database
+        self.database, self.engine = database, database.engine
+        self.connection = database.engine.connect()
+        self.addCleanup(self.connection.close)  # type: ignore[attr-defined]
+        transaction = self.connection.begin()
+        self.addCleanup(_rollback, transaction)  # type: ignore[attr-defined]
+        self.session = _joined_session(factory, database.engine, self.connection)
         self.addCleanup(self.session.close)  # type: ignore[attr-defined]
+
+
+def _rollback(transaction: Any) -> None:
+    if transaction.is_active:
+        transaction.rollback()
+
+
+def _joined_session(factory: Callable[..., Any], engine: Any, connection: Any) -> Any:
+    """A session on ``connection`` that turns its commits into savepoints of the test's transaction."""
+    maker = factory(engine)
+    if isinstance(maker, sessionmaker) or (hasattr(maker, "class_") and hasattr(maker, "kw")):
+        return maker(bind=connection, join_transaction_mode="create_savepoint")
+    from sqlalchemy.orm import Session as SyncSession
+
+    return SyncSession(bind=connection, join_transaction_mode="create_savepoint")
 
 
 class AsyncPostgresTestCase(_Settings):
@@ -150,21 +243,25 @@ class AsyncPostgresTestCase(_Settings):
     has ``self.database`` (an :class:`~elefast.asyncio.AsyncDatabase`),
     ``self.engine`` (an ``AsyncEngine``, one per test since each test runs its
     own event loop) and ``self.session`` (an ``AsyncSession``, closed after the
-    test).
+    test); in transaction mode also ``self.connection`` (an ``AsyncConnection``).
+    ``setUpTestData(cls, connection)`` may be a plain classmethod (a sync
+    ``Connection``) or an ``async`` one (an ``AsyncConnection``).
     """
 
     database: AsyncDatabase
     engine: AsyncEngine
     session: AsyncSession
+    connection: AsyncConnection
 
     @classmethod
     def setUpClass(cls) -> None:
-        """Find the server and build the template once, so problems show up early."""
+        """Find the server and build the template(s) once, so problems show up early."""
         super().setUpClass()  # type: ignore[misc]
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(cls.elefast_server())
+        cls._elefast_class_set_up()
+
+    @classmethod
+    def setUpTestData(cls, connection: Any) -> None:
+        """Override (sync or ``async``) to write rows every test of the class starts with."""
 
     @classmethod
     async def elefast_server(cls) -> AsyncDatabaseServer:
@@ -177,23 +274,76 @@ class AsyncPostgresTestCase(_Settings):
             _key("async", url, schema), lambda: AsyncDatabaseServer(url, schema=schema)
         )
         await _SHARED_READY.ensure(server, cls.connect_timeout)
-        await server._template(cls.database_prefix, "utf8")
         return server
+
+    @classmethod
+    def _elefast_class_set_up(cls) -> _ClassState:
+        """Runs in ``setUpClass`` (no event loop yet): the async parts run on a loop of their own."""
+        state = cls._elefast_state()
+        if state is not None:
+            return state
+        isolation = _check_isolation(cls)
+
+        async def prepare() -> Tuple[Any, Optional[str]]:
+            server = await cls.elefast_server()
+            return server, await server._template(cls.database_prefix, ENCODING)
+
+        from elefast.asyncio import _run_for_result
+
+        server, template = _run_for_result(prepare())
+        if _overrides_set_up_test_data(cls, AsyncPostgresTestCase):
+            template = server._class_template(template, cls.database_prefix, ENCODING, cls.setUpTestData)
+            cls.addClassCleanup(server._retire_class_template, template)  # type: ignore[attr-defined]
+        state = _ClassState(server, template, os.getpid())
+        if isolation == "transaction":
+            pool = server._pool()
+            state.clone, _ = pool.take(template, cls.database_prefix, ENCODING)
+            cls.addClassCleanup(pool.release, state.clone)  # type: ignore[attr-defined]
+        cls._elefast_class_state = state  # type: ignore[attr-defined]
+        return state
 
     def _callSetUp(self) -> None:
         self._callAsync(self._elefast_set_up)  # type: ignore[attr-defined]
         super()._callSetUp()  # type: ignore[misc]
 
     async def _elefast_set_up(self) -> None:
-        server = await self.elefast_server()
-        database = await server._create_database(
-            self.database_prefix, "utf8", self.sessionmaker_factory or server.sessionmaker_factory
-        )
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        from elefast.asyncio import AsyncDatabase
+
+        state = type(self)._elefast_class_set_up()
+        server = state.server
+        factory = self.sessionmaker_factory or server.sessionmaker_factory
+        if state.clone is None:
+            database = await server._pooled_database(state.template, self.database_prefix, ENCODING, factory)
+            self.addAsyncCleanup(database.drop)  # type: ignore[attr-defined]
+            self.database, self.engine = database, database.engine
+            self.session = database.session()
+            self.addAsyncCleanup(self.session.close)  # type: ignore[attr-defined]
+            return
+        database = AsyncDatabase(server._database_engine(state.clone), server, factory)
+        database._on_drop = _keep  # the class's clone outlives the test: only the engine goes
         self.addAsyncCleanup(database.drop)  # type: ignore[attr-defined]
-        self.database = database
-        self.engine = database.engine
-        self.session = database.session()
+        self.database, self.engine = database, database.engine
+        self.connection = await database.engine.connect()
+        self.addAsyncCleanup(self.connection.close)  # type: ignore[attr-defined]
+        transaction = await self.connection.begin()
+        self.addAsyncCleanup(_rollback_async, transaction)  # type: ignore[attr-defined]
+        maker = factory(database.engine)
+        if hasattr(maker, "class_") and hasattr(maker, "kw"):
+            self.session = maker(bind=self.connection, join_transaction_mode="create_savepoint")
+        else:
+            self.session = AsyncSession(bind=self.connection, join_transaction_mode="create_savepoint")
         self.addAsyncCleanup(self.session.close)  # type: ignore[attr-defined]
+
+
+def _keep(name: str) -> None:
+    """``_on_drop`` for a database that must not be dropped with its engine."""
+
+
+async def _rollback_async(transaction: Any) -> None:
+    if transaction.is_active:
+        await transaction.rollback()
 
 
 class _Readiness:

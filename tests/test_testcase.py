@@ -19,8 +19,19 @@ def run(*classes):
     return result, stream.getvalue()
 
 
+def drain_pools():
+    """Let every shared server's pool drop what it keeps ahead or has yet to drop."""
+    from elefast.testcase import _SHARED
+
+    for server in list(_SHARED.servers.values()):
+        pool = server._state.pool
+        if pool is not None:
+            pool.drain()
+
+
 def clones(prefix):
-    """Per-test databases (not templates) whose name starts with prefix."""
+    """Per-test databases (not templates) whose name starts with prefix, once the pools are drained."""
+    drain_pools()
     pattern = re.compile(rf"^{re.escape(prefix)}_[0-9a-f]{{16}}$")
     return [name for name in support.databases(prefix + "%") if pattern.match(name)]
 
@@ -78,6 +89,8 @@ class SyncMixinTests(unittest.TestCase):
         class UsesAttribute(cases_mixins.ForgetsSuperSetUp):
             database_url = support.server_url()
 
+        UsesAttribute.__module__ = cases_mixins.__name__  # not this module: its fixtures must not run
+
         with mock.patch.dict(os.environ, {"ELEFAST_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}):
             result, output = run(UsesAttribute)
         self.assertTrue(result.wasSuccessful(), output)
@@ -108,6 +121,8 @@ class LocalDefaultTests(unittest.TestCase):
                 host = self.engine.url.query.get("host", "")
                 self.assertTrue(str(host).startswith("/"), self.engine.url)  # the private unix socket
 
+        OnLocal.__module__ = cases_mixins.__name__
+
         with mock.patch.dict(os.environ, environ, clear=True):
             result, output = run(OnLocal)
         self.assertTrue(result.wasSuccessful(), output)
@@ -128,7 +143,13 @@ class LeakCheckTests(unittest.TestCase):
             env={"EFT_CASES_PREFIX": prefix},
         )
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        support.drop_templates(prefix)  # fingerprinted templates stay for the next run, on purpose
         self.assertEqual(support.databases(prefix + "%"), [])
+
+
+def tearDownModule():
+    drain_pools()
+    support.drop_templates(cases_mixins.PREFIX)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ client is gone. Forked children share their parent's lock.
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import os
 import time
@@ -59,10 +58,11 @@ class Lease:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
         self.path = directory / f"{os.getpid()}-{time.monotonic_ns()}"
-        self._file = open(self.path, "wb")  # noqa: SIM115 - held for the process's life
-        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._file.write(str(os.getpid()).encode())
-        self._file.flush()
+        # A bare descriptor, never closed by us: the kernel drops the lock when the process
+        # ends, after every atexit handler and finalizer (which may still need the server).
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self._fd, str(os.getpid()).encode())
 
     @classmethod
     def hold(cls, directory: Path) -> Lease:
@@ -70,21 +70,9 @@ class Lease:
         key = str(directory)
         lease = cls._held.get(key)
         if lease is None or lease.pid != os.getpid() or not lease.path.exists():
-            if not cls._held:
-                atexit.register(cls.release_all)
             lease = cls(directory)
             cls._held[key] = lease
         return lease
-
-    @classmethod
-    def release_all(cls) -> None:
-        """Give up every lease this process holds (run at exit; a killed process skips it)."""
-        for lease in list(cls._held.values()):
-            if lease.pid == os.getpid():
-                lease.release()
-            else:  # inherited through fork: the parent's to release
-                lease._file.close()
-        cls._held.clear()
 
     @property
     def pid(self) -> int:
@@ -97,7 +85,10 @@ class Lease:
             self.path.unlink()
         except OSError:
             pass
-        self._file.close()
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
         self._held.pop(str(self.path.parent), None)
 
 
