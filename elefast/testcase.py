@@ -89,6 +89,11 @@ class _ClassState:
     clone_database: Any = None
 
 
+def _forget(cls: Any) -> None:
+    if "_elefast_class_state" in cls.__dict__:
+        delattr(cls, "_elefast_class_state")
+
+
 def _check_isolation(cls: Any) -> str:
     if cls.isolation not in ISOLATION_MODES:
         raise ConfigurationError(
@@ -116,6 +121,12 @@ class _Settings:
     def _elefast_state(cls) -> Optional[_ClassState]:
         state = cls.__dict__.get("_elefast_class_state")
         return state if state is not None and state.pid == os.getpid() else None
+
+    @classmethod
+    def _elefast_remember(cls, state: _ClassState) -> None:
+        """Keep ``state`` for the class's tests; forgotten by the class cleanup (a rerun starts anew)."""
+        cls._elefast_class_state = state  # type: ignore[attr-defined]
+        cls.addClassCleanup(_forget, cls)  # type: ignore[attr-defined]
 
 
 class PostgresTestCase(_Settings):
@@ -189,7 +200,7 @@ class PostgresTestCase(_Settings):
                                                cls._elefast_sessionmaker(server))
             cls.addClassCleanup(database.drop)  # type: ignore[attr-defined]
             state.clone_database = database
-        cls._elefast_class_state = state  # type: ignore[attr-defined]
+        cls._elefast_remember(state)
         return state
 
     @classmethod
@@ -299,7 +310,7 @@ class AsyncPostgresTestCase(_Settings):
             pool = server._pool()
             state.clone, _ = pool.take(template, cls.database_prefix, ENCODING)
             cls.addClassCleanup(pool.release, state.clone)  # type: ignore[attr-defined]
-        cls._elefast_class_state = state  # type: ignore[attr-defined]
+        cls._elefast_remember(state)
         return state
 
     def _callSetUp(self) -> None:

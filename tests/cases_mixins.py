@@ -155,3 +155,123 @@ class NoServer(PostgresTestCase, unittest.TestCase):
         raise AssertionError("not reached")
 
 
+
+
+def _names(rows):
+    return sorted(rows)
+
+
+class TransactionCases(PostgresTestCase, unittest.TestCase):
+    """isolation = "transaction" with class data: every test sees the class row, never another test's."""
+
+    schema = MetadataMigrator(metadata)
+    isolation = "transaction"
+    database_prefix = PREFIX + "_t"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.seen = set()
+
+    @classmethod
+    def setUpTestData(cls, connection):
+        connection.execute(users.insert().values(name="class-row"))
+
+    def setUp(self):
+        super().setUp()
+        type(self).seen.add(self.database.name)
+
+    def test_commit_is_visible_inside_the_test(self):
+        self.session.execute(users.insert().values(name="first"))
+        self.session.commit()  # a savepoint of the test's transaction, not a real COMMIT
+        self.assertEqual(_names(self.session.execute(select(users.c.name)).scalars()), ["class-row", "first"])
+        seen = self.connection.execute(select(users.c.name)).scalars().all()
+        self.assertEqual(_names(seen), ["class-row", "first"])
+
+    def test_other_test_sees_only_class_row(self):
+        self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["class-row"])
+        self.session.execute(users.insert().values(name="second"))
+        self.session.commit()
+
+    def test_rollback_inside_test(self):
+        self.session.execute(users.insert().values(name="undone"))
+        self.session.rollback()  # back to the last savepoint, the test's rows before it stay
+        self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["class-row"])
+
+    def test_same_database_for_the_class(self):  # runs last (alphabetical): every test so far used one
+        self.assertEqual(len(type(self).seen), 1)
+
+
+class DatabaseModeTestData(PostgresTestCase, unittest.TestCase):
+    """isolation = "database" with class data: each test a fresh clone that has the class row."""
+
+    schema = MetadataMigrator(metadata)
+    database_prefix = PREFIX + "_d"
+
+    @classmethod
+    def setUpTestData(cls, connection):
+        connection.execute(users.insert().values(name="class-row"))
+
+    def test_one(self):
+        self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["class-row"])
+        self.session.execute(users.insert().values(name="one"))
+        self.session.commit()
+
+    def test_two(self):
+        self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["class-row"])
+        self.session.execute(users.insert().values(name="two"))
+        self.session.commit()
+
+
+class BadIsolation(PostgresTestCase, unittest.TestCase):
+    isolation = "savepoint"
+
+    def test_never_runs(self):
+        raise AssertionError("not reached")
+
+
+class AsyncTransactionCases(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    """Async transaction mode with an async setUpTestData."""
+
+    schema = MetadataMigrator(metadata)
+    isolation = "transaction"
+    database_prefix = ASYNC_PREFIX + "_t"
+
+    @classmethod
+    async def setUpTestData(cls, connection):
+        await connection.execute(users.insert().values(name="class-row"))
+
+    async def test_commit_is_visible_inside_the_test(self):
+        await self.session.execute(users.insert().values(name="first"))
+        await self.session.commit()
+        names = (await self.session.execute(select(users.c.name))).scalars().all()
+        self.assertEqual(sorted(names), ["class-row", "first"])
+        seen = (await self.connection.execute(select(users.c.name))).scalars().all()
+        self.assertEqual(sorted(seen), ["class-row", "first"])
+
+    async def test_other_test_sees_only_class_row(self):
+        names = (await self.session.execute(select(users.c.name))).scalars().all()
+        self.assertEqual(names, ["class-row"])
+        await self.session.execute(users.insert().values(name="second"))
+        await self.session.commit()
+
+
+class AsyncDatabaseModeTestData(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    """Async database mode with a sync setUpTestData."""
+
+    schema = MetadataMigrator(metadata)
+    database_prefix = ASYNC_PREFIX + "_d"
+
+    @classmethod
+    def setUpTestData(cls, connection):
+        connection.execute(users.insert().values(name="class-row"))
+
+    async def test_one(self):
+        names = (await self.session.execute(select(users.c.name))).scalars().all()
+        self.assertEqual(names, ["class-row"])
+        await self.session.execute(users.insert().values(name="one"))
+        await self.session.commit()
+
+    async def test_two(self):
+        names = (await self.session.execute(select(users.c.name))).scalars().all()
+        self.assertEqual(names, ["class-row"])

@@ -154,3 +154,36 @@ def tearDownModule():
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class IsolationModeTests(unittest.TestCase):
+    def test_transaction_mode(self):
+        """Transaction mode: one clone per class, commit() inside a test, rolled back after it."""
+        result, output = run(cases_mixins.TransactionCases)
+        self.assertTrue(result.wasSuccessful(), output)
+        self.assertEqual(result.testsRun, 4)
+
+    def test_set_up_test_data_in_database_mode(self):
+        """setUpTestData rows are in every test's fresh database."""
+        result, output = run(cases_mixins.DatabaseModeTestData)
+        self.assertTrue(result.wasSuccessful(), output)
+
+    def test_async_modes_and_set_up_test_data(self):
+        """The async mixin: transaction mode with async setUpTestData, database mode with a sync one."""
+        result, output = run(cases_mixins.AsyncTransactionCases, cases_mixins.AsyncDatabaseModeTestData)
+        self.assertTrue(result.wasSuccessful(), output)
+        self.assertEqual(result.testsRun, 4)
+
+    def test_unknown_isolation(self):
+        """An unknown isolation value fails the class with the two valid ones named."""
+        result, output = run(cases_mixins.BadIsolation)
+        self.assertEqual(len(result.errors), 1, output)
+        self.assertIn("'database'", output)
+        self.assertIn("'transaction'", output)
+
+    def test_class_templates_and_clones_are_dropped(self):
+        """After the classes ran, their per-class templates and clones are gone (pools drained)."""
+        run(cases_mixins.TransactionCases, cases_mixins.DatabaseModeTestData)
+        drain_pools()
+        leftovers = [n for n in support.databases(cases_mixins.PREFIX + "%") if "_tpl_" not in n]
+        self.assertEqual(leftovers, [])

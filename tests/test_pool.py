@@ -1,0 +1,289 @@
+"""Tests of elefast.pool and the template machinery: fingerprints, reuse across processes,
+sweeping, the background clone pool (fork included) and the CREATE DATABASE strategy."""
+
+import os
+import threading
+import time
+import unittest
+
+from sqlalchemy import select, text
+
+from elefast import DatabaseServer, MetadataMigrator, _sql
+from elefast.extras.alembic import AlembicMigrator
+from elefast.pool import ClonePool
+from tests import support
+from tests.test_alembic import INI
+from tests.test_sync import metadata, users
+
+RUNS_FILE_CODE = """
+import os, sys
+from elefast import DatabaseServer, MetadataMigrator
+from tests.test_sync import metadata, users
+from tests import support
+
+class Counting:
+    def fingerprint(self):
+        return os.environ["EFT_FINGERPRINT"]
+    def migrate(self, connection):
+        with open(os.environ["EFT_RUNS"], "a") as f:
+            f.write("run\\n")
+        MetadataMigrator(metadata).migrate(connection)
+        connection.execute(users.insert().values(name="seed"))
+
+server = DatabaseServer(support.server_url(), schema=Counting())
+with server.create_database(prefix=os.environ["EFT_PREFIX"]) as db:
+    pass
+print("reused" if server._state.templates["utf8"].reused else "built")
+"""
+
+
+class Fingerprinted:
+    """A migrator with a chosen fingerprint that counts its runs."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.value, self.runs = fingerprint, 0
+
+    def fingerprint(self) -> str:
+        return self.value
+
+    def migrate(self, connection):
+        self.runs += 1
+        MetadataMigrator(metadata).migrate(connection)
+        connection.execute(users.insert().values(name=self.value[:40]))
+
+
+class TemplateTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("fp")
+        self.addCleanup(self.cleanup)
+
+    def cleanup(self):
+        support.drop_templates(self.prefix)
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
+    def server(self, schema):
+        server = DatabaseServer(support.server_url(), schema=schema)
+        self.addCleanup(server.close)
+        return server
+
+    def test_fingerprints_follow_the_schema(self):
+        """MetadataMigrator and AlembicMigrator fingerprints are stable and change with the schema."""
+        self.assertEqual(MetadataMigrator(metadata).fingerprint(), MetadataMigrator(metadata).fingerprint())
+        from sqlalchemy import Column, Integer, MetaData, Table
+
+        other = MetaData()
+        Table("users", other, Column("id", Integer, primary_key=True))
+        self.assertNotEqual(MetadataMigrator(metadata).fingerprint(), MetadataMigrator(other).fingerprint())
+        self.assertEqual(AlembicMigrator(INI).fingerprint(), AlembicMigrator(INI).fingerprint())
+
+    def test_template_reused_across_processes(self):
+        """A second process finds the first one's template: it runs no migration at all."""
+        runs = os.path.join(support.ROOT, f".eft-runs-{self.prefix}")
+        self.addCleanup(lambda: os.path.exists(runs) and os.remove(runs))
+        env = {"EFT_FINGERPRINT": self.prefix, "EFT_RUNS": runs, "EFT_PREFIX": self.prefix}
+        first = support.run_python(RUNS_FILE_CODE, env=env)
+        second = support.run_python(RUNS_FILE_CODE, env=env)
+        self.assertEqual(first.returncode, 0, first.stderr[-2000:])
+        self.assertEqual(second.returncode, 0, second.stderr[-2000:])
+        self.assertEqual((first.stdout.strip(), second.stdout.strip()), ("built", "reused"))
+        with open(runs) as handle:
+            self.assertEqual(handle.read().count("run"), 1)
+        templates = support.databases(self.prefix + "_tpl_%")
+        self.assertEqual(len(templates), 1)  # kept for the next run, ready and read-only
+
+    def test_template_is_read_only_and_named_by_hash(self):
+        """The template is <prefix>_tpl_<16 hex>, marked as a template that refuses connections."""
+        server = self.server(Fingerprinted(self.prefix))
+        server.create_database(prefix=self.prefix).drop()
+        (name,) = support.databases(self.prefix + "_tpl_%")
+        self.assertRegex(name, rf"^{self.prefix}_tpl_[0-9a-f]{{16}}$")
+        with support.psycopg.connect(support.libpq_dsn()) as connection:
+            row = connection.execute("select datistemplate, datallowconn from pg_database where datname = %s",
+                                     (name,)).fetchone()
+        self.assertEqual(row, (True, False))
+
+    def test_half_built_leftover_is_replaced(self):
+        """A database with the template's name that was never marked ready is dropped and rebuilt."""
+        migrator = Fingerprinted(self.prefix)
+        server = self.server(migrator)
+        with server._admin() as connection:
+            digest = _sql.template_hash(_sql_fingerprint(migrator), connection.dialect.server_version_info, "utf8")
+        name = _sql.template_name(self.prefix, digest)
+        support.execute(f'CREATE DATABASE "{name}"')  # what a crashed builder would leave
+        with server.create_database(prefix=self.prefix) as database, database.engine.connect() as c:
+            self.assertEqual(c.execute(select(users.c.name)).scalars().all(), [self.prefix[:40]])
+        self.assertEqual(migrator.runs, 1)
+
+    def test_old_templates_are_swept(self):
+        """Building a new template of a prefix keeps only the newest few of its old ones."""
+        for number in range(_sql.TEMPLATES_KEPT + 2):
+            server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
+            server.create_database(prefix=self.prefix).drop()
+        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), _sql.TEMPLATES_KEPT)
+
+    def test_concurrent_processes_build_once(self):
+        """Three processes starting at once on a fresh fingerprint: one migration in all."""
+        import subprocess
+        import sys
+
+        runs = os.path.join(support.ROOT, f".eft-runs-{self.prefix}")
+        self.addCleanup(lambda: os.path.exists(runs) and os.remove(runs))
+        env = dict(os.environ, EFT_FINGERPRINT=self.prefix, EFT_RUNS=runs, EFT_PREFIX=self.prefix)
+        processes = [subprocess.Popen([sys.executable, "-c", RUNS_FILE_CODE], cwd=str(support.ROOT), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(3)]
+        outcomes = [p.communicate(timeout=120) for p in processes]
+        for process, (_, err) in zip(processes, outcomes):
+            self.assertEqual(process.returncode, 0, err[-2000:])
+        with open(runs) as handle:
+            self.assertEqual(handle.read().count("run"), 1)
+
+
+def _sql_fingerprint(migrator):
+    from elefast import _migrators
+
+    return _migrators.fingerprint(migrator)
+
+
+class ClonePoolTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("pl")
+        self.server = DatabaseServer(support.server_url(), schema=Fingerprinted(self.prefix))
+        self.addCleanup(self.cleanup)
+        self.template = self.server._template(self.prefix, "utf8")
+
+    def cleanup(self):
+        self.server.close()
+        support.drop_templates(self.prefix)
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
+    def wait_for(self, condition, seconds=20):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.02)
+        return condition()
+
+    def clones(self):
+        return [n for n in support.databases(self.prefix + "_%") if "_tpl_" not in n]
+
+    def test_fills_ahead_and_drops_behind(self):
+        """After a take the pool keeps `size` clones ready; released ones are dropped in the background."""
+        pool = self.server._pool()
+        database = self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory)
+        with database.session() as session:  # a real clone of the template, with its rows
+            self.assertEqual(session.execute(select(users.c.name)).scalars().all(), [self.prefix[:40]])
+        self.assertTrue(self.wait_for(lambda: len(self.clones()) == 1 + pool.size))
+        database.drop()
+        self.assertTrue(self.wait_for(lambda: database.name not in self.clones()))
+        second = self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory)
+        self.assertGreaterEqual(pool.stats["taken_ready"], 1)
+        second.drop()
+        pool.drain()
+        self.assertEqual(self.clones(), [])
+
+    def test_close_leaves_nothing(self):
+        """Closing the server stops the thread and drops ready and pending clones."""
+        pool = self.server._pool()
+        self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory).drop()
+        self.assertTrue(self.wait_for(lambda: len(self.clones()) >= pool.size))
+        self.server.close()
+        self.assertEqual(self.clones(), [])
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs fork()")
+    def test_refill_after_fork(self):
+        """A forked child gets a pool of its own: new clones, none of the parent's, nothing of the parent's dropped."""
+        pool = self.server._pool()
+        self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory).drop()
+        self.assertTrue(self.wait_for(lambda: len(pool._ready.get((self.template, self.prefix, "utf8"), ())) >= 1))
+        parents = {name for name, _ in pool._ready[(self.template, self.prefix, "utf8")]}
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: take two clones, report them, clean up its own, exit
+            code = 1
+            try:
+                names = []
+                for _ in range(2):
+                    db = self.server._pooled_database(self.template, self.prefix, "utf8",
+                                                      self.server.sessionmaker_factory)
+                    with db.engine.connect() as connection:
+                        connection.execute(text("select 1"))
+                    names.append(db.name)
+                    db.drop()
+                self.server.close()
+                os.write(write, " ".join(names).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        child_names = set(os.read(read, 4096).decode().split())
+        os.close(read)
+        self.assertEqual(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status, 0)
+        self.assertEqual(len(child_names), 2)
+        self.assertFalse(child_names & parents)
+        still = set(self.clones())
+        self.assertTrue(parents <= still, "the child dropped the parent's ready clones")
+        self.assertFalse(child_names & still, "the child left its clones behind")
+
+    def test_pool_size_zero_creates_on_demand(self):
+        """With size 0 nothing is made ahead and drops happen at once."""
+        made = []
+        pool = ClonePool(lambda n, t, e: (made.append(n), self.server._create(n, t, e)), self.server.drop_database,
+                         size=0)
+        name, _ = pool.take(self.template, self.prefix, "utf8")
+        self.assertEqual(made, [name])
+        pool.release(name)
+        self.assertNotIn(name, self.clones())
+        self.assertEqual(pool.close(), [])
+
+
+class StrategyTests(unittest.TestCase):
+    def test_rule(self):
+        """FILE_COPY with fsync off on PostgreSQL 15+, else the server's default."""
+        self.assertEqual(_sql.choose_strategy(150004, "off"), "FILE_COPY")
+        self.assertIsNone(_sql.choose_strategy(150004, "on"))
+        self.assertIsNone(_sql.choose_strategy(140010, "off"))
+
+    def test_strategy_read_from_the_server(self):
+        """The server at 127.0.0.1:5432 runs with fsync on: its default strategy is kept."""
+        server = DatabaseServer(support.server_url())
+        self.addCleanup(server.close)
+        with server._admin() as connection:
+            fsync = connection.execute(text("show fsync")).scalar()
+            version = connection.execute(text("show server_version_num")).scalar()
+        self.assertEqual(server._strategy(), _sql.choose_strategy(int(version), fsync))
+
+
+class ConcurrencyTests(unittest.TestCase):
+    def test_threads_share_the_pool(self):
+        """8 threads taking pooled databases at once: 8 distinct working clones."""
+        prefix = support.unique_prefix("pt")
+        server = DatabaseServer(support.server_url(), schema=Fingerprinted(prefix))
+        self.addCleanup(support.drop_templates, prefix)
+        self.addCleanup(server.close)
+        template = server._template(prefix, "utf8")
+        names, errors = [], []
+
+        def work():
+            try:
+                db = server._pooled_database(template, prefix, "utf8", server.sessionmaker_factory)
+                with db.engine.connect() as connection:
+                    connection.execute(text("select 1"))
+                names.append(db.name)
+                db.drop()
+            except Exception as error:  # asserted below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(set(names)), 8)
+
+
+if __name__ == "__main__":
+    unittest.main()
