@@ -374,7 +374,8 @@ class AsyncDatabaseServer:
             with self._state.owned_lock:
                 pool = self._state.pool
                 if pool is None:
-                    pool = self._state.pool = ClonePool(sync._create_clone, sync.drop_database)
+                    pool = self._state.pool = ClonePool(sync._create_clone, sync._drop_clone,
+                                                          finish=sync._close_worker_connection)
         return pool
 
     async def _pooled_database(

@@ -393,11 +393,44 @@ class DatabaseServer:
             with self._state.owned_lock:
                 pool = self._state.pool
                 if pool is None:
-                    pool = self._state.pool = ClonePool(self._create_clone, self.drop_database, self._warm_engine)
+                    pool = self._state.pool = ClonePool(self._create_clone, self._drop_clone, self._warm_engine,
+                                                          finish=self._close_worker_connection)
         return pool
 
     def _create_clone(self, name: str, template: Optional[str], encoding: str) -> None:
-        self._create(name, template, encoding, strategy=self._strategy())
+        statement = _sql.create_database(name, template, encoding, self._strategy())
+        self._state.own(name)
+        try:
+            self._on_worker_connection(lambda connection: connection.execute(text(statement)))
+        except DBAPIError as error:
+            self._state.disown(name)
+            _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
+            raise
+
+    def _drop_clone(self, name: str) -> None:
+        if self._state.check_droppable(name, self):
+            self._on_worker_connection(lambda connection: _drop(connection, name, self._log))
+            self._state.disown(name)
+
+    def _close_worker_connection(self) -> None:
+        connection = getattr(self._state.local, "connection", None)
+        self._state.local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def _on_worker_connection(self, work: Callable[[Connection], Any]) -> None:
+        """Run ``work`` on this thread's own long-lived admin connection (the pool's workers
+        send one statement per clone; a new connection each time would cost more than it)."""
+        local = self._state.local
+        connection = getattr(local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = local.connection = self._admin()
+        try:
+            work(connection)
+        except DBAPIError as error:
+            if error.connection_invalidated or connection.invalidated:
+                local.connection = None
+            raise
 
     def _strategy(self) -> Optional[str]:
         if self._state.strategy is None:
@@ -418,10 +451,11 @@ class DatabaseServer:
         prefix: str,
         encoding: str,
         sessionmaker_factory: Callable[[Engine], Callable[[], Session]],
+        ahead: bool = True,
     ) -> Database:
         """A database from the pool; its ``drop()`` hands it back to be dropped in the background."""
         pool = self._pool()
-        _name, engine = pool.take(template, prefix, encoding)
+        _name, engine = pool.take(template, prefix, encoding, ahead)
         database = Database(engine, self, sessionmaker_factory)
         database._on_drop = pool.release
         return database

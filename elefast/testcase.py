@@ -197,7 +197,7 @@ class PostgresTestCase(_Settings):
         state = _ClassState(server, template, os.getpid())
         if isolation == "transaction":
             database = server._pooled_database(template, cls.database_prefix, ENCODING,
-                                               cls._elefast_sessionmaker(server))
+                                               cls._elefast_sessionmaker(server), ahead=False)
             cls.addClassCleanup(database.drop)  # type: ignore[attr-defined]
             state.clone_database = database
         cls._elefast_remember(state)
@@ -308,7 +308,7 @@ class AsyncPostgresTestCase(_Settings):
         state = _ClassState(server, template, os.getpid())
         if isolation == "transaction":
             pool = server._pool()
-            state.clone, _ = pool.take(template, cls.database_prefix, ENCODING)
+            state.clone, _ = pool.take(template, cls.database_prefix, ENCODING, ahead=False)
             cls.addClassCleanup(pool.release, state.clone)  # type: ignore[attr-defined]
         cls._elefast_remember(state)
         return state
