@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test lint typecheck bench-startup docs clean
+.PHONY: help install demo test lint typecheck bench bench-startup docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -30,6 +30,10 @@ lint: install  ## ruff
 
 typecheck: install  ## mypy (strict)
 	$(PY) -m mypy
+
+bench: install  ## The speed benchmark: six ways to isolate tests, side by side (a few minutes)
+	$(PY) -m pip install --quiet --disable-pip-version-check pytest-postgresql
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/bench.py
 
 bench-startup: install  ## Time the no-setup server: local server start, first test, Docker
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
