@@ -117,6 +117,8 @@ class LocalDefaultTests(unittest.TestCase):
         environ = {k: v for k, v in os.environ.items() if k not in ("ELEFAST_DATABASE_URL", "ELEFAST_SERVER")}
 
         class OnLocal(cases_mixins.ForgetsSuperSetUp):
+            database_prefix = "eft_local"  # fixed: later runs reuse its template instead of adding one
+
             def test_where(self):
                 host = self.engine.url.query.get("host", "")
                 self.assertTrue(str(host).startswith("/"), self.engine.url)  # the private unix socket
