@@ -141,13 +141,15 @@ MAX_DEFERRED_DROPS = 24
 
 
 class ClonePool:
-    """Clones made ahead and dropped behind by one background thread, for one server.
+    """Clones made ahead and dropped behind by background threads, for one server.
 
     ``create(name, template, encoding)`` and ``drop(name)`` do the I/O (synchronously, from
-    the pool's thread or the caller's); ``prepare(name)`` may warm something up for a ready
-    clone (an engine with a connection open). :meth:`take` never waits for the thread: when
-    no clone is ready it makes one itself. After ``fork()`` a child starts with an empty pool
-    of its own (the parent's ready clones stay the parent's).
+    a worker thread or the caller's); ``prepare(name)`` may warm something up for a ready
+    clone (an engine with a connection open); ``finish()`` runs as each worker stops.
+    :meth:`take` returns a ready clone, else waits for one already being made, else makes
+    one itself. Workers: :func:`pool_workers` makers and one dropper; drops wait for a lull
+    in making. After ``fork()`` a child starts with an empty pool of its own (the parent's
+    ready clones stay the parent's).
     """
 
     def __init__(
