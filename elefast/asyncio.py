@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
-from elefast import _engines, _messages, _migrators, _sql
+from elefast import _engines, _messages, _migrators, _sql, ownership
 from elefast.errors import DatabaseNotReadyError, MigrationError
 from elefast.pool import ClonePool, ServerState, TemplateSlot
 from elefast.sync import MetadataMigrator
@@ -186,6 +186,7 @@ class AsyncDatabaseServer:
         self.schema: Optional[AsyncMigrator] = _migrators.check_schema(schema, is_async=True)
         self.sessionmaker_factory = sessionmaker_factory
         self._state = ServerState()
+        self._state.owner = ownership.Owner(_sync_admin_connector(self.url))
         self._finalizer = weakref.finalize(self, _drop_leftovers, self.url, self._connect_args, self._state)
 
     def __repr__(self) -> str:
@@ -272,10 +273,11 @@ class AsyncDatabaseServer:
 
     async def _create(self, name: str, template: Optional[str], encoding: str) -> None:
         statement = _sql.create_database(name, template, encoding)
-        self._state.own(name)
         try:
+            self._state.own(name)
             async with self._admin() as connection:
                 await connection.execute(text(statement))
+                await connection.execute(text(ownership.mark_owned(name)))
         except DBAPIError as error:
             self._state.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
@@ -375,7 +377,8 @@ class AsyncDatabaseServer:
                 pool = self._state.pool
                 if pool is None:
                     pool = self._state.pool = ClonePool(sync._create_clone, sync._drop_clone,
-                                                          finish=sync._close_worker_connection)
+                                                          finish=sync._close_worker_connection,
+                                                          sweep=sync.sweep_orphans)
         return pool
 
     async def _pooled_database(
@@ -410,6 +413,20 @@ class AsyncDatabaseServer:
 
     def _retire_class_template(self, name: str) -> None:
         self._pool().retire(name, then_drop=name)
+
+
+def _sync_admin_connector(url: URL) -> Callable[[], Any]:
+    """Opens AUTOCOMMIT psycopg connections to ``url``'s server (the ownership connection)."""
+    holder: List[Any] = []
+
+    def connect() -> Any:
+        if not holder:
+            from sqlalchemy import create_engine
+
+            holder.append(create_engine(_engines.sync_url(url), isolation_level="AUTOCOMMIT", poolclass=NullPool))
+        return holder[0].connect()
+
+    return connect
 
 
 def _now() -> str:
@@ -509,6 +526,8 @@ def _drop_leftovers(url: URL, connect_args: Dict[str, Any], state: ServerState) 
         state.pool.close()
     names = state.take_owned()
     if not names:
+        if state.owner is not None:
+            state.owner.close()
         return
 
     async def run() -> None:
@@ -521,3 +540,5 @@ def _drop_leftovers(url: URL, connect_args: Dict[str, Any], state: ServerState) 
             await engine.dispose()
 
     _run(run())
+    if state.owner is not None:
+        state.owner.close()

@@ -1,4 +1,4 @@
-"""The command line: ``python -m elefast server start|stop|status|url``.
+"""The command line: ``python -m elefast server start|stop|status|url`` and ``sweep [--dry-run]``.
 
 ``server start`` starts the throwaway local PostgreSQL and keeps it running
 until ``server stop``; test runs in between join it instead of starting their
@@ -57,6 +57,35 @@ def _server(args: argparse.Namespace) -> int:
         return 2
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import os
+
+    from elefast.errors import ElefastError
+    from elefast.provision import ENV_URL, local
+    from elefast.sync import DatabaseServer
+
+    url = args.url or os.environ.get(ENV_URL, "").strip()
+    if not url:
+        status = local.server_status()
+        if status is None:
+            print(f"Nothing to sweep: no --url, no {ENV_URL}, and no local server running.", file=sys.stderr)
+            return 1
+        url = local.ensure_local_server()
+    try:
+        server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)
+        names = server.sweep_orphans(dry_run=args.dry_run)
+        server.close()
+    except ElefastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    verb = "would drop" if args.dry_run else "dropped"
+    for name in names:
+        print(f"{verb} {name}")
+    print(f"{len(names)} orphaned database(s) found; {'none dropped (dry run)' if args.dry_run else 'all dropped'}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m elefast``."""
     parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
@@ -68,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--json", action="store_true", help="status as JSON")
     server.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
     server.set_defaults(handler=_server)
+    sweep = commands.add_parser("sweep", help="drop databases left by test processes that are gone")
+    sweep.add_argument("--dry-run", action="store_true", help="list them, drop nothing")
+    sweep.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else the running local server)")
+    sweep.add_argument("--timeout", type=float, default=10, help="seconds to wait for the server (default 10)")
+    sweep.set_defaults(handler=_sweep)
     return parser
 
 

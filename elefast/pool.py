@@ -43,6 +43,7 @@ class ServerState:
     strategy: Optional[str] = None  # "" once asked: the server's default
     sync_server: Any = None  # the async server's psycopg twin, for the pool's thread
     local: threading.local = field(default_factory=threading.local)  # the workers' admin connections
+    owner: Any = None  # elefast.ownership.Owner: the control connection holding ownership locks
 
     def __post_init__(self) -> None:
         _STATES.add(self)
@@ -60,15 +61,20 @@ class ServerState:
         self.local = threading.local()
 
     def own(self, name: str) -> None:
-        """Record that this server created ``name`` and may drop it."""
+        """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop."""
+        if self.owner is not None:
+            self.owner.claim(name)
         with self.owned_lock:
             self.owned.add(name)
             self.created.add(name)
 
     def disown(self, name: str) -> None:
-        """Forget ``name`` after it was dropped."""
+        """Forget ``name`` after it was dropped (or kept, or handed over as a shared template)."""
         with self.owned_lock:
+            was_ours = name in self.owned
             self.owned.discard(name)
+        if was_ours and self.owner is not None:
+            self.owner.release(name)
 
     def check_droppable(self, name: str, server: object) -> bool:
         """True if ``name`` should be dropped now, False if it was dropped already.
@@ -159,8 +165,10 @@ class ClonePool:
         prepare: Optional[Callable[[str], Any]] = None,
         size: Optional[int] = None,
         finish: Optional[Callable[[], None]] = None,
+        sweep: Optional[Callable[[], Any]] = None,
     ) -> None:
         self._create, self._drop, self._prepare, self._finish = create, drop, prepare, finish
+        self._sweep = sweep
         self.size = pool_size() if size is None else size
         self._reset()
         _POOLS.add(self)
@@ -300,6 +308,11 @@ class ClonePool:
 
     def _run(self, role: str) -> None:
         try:
+            if role == "drop" and self._sweep is not None:
+                try:
+                    self._sweep()  # what killed runs left behind, once, off the tests' path
+                except Exception as error:
+                    logger.warning("elefast could not sweep orphaned databases: %s", error)
             self._work(role)
         finally:
             if self._finish is not None:

@@ -18,7 +18,7 @@ import time
 import weakref
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
 
 from sqlalchemy import URL, Connection, Engine, MetaData, NullPool, create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
-from elefast import _engines, _messages, _migrators, _sql
+from elefast import _engines, _messages, _migrators, _sql, ownership
 from elefast.errors import DatabaseNotReadyError, MigrationError
 from elefast.pool import ClonePool, ServerState, TemplateSlot
 
@@ -187,6 +187,10 @@ class DatabaseServer:
         self.debug = debug
         self.sessionmaker_factory = sessionmaker_factory
         self._state = ServerState()
+        admin = self._engine
+        self._state.owner = ownership.Owner(
+            lambda: admin.connect().execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._server_version: Optional[tuple] = None  # type: ignore[type-arg]
         self._finalizer = weakref.finalize(self, _drop_leftovers, self._engine, self._state)
 
@@ -291,6 +295,26 @@ class DatabaseServer:
         """Drop every template and database this server created and still owns."""
         self._finalizer()
 
+    def sweep_orphans(self, dry_run: bool = False) -> List[str]:
+        """Drop the databases elefast made for processes that are gone; return their names.
+
+        Only databases marked as elefast's whose ownership lock no living process holds
+        (see :mod:`elefast.ownership`); never one kept for inspection, never a template.
+        """
+        with self._admin() as connection:
+            dropped, failed = ownership.sweep(connection, dry_run=dry_run)
+        for name, error in failed:
+            logger.warning("elefast could not sweep %s: %s", name, error)
+        if dropped and not dry_run:
+            logger.info("elefast swept %d orphaned databases", len(dropped))
+        return dropped
+
+    def _keep(self, name: str) -> None:
+        """Keep ``name`` for inspection: mark it, give up ownership, never drop or sweep it."""
+        with self._admin() as connection:
+            connection.execute(text(ownership.mark_kept(name)))
+        self._state.disown(name)
+
     # -- internals ------------------------------------------------------------
 
     def _log(self, statement: str) -> None:
@@ -305,11 +329,12 @@ class DatabaseServer:
 
     def _create(self, name: str, template: Optional[str], encoding: str, strategy: Optional[str] = None) -> None:
         statement = _sql.create_database(name, template, encoding, strategy)
-        self._state.own(name)
         try:
+            self._state.own(name)
             with self._admin() as connection:
                 self._log(statement)
                 connection.execute(text(statement))
+                connection.execute(text(ownership.mark_owned(name)))
         except DBAPIError as error:
             self._state.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
@@ -394,14 +419,20 @@ class DatabaseServer:
                 pool = self._state.pool
                 if pool is None:
                     pool = self._state.pool = ClonePool(self._create_clone, self._drop_clone, self._warm_engine,
-                                                          finish=self._close_worker_connection)
+                                                          finish=self._close_worker_connection,
+                                                          sweep=self.sweep_orphans)
         return pool
 
     def _create_clone(self, name: str, template: Optional[str], encoding: str) -> None:
         statement = _sql.create_database(name, template, encoding, self._strategy())
-        self._state.own(name)
         try:
-            self._on_worker_connection(lambda connection: connection.execute(text(statement)))
+            self._state.own(name)
+
+            def create(connection: Connection) -> None:
+                connection.execute(text(statement))
+                connection.execute(text(ownership.mark_owned(name)))
+
+            self._on_worker_connection(create)
         except DBAPIError as error:
             self._state.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
@@ -528,6 +559,8 @@ def _drop_leftovers(engine: Engine, state: ServerState) -> None:
     if state.pool is not None:
         state.pool.close()
     _drop_names(engine, state.take_owned())
+    if state.owner is not None:
+        state.owner.close()
 
 
 def _drop_names(engine: Engine, names: Iterable[str]) -> None:

@@ -22,6 +22,7 @@ open, or a subclass that forgets ``super().setUp()`` leaks nothing.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Union
@@ -216,7 +217,7 @@ class PostgresTestCase(_Settings):
         factory = self._elefast_sessionmaker(state.server)
         if state.clone_database is None:
             database = state.server._pooled_database(state.template, self.database_prefix, ENCODING, factory)
-            self.addCleanup(database.drop)  # type: ignore[attr-defined]
+            self.addCleanup(_finish, self, database, state.server._keep)  # type: ignore[attr-defined]
             self.database, self.engine = database, database.engine
             self.session = database.session()
             self.addCleanup(self.session.close)  # type: ignore[attr-defined]
@@ -229,6 +230,58 @@ class PostgresTestCase(_Settings):
         self.addCleanup(_rollback, transaction)  # type: ignore[attr-defined]
         self.session = _joined_session(factory, database.engine, self.connection)
         self.addCleanup(self.session.close)  # type: ignore[attr-defined]
+
+
+#: Set to 1 to keep the database of every failing test (database mode) for inspection.
+ENV_KEEP_FAILED = "ELEFAST_KEEP_FAILED"
+
+
+def _keep_failed(test: Any) -> bool:
+    """Whether ``test`` failed and ``ELEFAST_KEEP_FAILED`` asks to keep its database."""
+    if os.environ.get(ENV_KEEP_FAILED, "").strip().lower() not in ("1", "true", "yes", "on"):
+        return False
+    return _failed(test)
+
+
+def _failed(test: Any) -> bool:
+    """Whether the running ``test`` has failed so far (asked from one of its cleanups)."""
+    outcome = getattr(test, "_outcome", None)  # unittest's record of the running test
+    if outcome is None:
+        return False
+    errors = getattr(outcome, "errors", None)  # Python < 3.11: reported after the cleanups
+    if errors is not None:
+        return any(exc_info is not None for _, exc_info in errors)
+    result = getattr(outcome, "result", None)  # Python >= 3.11: reported at once
+    if result is None:
+        return False
+    return any(failed is test for failed, _ in list(result.failures) + list(result.errors))
+
+
+def _report_kept(test: Any, database: Any) -> None:
+    url = database.url.set(drivername="postgresql").render_as_string(hide_password=True)
+    print(f"\nelefast kept the database of the failing test {test.id()}: {database.name}\n"
+          f"    psql '{url}'\n"
+          f"  (drop it when done: DROP DATABASE \"{database.name}\"; the sweeper never touches it)",
+          file=sys.stderr)
+
+
+def _finish(test: Any, database: Database, keep: Callable[[str], None]) -> None:
+    """The test's database goes back to the pool to be dropped, or is kept if it failed and asked."""
+    if _keep_failed(test):
+        database._on_drop = keep
+        database.drop()
+        _report_kept(test, database)
+    else:
+        database.drop()
+
+
+async def _finish_async(test: Any, database: Any, keep: Callable[[str], None]) -> None:
+    if _keep_failed(test):
+        database._on_drop = keep
+        await database.drop()
+        _report_kept(test, database)
+    else:
+        await database.drop()
 
 
 def _rollback(transaction: Any) -> None:
@@ -327,7 +380,7 @@ class AsyncPostgresTestCase(_Settings):
         factory = self.sessionmaker_factory or server.sessionmaker_factory
         if state.clone is None:
             database = await server._pooled_database(state.template, self.database_prefix, ENCODING, factory)
-            self.addAsyncCleanup(database.drop)  # type: ignore[attr-defined]
+            self.addAsyncCleanup(_finish_async, self, database, server._sync_admin()._keep)  # type: ignore[attr-defined]
             self.database, self.engine = database, database.engine
             self.session = database.session()
             self.addAsyncCleanup(self.session.close)  # type: ignore[attr-defined]

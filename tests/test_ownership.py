@@ -1,0 +1,158 @@
+"""Tests of elefast.ownership: only orphans are swept, on a real server, with real killed processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+from sqlalchemy import text
+
+from elefast import DatabaseServer, ownership
+from tests import support
+
+KILLED = """
+import os, signal, sys
+from elefast import DatabaseServer
+from tests import support
+server = DatabaseServer(support.server_url())
+database = server.create_database(prefix=sys.argv[1])
+print(database.name, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
+"""
+
+
+def kill_a_process_holding_a_database(prefix):
+    """Start a process that creates a database and dies by SIGKILL; return the database's name."""
+    out = subprocess.run([sys.executable, "-c", KILLED, prefix], cwd=str(support.ROOT), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    return out.stdout.strip()
+
+
+class OwnershipTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("own")
+        self.server = DatabaseServer(support.server_url())
+        self.addCleanup(self.cleanup)
+
+    def cleanup(self):
+        self.server.close()
+        for name in support.databases(self.prefix + "%"):  # kept ones, made on purpose by a test
+            support.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def test_killed_process_leaves_an_orphan_that_is_swept(self):
+        """SIGKILL leaves the database; the next sweep drops it, and only it."""
+        name = kill_a_process_holding_a_database(self.prefix)
+        self.assertEqual(support.databases(name), [name])
+        with self.server._admin() as connection:
+            self.assertIn(name, ownership.find_orphans(connection))
+        self.assertIn(name, self.server.sweep_orphans())
+        self.assertEqual(support.databases(name), [])
+
+    def test_a_living_owner_keeps_its_database(self):
+        """A database whose process lives is never swept, even from another server object."""
+        database = self.server.create_database(prefix=self.prefix)
+        other = DatabaseServer(support.server_url())
+        self.addCleanup(other.close)
+        self.assertNotIn(database.name, other.sweep_orphans())
+        self.assertEqual(support.databases(database.name), [database.name])
+        database.drop()
+
+    def test_unmarked_databases_are_never_swept(self):
+        """A database elefast did not make (no mark) is left alone, even with an elefast-like name."""
+        name = f"{self.prefix}_0123456789abcdef"
+        support.execute(f'CREATE DATABASE "{name}"')
+        self.server.sweep_orphans()
+        self.assertEqual(support.databases(name), [name])
+
+    def test_kept_databases_are_never_swept(self):
+        """A database kept for inspection is not an orphan."""
+        database = self.server.create_database(prefix=self.prefix)
+        database.engine.dispose()
+        self.server._keep(database.name)
+        self.server.sweep_orphans()
+        self.assertEqual(support.databases(database.name), [database.name])
+
+    def test_dry_run(self):
+        """sweep_orphans(dry_run=True) names the orphans and drops nothing."""
+        name = kill_a_process_holding_a_database(self.prefix)
+        self.assertIn(name, self.server.sweep_orphans(dry_run=True))
+        self.assertEqual(support.databases(name), [name])
+        self.server.sweep_orphans()
+
+    def test_cli_sweep(self):
+        """python -m elefast sweep --dry-run lists orphans; sweep drops them."""
+        name = kill_a_process_holding_a_database(self.prefix)
+        env = dict(os.environ, ELEFAST_DATABASE_URL=support.server_url())
+
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "elefast", "sweep", *args], cwd=str(support.ROOT),
+                                  env=env, capture_output=True, text=True, timeout=60)
+
+        dry = cli("--dry-run")
+        self.assertEqual(dry.returncode, 0, dry.stderr)
+        self.assertIn(f"would drop {name}", dry.stdout)
+        self.assertEqual(support.databases(name), [name])
+        real = cli()
+        self.assertIn(f"dropped {name}", real.stdout)
+        self.assertEqual(support.databases(name), [])
+
+    def test_killed_runs_repeatedly(self):
+        """Five killed processes in a row: the next run (its pool's first sweep) leaves none of theirs."""
+        names = [kill_a_process_holding_a_database(self.prefix) for _ in range(5)]
+        self.assertEqual(len(support.databases(self.prefix + "%")), 5)
+        server = DatabaseServer(support.server_url())
+        self.addCleanup(server.close)
+        pool = server._pool()
+        pool.release(server.create_database(prefix=self.prefix + "x").name)  # starts the workers
+        deadline = time.monotonic() + 20
+        while any(support.databases(n) for n in names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([n for n in names if support.databases(n)], [])
+
+    def test_ownership_lock_is_held_while_owned(self):
+        """While a server owns a database, its lock cannot be taken; after the drop it can."""
+        database = self.server.create_database(prefix=self.prefix)
+        key = ownership._sql.advisory_key(database.name)
+        with support.psycopg.connect(support.libpq_dsn(), autocommit=True) as conn:
+            self.assertFalse(conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+            database.drop()
+            time.sleep(0.05)
+            self.assertTrue(conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+            conn.execute("select pg_advisory_unlock(%s)", (key,))
+
+
+class KeepFailedTests(unittest.TestCase):
+    def test_failing_test_database_is_kept_and_printed(self):
+        """ELEFAST_KEEP_FAILED=1: a failing test's database stays, named with a psql line; passing ones go."""
+        prefix = support.unique_prefix("kf")
+        code = (
+            "import unittest, sys\n"
+            "from elefast import PostgresTestCase\n"
+            "class T(PostgresTestCase, unittest.TestCase):\n"
+            f"    database_prefix = {prefix!r}\n"
+            "    def test_fails(self):\n"
+            "        self.fail('on purpose')\n"
+            "    def test_passes(self):\n"
+            "        pass\n"
+            "unittest.main(exit=False)\n"
+        )
+        result = support.run_python(code, env={"ELEFAST_KEEP_FAILED": "1",
+                                                "ELEFAST_DATABASE_URL": support.server_url()})
+        kept = support.databases(prefix + "%")
+        for name in kept:
+            self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.assertEqual(len(kept), 1, result.stderr[-2000:])
+        self.assertIn(f"elefast kept the database of the failing test __main__.T.test_fails: {kept[0]}",
+                      result.stderr)
+        self.assertIn(f"psql 'postgresql://postgres@127.0.0.1:5432/{kept[0]}'", result.stderr)
+        server = DatabaseServer(support.server_url())
+        self.addCleanup(server.close)
+        server.sweep_orphans()
+        self.assertEqual(support.databases(kept[0]), kept)
+
+
+if __name__ == "__main__":
+    unittest.main()
