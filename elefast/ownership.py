@@ -35,6 +35,11 @@ LIST_MARKED = (
 )
 
 
+def owner_key(name: str) -> int:
+    """The ownership lock's key for ``name`` (its own namespace: never a template build lock's)."""
+    return _sql.advisory_key(f"owner:{name}")
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -72,13 +77,13 @@ class Owner:
     def claim(self, name: str) -> None:
         """Take the ownership lock of ``name`` (before the database exists)."""
         with self._lock:
-            self._conn().execute(text("SELECT pg_advisory_lock(:key)"), {"key": _sql.advisory_key(name)})
+            self._conn().execute(text(_sql.ADVISORY_LOCK), {"key": owner_key(name)})
 
     def release(self, name: str) -> None:
         """Give up ``name`` (after it was dropped, or kept)."""
         with self._lock:
             try:
-                self._conn().execute(text(_sql.ADVISORY_UNLOCK), {"key": _sql.advisory_key(name)})
+                self._conn().execute(text(_sql.ADVISORY_UNLOCK), {"key": owner_key(name)})
             except Exception:
                 pass  # a lost connection released every lock anyway
 
@@ -96,8 +101,8 @@ class Owner:
 def find_orphans(connection: Connection) -> List[str]:
     """Marked databases no living process owns (their lock is free). Takes nothing it finds."""
     orphans = []
-    for name in connection.execute(text(LIST_MARKED), {"mark": OWNED_MARK + "%"}).scalars():
-        key = _sql.advisory_key(name)
+    for name in connection.execute(text(LIST_MARKED), {"mark": OWNED_MARK + "%"}).scalars().all():
+        key = owner_key(name)
         if connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
             orphans.append(name)
@@ -113,7 +118,7 @@ def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], Lis
     dropped: List[str] = []
     failed: List[Tuple[str, str]] = []
     for name in connection.execute(text(LIST_MARKED), {"mark": OWNED_MARK + "%"}).scalars().all():
-        key = _sql.advisory_key(name)
+        key = owner_key(name)
         if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
             continue  # a living process owns it
         try:

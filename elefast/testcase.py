@@ -366,6 +366,19 @@ class AsyncPostgresTestCase(_Settings):
         cls._elefast_remember(state)
         return state
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """Picklable (unittest-parallel sends tests to its workers): without the asyncio context."""
+        state = dict(self.__dict__)
+        state.pop("_asyncioTestContext", None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if sys.version_info >= (3, 11):
+            import contextvars
+
+            self._asyncioTestContext = contextvars.copy_context()
+
     def _callSetUp(self) -> None:
         self._callAsync(self._elefast_set_up)  # type: ignore[attr-defined]
         super()._callSetUp()  # type: ignore[misc]

@@ -7,8 +7,6 @@ import sys
 import time
 import unittest
 
-from sqlalchemy import text
-
 from elefast import DatabaseServer, ownership
 from tests import support
 
@@ -115,7 +113,7 @@ class OwnershipTests(unittest.TestCase):
     def test_ownership_lock_is_held_while_owned(self):
         """While a server owns a database, its lock cannot be taken; after the drop it can."""
         database = self.server.create_database(prefix=self.prefix)
-        key = ownership._sql.advisory_key(database.name)
+        key = ownership.owner_key(database.name)
         with support.psycopg.connect(support.libpq_dsn(), autocommit=True) as conn:
             self.assertFalse(conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
             database.drop()

@@ -1,0 +1,108 @@
+"""The example suite under parallel runners, on one private local server: unittest-parallel -j 4,
+stestr --concurrency 4 and pytest -n 4 all pass, build the template once, leave nothing behind."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from unittest import mock
+
+import psycopg
+
+from elefast.provision.binaries import BinariesNotFoundError, find_binaries
+from tests import support
+
+
+def have(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def have_binaries():
+    try:
+        find_binaries()
+    except BinariesNotFoundError:
+        return False
+    return True
+
+
+@unittest.skipUnless(have_binaries(), "no PostgreSQL binaries for a private local server")
+class ParallelRunnerTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        base = tempfile.mkdtemp(prefix="eft-par-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        os.chmod(base, 0o711)  # ours; as root the server user must traverse it
+        cls.addClassCleanup(shutil.rmtree, base, True)
+        cls.env = {k: v for k, v in os.environ.items() if k not in ("ELEFAST_DATABASE_URL", "ELEFAST_SERVER")}
+        cls.env["ELEFAST_RUN_DIR"] = base
+        patcher = mock.patch.dict(os.environ, cls.env, clear=True)
+        patcher.start()
+        cls.addClassCleanup(patcher.stop)
+        from elefast.provision.local import ensure_local_server, local_layout, stop_local_server
+
+        url = ensure_local_server()  # this process holds a lease: the server lives across the runs
+        cls.layout = local_layout()
+        cls.addClassCleanup(stop_local_server, 30, cls.layout)
+        cls.conninfo = dict(host=url.query["host"], port=url.port, user="postgres", dbname="postgres",
+                            autocommit=True)
+
+    def databases(self):
+        with psycopg.connect(**self.conninfo) as conn:
+            return [r[0] for r in conn.execute("select datname from pg_database where datname like 'elefast%'")]
+
+    def drop_templates(self):
+        with psycopg.connect(**self.conninfo) as conn:
+            for (name,) in conn.execute("select datname from pg_database where datistemplate "
+                                        "and datname like 'elefast!_tpl!_%' escape '!'").fetchall():
+                conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    def run_runner(self, command):
+        self.drop_templates()  # a fresh start: the run must build the template exactly once
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=str(support.ROOT), env=self.env, capture_output=True, text=True,
+                                timeout=600)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output[-3000:])
+        self.assertNotIn("being accessed by other users", output)
+        deadline = time.monotonic() + 15  # the workers' exit drops their clones; give it a moment
+        while time.monotonic() < deadline:
+            left = [n for n in self.databases() if re.fullmatch(r"elefast_[0-9a-f]{16}", n)]
+            if not left:
+                break
+            time.sleep(0.1)
+        self.assertEqual(left, [], "clones left behind")
+        templates = [n for n in self.databases() if "_tpl_" in n]
+        self.assertEqual(len(templates), 1, templates)
+        return output, time.monotonic() - started
+
+    @unittest.skipUnless(have("unittest_parallel"), "unittest-parallel is not installed")
+    def test_unittest_parallel(self):
+        """unittest-parallel -j 4 (forked workers) runs the example suite green."""
+        self.run_runner([sys.executable, "-m", "unittest_parallel", "-j", "4", "-t", ".",
+                         "-s", "examples/legacy_app/tests"])
+
+    @unittest.skipUnless(have("stestr"), "stestr is not installed")
+    def test_stestr(self):
+        """stestr run --concurrency 4 (the project's .stestr.conf) runs the example suite green."""
+        try:
+            output, _ = self.run_runner([sys.executable, "-m", "stestr", "--here", str(support.ROOT), "run",
+                                         "--concurrency", "4"])
+        finally:
+            shutil.rmtree(support.ROOT / ".stestr", ignore_errors=True)
+        self.assertRegex(output, r"Passed: \d+")
+
+    @unittest.skipUnless(have("xdist"), "pytest-xdist is not installed")
+    def test_pytest_xdist(self):
+        """pytest -n 4 runs the unittest classes of the example suite green."""
+        self.run_runner([sys.executable, "-m", "pytest", "-q", "-n", "4", "-p", "no:cacheprovider",
+                         "examples/legacy_app/tests"])
+
+
+if __name__ == "__main__":
+    unittest.main()
