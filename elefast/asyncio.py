@@ -38,7 +38,7 @@ from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
 from elefast import _engines, _messages, _migrators, _sql, ownership
 from elefast.errors import DatabaseNotReadyError, MigrationError
-from elefast.pool import ClonePool, ServerState, TemplateSlot
+from elefast.pool import ClonePool, ServerState, TemplateSlot, at_process_exit
 from elefast.sync import MetadataMigrator
 
 __all__ = [
@@ -188,6 +188,7 @@ class AsyncDatabaseServer:
         self._state = ServerState()
         self._state.owner = ownership.Owner(_sync_admin_connector(self.url))
         self._finalizer = weakref.finalize(self, _drop_leftovers, self.url, self._connect_args, self._state)
+        at_process_exit(self._finalizer)
 
     def __repr__(self) -> str:
         return f"AsyncDatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"

@@ -392,6 +392,20 @@ def _dispose(prepared: Any) -> None:
             pass
 
 
+def at_process_exit(finalizer: Callable[[], Any]) -> None:
+    """Also run ``finalizer`` when a multiprocessing worker exits (it skips atexit: ``os._exit``).
+
+    unittest-parallel and stestr-like runners run tests in such workers; without this their
+    databases would wait for the next run's sweep.
+    """
+    import sys
+
+    if "multiprocessing" in sys.modules:
+        from multiprocessing import util
+
+        util.Finalize(None, finalizer, exitpriority=10)
+
+
 def _after_fork_in_child() -> None:
     for pool in list(_POOLS):
         pool._after_fork_in_child()

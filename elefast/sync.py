@@ -28,7 +28,7 @@ from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
 from elefast import _engines, _messages, _migrators, _sql, ownership
 from elefast.errors import DatabaseNotReadyError, MigrationError
-from elefast.pool import ClonePool, ServerState, TemplateSlot
+from elefast.pool import ClonePool, ServerState, TemplateSlot, at_process_exit
 
 __all__ = ["CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"]
 
@@ -193,6 +193,7 @@ class DatabaseServer:
         )
         self._server_version: Optional[tuple] = None  # type: ignore[type-arg]
         self._finalizer = weakref.finalize(self, _drop_leftovers, self._engine, self._state)
+        at_process_exit(self._finalizer)
 
     def __repr__(self) -> str:
         return f"DatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
