@@ -26,7 +26,7 @@ test: install  ## Run the whole test suite (needs PostgreSQL at ELEFAST_DATABASE
 	ELEFAST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests
 
 lint: install  ## ruff
-	$(PY) -m ruff check elefast tests
+	$(PY) -m ruff check elefast tests benchmarks examples
 
 typecheck: install  ## mypy (strict)
 	$(PY) -m mypy

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -82,7 +81,7 @@ def ms(values: List[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def table(results: List[Dict[str, Any]], skipped: Dict[str, str]) -> List[str]:

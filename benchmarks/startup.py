@@ -113,7 +113,7 @@ def first_test(env: Dict[str, str], code: str = FIRST_TEST) -> float:
     raise RuntimeError(out.stderr[-2000:])
 
 
-def client(env: Dict[str, str], seconds: float = 0) -> "subprocess.Popen[str]":
+def client(env: Dict[str, str], seconds: float = 0) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", CLIENT.format(root=str(ROOT)), str(seconds)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -136,7 +136,8 @@ def docker_rows(repeat: int) -> List[str]:
         client_.ping()
         client_.images.get("postgres:elefast-test")
     except Exception as error:
-        return [f"| docker | skipped: {type(error).__name__} (start an engine; build the image with the tests) | | | | |"]
+        reason = f"{type(error).__name__} (start an engine; build the image with the tests)"
+        return [f"| docker | skipped: {reason} | | | | |"]
     config = Configuration(container=Container(name="elefast-bench", version="elefast-test"))
     fresh, reused = [], []
     for _ in range(repeat):

@@ -170,23 +170,40 @@ def janitor_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
     return make_suite(Base, count, kind)
 
 
-def naive_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
-    from sqlalchemy.orm import Session
+class OneDatabase(unittest.TestCase):
+    """Base of the modes that use one database for the whole suite (made by :func:`one_database`)."""
 
+    engine: sa.Engine
+    drop_database: object
+
+    @classmethod
+    def tearDownClass(cls):  # type: ignore[no-untyped-def]
+        cls.engine.dispose()
+        cls.drop_database()  # type: ignore[operator]
+
+
+def one_database(url: str, label: str) -> dict:
+    """Create ``bench_<label>_<pid>``; return class attributes for :class:`OneDatabase`."""
     parsed = sa.make_url(url)
-    name = f"bench_naive_{os.getpid()}"
+    name = f"bench_{label}_{os.getpid()}"
     admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = sa.create_engine(parsed.set(database=name))
 
-    class Base(unittest.TestCase):
-        @classmethod
-        def tearDownClass(cls):  # type: ignore[no-untyped-def]
-            engine.dispose()
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
+    return {"engine": sa.create_engine(parsed.set(database=name)), "drop_database": staticmethod(drop)}
+
+
+def naive_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
+    from sqlalchemy.orm import Session
+
+    attributes = one_database(url, "naive")
+    engine = attributes["engine"]
+
+    class Base(OneDatabase):
         def setUp(self):  # type: ignore[no-untyped-def]
             start = time.perf_counter()
             metadata.create_all(engine)
@@ -198,6 +215,8 @@ def naive_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
         def target(self):  # type: ignore[no-untyped-def]
             return self.session
 
+    for key, value in attributes.items():
+        setattr(Base, key, value)
     return make_suite(Base, count, kind)
 
 
@@ -205,21 +224,11 @@ def rollback_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
     """The floor: one database, each test in a transaction rolled back, plain SQLAlchemy."""
     from sqlalchemy.orm import Session
 
-    parsed = sa.make_url(url)
-    name = f"bench_rollback_{os.getpid()}"
-    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = sa.create_engine(parsed.set(database=name))
+    attributes = one_database(url, "rollback")
+    engine = attributes["engine"]
     metadata.create_all(engine)
 
-    class Base(unittest.TestCase):
-        @classmethod
-        def tearDownClass(cls):  # type: ignore[no-untyped-def]
-            engine.dispose()
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
+    class Base(OneDatabase):
         def setUp(self):  # type: ignore[no-untyped-def]
             start = time.perf_counter()
             self.connection = engine.connect()
@@ -233,6 +242,8 @@ def rollback_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
         def target(self):  # type: ignore[no-untyped-def]
             return self.session
 
+    for key, value in attributes.items():
+        setattr(Base, key, value)
     return make_suite(Base, count, kind)
 
 
@@ -249,11 +260,13 @@ def main(argv: list) -> int:
     }
     suite = builders[mode]()
     wall = time.perf_counter()
-    result = unittest.TextTestRunner(stream=open(os.devnull, "w"), verbosity=0).run(suite)
+    with open(os.devnull, "w") as devnull:
+        result = unittest.TextTestRunner(stream=devnull, verbosity=0).run(suite)
     wall = time.perf_counter() - wall
     first = RECORDS[0]["first_at"] if RECORDS and "first_at" in RECORDS[0] else None
     print(json.dumps({
-        "mode": mode, "ok": result.wasSuccessful(), "errors": [str(e[1])[-800:] for e in result.errors + result.failures][:3],
+        "mode": mode, "ok": result.wasSuccessful(),
+        "errors": [str(e[1])[-800:] for e in result.errors + result.failures][:3],
         "records": RECORDS, "wall": wall, "first": first, "process_to_end": time.time() - started,
     }))
     return 0
