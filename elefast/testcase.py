@@ -124,6 +124,15 @@ class _Settings:
         return state if state is not None and state.pid == os.getpid() else None
 
     @classmethod
+    def _elefast_class_template(cls, server: Any, template: Optional[str], base: type) -> Optional[str]:
+        """The class's own template when it overrides ``setUpTestData`` (dropped after the class)."""
+        if not _overrides_set_up_test_data(cls, base):
+            return template
+        own = server._class_template(template, cls.database_prefix, ENCODING, cls.setUpTestData)  # type: ignore[attr-defined]
+        cls.addClassCleanup(server._retire_class_template, own)  # type: ignore[attr-defined]
+        return str(own)
+
+    @classmethod
     def _elefast_remember(cls, state: _ClassState) -> None:
         """Keep ``state`` for the class's tests; forgotten by the class cleanup (a rerun starts anew)."""
         cls._elefast_class_state = state  # type: ignore[attr-defined]
@@ -192,9 +201,7 @@ class PostgresTestCase(_Settings):
         isolation = _check_isolation(cls)
         server = cls.elefast_server()
         template = server._template(cls.database_prefix, ENCODING)
-        if _overrides_set_up_test_data(cls, PostgresTestCase):
-            template = server._class_template(template, cls.database_prefix, ENCODING, cls.setUpTestData)
-            cls.addClassCleanup(server._retire_class_template, template)  # type: ignore[attr-defined]
+        template = cls._elefast_class_template(server, template, PostgresTestCase)
         state = _ClassState(server, template, os.getpid())
         if isolation == "transaction":
             database = server._pooled_database(template, cls.database_prefix, ENCODING,
@@ -355,9 +362,7 @@ class AsyncPostgresTestCase(_Settings):
         from elefast.asyncio import _run_for_result
 
         server, template = _run_for_result(prepare())
-        if _overrides_set_up_test_data(cls, AsyncPostgresTestCase):
-            template = server._class_template(template, cls.database_prefix, ENCODING, cls.setUpTestData)
-            cls.addClassCleanup(server._retire_class_template, template)  # type: ignore[attr-defined]
+        template = cls._elefast_class_template(server, template, AsyncPostgresTestCase)
         state = _ClassState(server, template, os.getpid())
         if isolation == "transaction":
             pool = server._pool()
