@@ -210,6 +210,8 @@ def advisory_key(name: str) -> int:
 ADVISORY_LOCK = "SELECT pg_advisory_lock(:key)"
 ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(:key)"
 ADVISORY_TRY_LOCK = "SELECT pg_try_advisory_lock(:key)"
+#: Held by every process using a shared template, so no sweeper drops it meanwhile.
+ADVISORY_LOCK_SHARED = "SELECT pg_advisory_lock_shared(:key)"
 TEMPLATE_STATE = "SELECT datistemplate FROM pg_database WHERE datname = :name"
 SERVER_SETTINGS = "SELECT current_setting('fsync'), current_setting('server_version_num')::int"
 #: Fingerprinted templates with a given prefix, newest first, with their comments.

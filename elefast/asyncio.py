@@ -327,7 +327,7 @@ class AsyncDatabaseServer:
                             slot = await self._build_template(name, encoding, fingerprint)
                     finally:
                         await connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-        self._state.templates[encoding] = slot
+        self._state.remember_template(encoding, slot)
         return slot
 
     async def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:

@@ -14,6 +14,7 @@ with how to fix the problem; they never contain a password.
     │   └── ServerNotConfiguredError  no server was given and none could be found
     ├── DatabaseNotReadyError     the server did not answer within the timeout
     ├── ServerRejectedError       the server answered but refused us (password, role, ...)
+    ├── ServerLostError           the server went away during the run (killed, crashed, stopped)
     └── MigrationError            the schema could not be applied to a template
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidPrefixError",
     "InvalidURLError",
     "MigrationError",
+    "ServerLostError",
     "ServerNotConfiguredError",
     "ServerRejectedError",
 ]
@@ -79,6 +81,15 @@ class ServerRejectedError(ElefastError):
 
     Retrying cannot help, so elefast raises this at once instead of waiting
     for a readiness timeout.
+    """
+
+    __module__ = "elefast.errors"
+
+
+class ServerLostError(ElefastError):
+    """The server stopped answering during the run: it was stopped, killed or crashed.
+
+    The message says which server and, for the throwaway local server, where its log is.
     """
 
     __module__ = "elefast.errors"

@@ -79,6 +79,15 @@ class Owner:
         with self._lock:
             self._conn().execute(text(_sql.ADVISORY_LOCK), {"key": owner_key(name)})
 
+    def use_template(self, name: str) -> None:
+        """Hold a shared lock on the shared template ``name`` while this process lives.
+
+        Template builders and sweepers take the same key exclusively and skip a template
+        they cannot lock, so one in use by any living process is never swept.
+        """
+        with self._lock:
+            self._conn().execute(text(_sql.ADVISORY_LOCK_SHARED), {"key": _sql.advisory_key(name)})
+
     def release(self, name: str) -> None:
         """Give up ``name`` (after it was dropped, or kept)."""
         with self._lock:

@@ -76,6 +76,15 @@ class ServerState:
         if was_ours and self.owner is not None:
             self.owner.release(name)
 
+    def remember_template(self, encoding: str, slot: TemplateSlot) -> None:
+        """Record the template for ``encoding``; a shared one gets this process's in-use lock."""
+        if slot.error is None and self.owner is not None and not self.owns(slot.name):
+            try:
+                self.owner.use_template(slot.name)
+            except Exception as error:  # not fatal: only an old-template sweep could race us
+                logger.warning("elefast could not mark the template %s as in use: %s", slot.name, error)
+        self.templates[encoding] = slot
+
     def check_droppable(self, name: str, server: object) -> bool:
         """True if ``name`` should be dropped now, False if it was dropped already.
 
@@ -404,6 +413,30 @@ def at_process_exit(finalizer: Callable[[], Any]) -> None:
         from multiprocessing import util
 
         util.Finalize(None, finalizer, exitpriority=10)
+        _exit_cleanly_on_sigterm()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """In a multiprocessing worker, let SIGTERM end the process through its exit handlers.
+
+    ``Pool.terminate()`` (how unittest-parallel ends its workers) sends SIGTERM, which by
+    default kills the worker before any cleanup: its clones would wait for the next run's
+    sweep. Only a worker's default handler is replaced, and only from its main thread; the
+    handler raises ``SystemExit``, so the worker's finalizers (ours among them) run.
+    """
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def exit_now(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
 
 
 def _after_fork_in_child() -> None:

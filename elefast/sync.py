@@ -384,7 +384,7 @@ class DatabaseServer:
                     finally:
                         connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
         logger.debug("elefast template %s %s", slot.name, "reused" if slot.reused else "built")
-        self._state.templates[encoding] = slot
+        self._state.remember_template(encoding, slot)
         return slot
 
     def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:

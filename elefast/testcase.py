@@ -21,17 +21,18 @@ open, or a subclass that forgets ``super().setUp()`` leaks nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, Optional, Tuple, Union
 
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from elefast import _engines, _sql, provision
-from elefast.errors import ConfigurationError
+from elefast.errors import ConfigurationError, ElefastError, ServerLostError
 from elefast.sync import Database, DatabaseServer, Migrator
 
 if TYPE_CHECKING:  # imported when an async test case runs: sync suites skip sqlalchemy.ext.asyncio
@@ -221,6 +222,11 @@ class PostgresTestCase(_Settings):
 
     def _elefast_set_up(self) -> None:
         state = type(self)._elefast_class_set_up()
+        self.addCleanup(_say_if_server_lost, self, state.server.url)  # type: ignore[attr-defined]
+        with _explaining_loss(state.server.url):
+            self._elefast_give_database(state)
+
+    def _elefast_give_database(self, state: _ClassState) -> None:
         factory = self._elefast_sessionmaker(state.server)
         if state.clone_database is None:
             database = state.server._pooled_database(state.template, self.database_prefix, ENCODING, factory)
@@ -259,9 +265,36 @@ def _failed(test: Any) -> bool:
     if errors is not None:
         return any(exc_info is not None for _, exc_info in errors)
     result = getattr(outcome, "result", None)  # Python >= 3.11: reported at once
-    if result is None:
-        return False
-    return any(failed is test for failed, _ in list(result.failures) + list(result.errors))
+    failures, errors = getattr(result, "failures", None), getattr(result, "errors", None)
+    if not isinstance(failures, list) or not isinstance(errors, list):  # pytest, stestr: their own results
+        return not getattr(outcome, "success", True)
+    return any(failed is test for failed, _ in failures + errors)
+
+
+@contextlib.contextmanager
+def _explaining_loss(url: URL) -> Iterator[None]:
+    """Turn a failure caused by the server going away into a :class:`ServerLostError` saying so."""
+    try:
+        yield
+    except ElefastError:
+        raise
+    except Exception as error:
+        from elefast.provision.lost import explain_lost
+
+        message = explain_lost(url)
+        if message is not None:
+            raise ServerLostError(message) from error
+        raise
+
+
+def _say_if_server_lost(test: Any, url: URL) -> None:
+    """A test's last cleanup: when it failed because the server went away, add an error saying so."""
+    if _failed(test):
+        from elefast.provision.lost import explain_lost
+
+        message = explain_lost(url)
+        if message is not None:
+            raise ServerLostError(message)
 
 
 def _report_kept(test: Any, database: Any) -> None:
@@ -389,11 +422,16 @@ class AsyncPostgresTestCase(_Settings):
         super()._callSetUp()  # type: ignore[misc]
 
     async def _elefast_set_up(self) -> None:
+        state = type(self)._elefast_class_set_up()
+        self.addCleanup(_say_if_server_lost, self, state.server.url)  # type: ignore[attr-defined]
+        with _explaining_loss(state.server.url):
+            await self._elefast_give_database(state)
+
+    async def _elefast_give_database(self, state: _ClassState) -> None:
         from sqlalchemy.ext.asyncio import AsyncSession
 
         from elefast.asyncio import AsyncDatabase
 
-        state = type(self)._elefast_class_set_up()
         server = state.server
         factory = self.sessionmaker_factory or server.sessionmaker_factory
         if state.clone is None:

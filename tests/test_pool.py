@@ -119,7 +119,27 @@ class TemplateTests(unittest.TestCase):
         for number in range(_sql.TEMPLATES_KEPT + 2):
             server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
             server.create_database(prefix=self.prefix).drop()
+            server.close()  # a template some living process still uses is never swept
         self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), _sql.TEMPLATES_KEPT)
+
+    def test_template_in_use_is_not_swept(self):
+        """A template another process (here: another server object) still uses survives the sweep."""
+        in_use = self.server(Fingerprinted(f"{self.prefix}-in-use"))
+        in_use.create_database(prefix=self.prefix).drop()
+        kept = next(iter(in_use._state.templates.values())).name
+        for number in range(_sql.TEMPLATES_KEPT + 1):
+            server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
+            server.create_database(prefix=self.prefix).drop()
+            server.close()
+        self.assertIn(kept, support.databases(self.prefix + "_tpl_%"))
+        with in_use.create_database(prefix=self.prefix) as database, database.engine.connect() as c:
+            self.assertEqual(c.execute(select(users.c.name)).scalars().all(), [f"{self.prefix}-in-use"[:40]])
+        in_use.close()
+        for number in range(2):
+            server = self.server(Fingerprinted(f"{self.prefix}-w{number}"))
+            server.create_database(prefix=self.prefix).drop()
+            server.close()
+        self.assertNotIn(kept, support.databases(self.prefix + "_tpl_%"), "released: swept like any old one")
 
     def test_concurrent_processes_build_once(self):
         """Three processes starting at once on a fresh fingerprint: one migration in all."""
