@@ -175,3 +175,31 @@ def drop_templates(prefix: str) -> None:
         for (name,) in rows:
             conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+FAILING_REVISION = '''"""Fails halfway: the first statement works, the second does not."""
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("CREATE TABLE halfway (id integer)")
+    op.execute("INSERT INTO no_such_table VALUES (1)")
+
+
+def downgrade():
+    op.execute("DROP TABLE halfway")
+'''
+
+
+def alembic_project_failing_halfway(directory):
+    """A copy of tests/alembic_project in ``directory`` whose third migration fails halfway."""
+    target = Path(directory) / "alembic_project"
+    shutil.copytree(ROOT / "tests" / "alembic_project", target,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (target / "migrations" / "versions" / "0003_halfway.py").write_text(FAILING_REVISION)
+    return target / "alembic.ini"

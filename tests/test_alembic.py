@@ -78,6 +78,19 @@ class AlembicSyncTests(unittest.TestCase):
             server.create_database(prefix=self.prefix)
         self.assertIn("env.py is broken on purpose", str(caught.exception))
 
+    def test_migration_failing_halfway_names_it(self):
+        """A migration that fails halfway: MigrationError names its revision and file; no template remains."""
+        with tempfile.TemporaryDirectory() as directory:
+            server = DatabaseServer(support.server_url(),
+                                    schema=AlembicMigrator(support.alembic_project_failing_halfway(directory)))
+            self.addCleanup(server.close)
+            with self.assertRaises(MigrationError) as caught:
+                server.create_database(prefix=self.prefix)
+        message = str(caught.exception)
+        self.assertIn("Alembic revision 0003 (0003_halfway.py) failed", message)
+        self.assertIn("no_such_table", message)
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
 
 class AlembicAsyncTests(unittest.IsolatedAsyncioTestCase):
     def setUp(self):

@@ -25,11 +25,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Optional
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from elefast.errors import ConfigurationError
+from elefast._messages import first_line
+from elefast.errors import ConfigurationError, MigrationError
 
 try:
     from alembic import command
@@ -109,10 +111,28 @@ class AlembicMigrator:
         config = self.config()
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
-        command.upgrade(config, "head")
+        try:
+            command.upgrade(config, "head")
+        except Exception as error:
+            revision = failed_revision(error)
+            if revision is None:
+                raise
+            raise MigrationError(
+                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}"
+            ) from error
 
     async def migrate_async(self, connection: AsyncConnection) -> None:
         """Upgrade the database behind an async ``connection`` to ``head`` (via ``run_sync``)."""
         await connection.run_sync(self.migrate)
 
 
+def failed_revision(error: BaseException) -> Optional[str]:
+    """Which migration ``error`` came from: ``'<revision> (<file>)'`` of the innermost script frame."""
+    found = None
+    traceback = error.__traceback__
+    while traceback is not None:
+        scope = traceback.tb_frame.f_globals
+        if isinstance(scope.get("revision"), str) and "down_revision" in scope and callable(scope.get("upgrade")):
+            found = f"{scope['revision']} ({os.path.basename(str(scope.get('__file__', '?')))})"
+        traceback = traceback.tb_next
+    return found
