@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test lint typecheck bench bench-startup docs clean
+.PHONY: help install demo test reliability lint typecheck bench bench-startup docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -24,6 +24,9 @@ demo: install  ## Run the example app's unittest suite on the throwaway local se
 
 test: install  ## Run the whole test suite (needs PostgreSQL at ELEFAST_DATABASE_URL)
 	ELEFAST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests
+
+reliability: install  ## Fault, bad-input, security and parallel-runner scenarios; prints a table (~2 min)
+	$(PY) -m tests.reliability
 
 lint: install  ## ruff
 	$(PY) -m ruff check elefast tests benchmarks examples

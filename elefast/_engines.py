@@ -58,9 +58,10 @@ def parse_url(value: Union[URL, str], *, is_async: bool, swap_kind: bool = False
     if isinstance(value, str):
         try:
             url = make_url(value)
-        except ArgumentError:
+        except (ArgumentError, ValueError) as error:  # ValueError: a port that is not a number
+            why = "its port is not a number" if isinstance(error, ValueError) else "it is not a URL"
             raise InvalidURLError(
-                "Could not parse the database URL (not shown, it may hold a password). "
+                f"Could not parse the database URL ({why}; the URL is not shown, it may hold a password). "
                 "Use the form postgresql://user:password@host:5432/postgres."
             ) from None
     elif isinstance(value, URL):

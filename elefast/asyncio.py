@@ -278,7 +278,8 @@ class AsyncDatabaseServer:
             self._state.own(name)
             async with self._admin() as connection:
                 await connection.execute(text(statement))
-                await connection.execute(text(ownership.mark_owned(name)))
+                for mark in ownership.mark_owned(name):
+                    await connection.execute(text(mark))
         except DBAPIError as error:
             self._state.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")

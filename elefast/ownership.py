@@ -44,14 +44,20 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def mark_owned(name: str) -> str:
-    """``COMMENT`` marking ``name`` as a database some elefast process owns."""
-    return f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{OWNED_MARK} created {_now()}'"
+#: Marks are committed durably even on a server tuned with ``synchronous_commit=off`` (the
+#: throwaway servers are): a mark lost in a crash would leave an orphan nobody may sweep.
+DURABLE_COMMIT = "SET synchronous_commit TO on"
 
 
-def mark_kept(name: str) -> str:
-    """``COMMENT`` marking ``name`` as kept for inspection (the sweeper leaves it alone)."""
-    return f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{KEPT_MARK} {_now()}'"
+def mark_owned(name: str) -> List[str]:
+    """Statements marking ``name`` as a database some elefast process owns (run them in order)."""
+    return [DURABLE_COMMIT,
+            f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{OWNED_MARK} created {_now()}'"]
+
+
+def mark_kept(name: str) -> List[str]:
+    """Statements marking ``name`` as kept for inspection (the sweeper leaves it alone)."""
+    return [DURABLE_COMMIT, f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{KEPT_MARK} {_now()}'"]
 
 
 class Owner:

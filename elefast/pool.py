@@ -433,7 +433,7 @@ def _exit_cleanly_on_sigterm() -> None:
         return
 
     def exit_now(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already: let the cleanup finish
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, exit_now)

@@ -313,7 +313,8 @@ class DatabaseServer:
     def _keep(self, name: str) -> None:
         """Keep ``name`` for inspection: mark it, give up ownership, never drop or sweep it."""
         with self._admin() as connection:
-            connection.execute(text(ownership.mark_kept(name)))
+            for mark in ownership.mark_kept(name):
+                connection.execute(text(mark))
         self._state.disown(name)
 
     # -- internals ------------------------------------------------------------
@@ -335,7 +336,8 @@ class DatabaseServer:
             with self._admin() as connection:
                 self._log(statement)
                 connection.execute(text(statement))
-                connection.execute(text(ownership.mark_owned(name)))
+                for mark in ownership.mark_owned(name):
+                    connection.execute(text(mark))
         except DBAPIError as error:
             self._state.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
@@ -431,7 +433,8 @@ class DatabaseServer:
 
             def create(connection: Connection) -> None:
                 connection.execute(text(statement))
-                connection.execute(text(ownership.mark_owned(name)))
+                for mark in ownership.mark_owned(name):
+                    connection.execute(text(mark))
 
             self._on_worker_connection(create)
         except DBAPIError as error:

@@ -40,6 +40,13 @@ class ParseURLTests(unittest.TestCase):
         self.assertNotIn("hunter2", str(caught.exception))
         self.assertIn("postgresql://user:password@host", str(caught.exception))
 
+    def test_port_that_is_not_a_number(self):
+        """A malformed port is an InvalidURLError that does not show the password."""
+        with self.assertRaises(InvalidURLError) as caught:
+            _engines.parse_url("postgresql://u:hunter2@host:notaport/db", is_async=False)
+        self.assertIn("port is not a number", str(caught.exception))
+        self.assertNotIn("hunter2", str(caught.exception))
+
     def test_not_a_url(self):
         """Something that is neither a str, a URL nor an engine is refused."""
         with self.assertRaises(InvalidURLError):

@@ -1,0 +1,213 @@
+"""Fault scenarios: real test processes killed, interrupted, leaking, losing their server.
+
+Each function runs its scenario against the harness's private local server and
+returns its :class:`~tests.reliability.harness.Row`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+from tests.reliability.harness import CASES, ROOT, Harness, Row
+
+BUSY_SOURCE = "being accessed by other users"
+
+
+def _tail(result: subprocess.CompletedProcess) -> str:  # type: ignore[type-arg]
+    return str(result.stdout)[-1500:]
+
+
+def _count_leftovers(h: Harness, row: Row, prefix: str) -> None:
+    """Leftover databases of ``prefix``, then the server still running 6 s after the last client."""
+    left = h.leftovers(prefix)
+    if left:
+        row.notes.append(f"left behind: {left}")
+    servers = h.servers_left_after()
+    if servers:
+        row.notes.append(f"{servers} server processes still running after the last client")
+    row.leftovers += len(left) + servers
+
+
+def killed_mid_test(h: Harness, runs: int = 20) -> Row:
+    """SIGKILL a test process mid-test ``runs`` times; one ordinary run afterwards sweeps it all."""
+    row = Row(f"SIGKILL mid-test x{runs}, then one run")
+    prefix = "relkill"
+    for number in range(runs):
+        files = h.signal_files(f"kill{number}")
+        process = h.start(f"{CASES}.Hang", h.child_env(RELIABILITY_PREFIX=prefix, **files))
+        reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+        os.kill(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        row.runs += 1
+        if not reached:
+            row.fail(f"run {number} never reached the test:\n{output[-1500:]}")
+    orphans = h.leftovers(prefix)
+    row.notes.append(f"(info) the killed runs left {len(orphans)} databases for the next run to sweep")
+    result = h.run(f"{CASES}.Work", h.child_env(RELIABILITY_PREFIX=prefix))
+    row.runs += 1
+    if result.returncode != 0:
+        row.fail(f"the run after the kills failed:\n{_tail(result)}")
+    _count_leftovers(h, row, prefix)
+    return row
+
+
+def interrupted(h: Harness, runs: int = 5) -> Row:
+    """SIGINT (Ctrl-C) mid-test: the run stops within 15 s and leaves nothing, with no sweep."""
+    row = Row(f"SIGINT mid-test x{runs}")
+    prefix = "relint"
+    for number in range(runs):
+        files = h.signal_files(f"int{number}")
+        process = h.start(f"{CASES}.Hang", h.child_env(RELIABILITY_PREFIX=prefix, **files))
+        reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            row.fail(f"run {number} did not stop within 15 s of SIGINT:\n{output[-1500:]}")
+        row.runs += 1
+        if not reached:
+            row.fail(f"run {number} never reached the test:\n{output[-1500:]}")
+        elif "KeyboardInterrupt" not in output:
+            row.fail(f"run {number} did not stop on KeyboardInterrupt:\n{output[-1500:]}")
+        left = h.leftovers(prefix)  # no sweeping run in between: the interrupted run cleaned up itself
+        if left:
+            row.notes.append(f"run {number} left {left}")
+        row.leftovers += len(left)
+    servers = h.servers_left_after()
+    row.leftovers += servers
+    return row
+
+
+def leaked_connections(h: Harness) -> Row:
+    """Tests that leave connections and open transactions: the next test is unaffected."""
+    row = Row("leaked connections and transactions")
+    prefix = "relleak"
+    result = h.run(f"{CASES}.Leaks {CASES}.LeaksInTransactionMode", h.child_env(RELIABILITY_PREFIX=prefix))
+    row.runs += 1
+    if result.returncode != 0 or "Ran 4 tests" not in result.stdout:
+        row.fail(f"the suite failed:\n{_tail(result)}")
+    _count_leftovers(h, row, prefix)
+    return row
+
+
+def server_killed(h: Harness, runs: int = 3) -> Row:
+    """The server is SIGKILLed mid-test: both tests fail naming it; the next run gets a fresh server."""
+    row = Row(f"server killed mid-run x{runs}, then one run")
+    prefix = "relsrv"
+    for number in range(runs):
+        files = h.signal_files(f"srv{number}")
+        process = h.start(f"{CASES}.ServerKilled", h.child_env(RELIABILITY_PREFIX=prefix, **files))
+        reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+        state = h.state() or {}
+        killed = int(str(state.get("postgres_pid", 0)))
+        if reached and killed:
+            os.kill(killed, signal.SIGKILL)
+        Path(files["RELIABILITY_GO"]).write_text("go")
+        try:
+            output, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            row.fail(f"run {number} hung after the server was killed:\n{output[-1500:]}")
+        row.runs += 1
+        explained = output.count("elefast.errors.ServerLostError: The throwaway local PostgreSQL server")
+        if not reached or not killed:
+            row.fail(f"run {number}: the test never ran with a server to kill:\n{output[-1500:]}")
+        elif process.returncode == 0 or explained < 2:
+            row.fail(f"run {number}: expected both tests to fail with ServerLostError, got:\n{output[-3000:]}")
+        result = h.run(f"{CASES}.Work", h.child_env(RELIABILITY_PREFIX=prefix))
+        row.runs += 1
+        fresh = int(str((h.state() or {}).get("postgres_pid", 0)))
+        if result.returncode != 0:
+            row.fail(f"the run after the kill failed:\n{_tail(result)}")
+        elif fresh == killed:
+            row.fail("the next run did not get a fresh server")
+    _count_leftovers(h, row, prefix)
+    return row
+
+
+def two_schemas_at_once(h: Harness) -> Row:
+    """Two suites with different schemas at once on one server: both green, one template each."""
+    row = Row("two schemas at once on one server")
+    prefix = "reltwo"
+    processes = [
+        h.start(f"{CASES}.Work {CASES}.AsyncWork", h.child_env(RELIABILITY_PREFIX=prefix, RELIABILITY_SCHEMA=schema))
+        for schema in ("a", "b")
+    ]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        row.runs += 1
+        if process.returncode != 0:
+            row.fail(f"a suite failed:\n{output[-1500:]}")
+    templates = [d for d in h.databases() if str(d["name"]).startswith(prefix + "_tpl_")]
+    if len(templates) != 2:
+        row.fail(f"expected one template per schema, found {[d['name'] for d in templates]}")
+    _count_leftovers(h, row, prefix)
+    return row
+
+
+def migration_fails_halfway(h: Harness) -> Row:
+    """A migration failing halfway: the suite errors naming it, and no template remains."""
+    from tests import support
+
+    row = Row("migration fails halfway")
+    prefix = "relhalf"
+    ini = support.alembic_project_failing_halfway(h.scratch / "halfway")
+    result = h.run(f"{CASES}.HalfwayMigration",
+                   h.child_env(RELIABILITY_PREFIX=prefix, RELIABILITY_ALEMBIC=str(ini)))
+    row.runs += 1
+    if result.returncode == 0 or "Alembic revision 0003 (0003_halfway.py) failed" not in result.stdout:
+        row.fail(f"expected a MigrationError naming revision 0003:\n{_tail(result)}")
+    anything = [str(d["name"]) for d in h.databases() if str(d["name"]).startswith(prefix + "_")]
+    if anything:
+        row.notes.append(f"left behind: {anything}")
+    row.leftovers += len(anything) + h.servers_left_after()
+    return row
+
+
+def parallel_runners(h: Harness) -> List[Row]:
+    """The example suite under unittest-parallel, stestr and pytest-xdist, 4 workers each."""
+    suite = "examples/legacy_app/tests"
+    runners = [
+        ("unittest-parallel -j 4", "unittest_parallel",
+         [sys.executable, "-m", "unittest_parallel", "-j", "4", "-t", ".", "-s", suite]),
+        ("stestr run --concurrency 4", "stestr",
+         [sys.executable, "-m", "stestr", "--here", str(ROOT), "run", "--concurrency", "4"]),
+        ("pytest -n 4", "xdist",
+         [sys.executable, "-m", "pytest", "-q", "-n", "4", "-p", "no:cacheprovider", suite]),
+    ]
+    rows = []
+    for label, module, command in runners:
+        row = Row(label)
+        rows.append(row)
+        try:
+            __import__(module)
+        except ImportError:
+            row.fail(f"{module} is not installed (pip install -e '.[test]')")
+            continue
+        before = {str(d["name"]) for d in h.databases()}
+        result = h.run("", argv=command, timeout=600)
+        shutil.rmtree(ROOT / ".stestr", ignore_errors=True)
+        row.runs += 1
+        if result.returncode != 0:
+            row.fail(f"the run failed:\n{_tail(result)}")
+        if BUSY_SOURCE in result.stdout:
+            row.fail(f"'{BUSY_SOURCE}' appeared:\n{_tail(result)}")
+        after = h.databases()
+        new = [f"{d['name']} ({d['comment'] or 'no comment'})" for d in after if str(d["name"]) not in before
+               and not (d["template"] and "_tpl_" in str(d["name"]))]
+        new_templates = [str(d["name"]) for d in after if str(d["name"]) not in before and d["template"]]
+        if len(new_templates) > 2:  # the example has a sync and an Alembic schema at most
+            row.fail(f"templates built more than once: {new_templates}")
+        if new:
+            row.notes.append(f"left behind: {new}")
+        row.leftovers += len(new) + h.servers_left_after()
+    return rows
