@@ -17,7 +17,6 @@ import asyncio
 import datetime
 import functools
 import inspect
-import logging
 import threading
 import time
 import weakref
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import (
 from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
 from elefast import _engines, _messages, _migrators, _sql, ownership
+from elefast._logging import logger
 from elefast.errors import DatabaseNotReadyError, MigrationError
 from elefast.pool import ClonePool, ServerState, TemplateSlot, at_process_exit
 from elefast.sync import MetadataMigrator
@@ -49,7 +49,6 @@ __all__ = [
     "CanBeTurnedIntoAsyncEngine",
 ]
 
-logger = logging.getLogger("elefast")
 
 CanBeTurnedIntoAsyncEngine: TypeAlias = Union[AsyncEngine, URL, str]
 """What :class:`AsyncDatabaseServer` accepts: an async engine, a ``URL`` or a URL string."""
@@ -308,6 +307,7 @@ class AsyncDatabaseServer:
 
     async def _prepare_template(self, prefix: str, encoding: str) -> TemplateSlot:
         """The async twin of :meth:`DatabaseServer._prepare_template` (same SQL, same names)."""
+        started = time.monotonic()
         fingerprint = _migrators.fingerprint(self.schema)
         if fingerprint is None:
             slot = await self._build_template(_sql.template_name(prefix), encoding, None)
@@ -328,7 +328,7 @@ class AsyncDatabaseServer:
                             slot = await self._build_template(name, encoding, fingerprint)
                     finally:
                         await connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-        self._state.remember_template(encoding, slot)
+        self._state.remember_template(encoding, slot, self.schema, fingerprint, time.monotonic() - started)
         return slot
 
     async def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:
@@ -526,6 +526,7 @@ def _drop_leftovers(url: URL, connect_args: Dict[str, Any], state: ServerState) 
     """The finalizer: stop the pool, then drop what is still owned, on a fresh loop and engine."""
     if state.pool is not None:
         state.pool.close()
+    state.close_connections()
     names = state.take_owned()
     if not names:
         if state.owner is not None:

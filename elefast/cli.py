@@ -1,4 +1,9 @@
-"""The command line: ``python -m elefast server start|stop|status|url`` and ``sweep [--dry-run]``.
+"""The command line: ``python -m elefast server|sweep|init|doctor`` (also the ``elefast`` script).
+
+- ``server start|stop|status|url``: the throwaway local server;
+- ``sweep [--dry-run]``: drop databases left by test processes that are gone;
+- ``init``: write a base test module for the project in the current directory;
+- ``doctor``: where a test run would get its server, versions, what is missing.
 
 ``server start`` starts the throwaway local PostgreSQL and keeps it running
 until ``server stop``; test runs in between join it instead of starting their
@@ -86,6 +91,38 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from elefast import _scaffold
+
+    root = Path.cwd()
+    project = _scaffold.detect(root)
+    for line in _scaffold.describe(project):
+        print(line)
+    target = Path(args.path)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.yes
+    try:
+        written = _scaffold.write_base_module(root, target, force=args.force, ask=input if interactive else None)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if written is None:
+        print("Nothing written.")
+        return 0
+    print(f"wrote {written}")
+    print("Next: subclass DatabaseTestCase in a test module, then run: python -m unittest")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from elefast import _doctor
+
+    report = _doctor.diagnose(timeout=args.timeout)
+    print("\n".join(report.lines))
+    return 0 if report.server_found else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m elefast``."""
     parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
@@ -102,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else the running local server)")
     sweep.add_argument("--timeout", type=float, default=10, help="seconds to wait for the server (default 10)")
     sweep.set_defaults(handler=_sweep)
+    init = commands.add_parser("init", help="write a base test module for this project")
+    init.add_argument("--path", default="tests/base.py", help="where to write it (default tests/base.py)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--yes", action="store_true", help="ask nothing, even on a terminal")
+    init.set_defaults(handler=_init)
+    doctor = commands.add_parser("doctor", help="where tests would get a server; versions; what is missing")
+    doctor.add_argument("--timeout", type=float, default=3, help="seconds to wait for a configured URL (default 3)")
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import os
 import threading
 import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+from elefast._logging import logger
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ServerState:
     strategy: Optional[str] = None  # "" once asked: the server's default
     sync_server: Any = None  # the async server's psycopg twin, for the pool's thread
     local: threading.local = field(default_factory=threading.local)  # the workers' admin connections
+    connections: List[Any] = field(default_factory=list)  # every one of those, closed at the end
     owner: Any = None  # elefast.ownership.Owner: the control connection holding ownership locks
 
     def __post_init__(self) -> None:
@@ -59,6 +61,17 @@ class ServerState:
         self.pool = None
         self.sync_server = None
         self.local = threading.local()
+        self.connections = []  # the parent's: its sockets are not ours to close
+
+    def close_connections(self) -> None:
+        """Close every thread's admin connection (the final cleanup, after the pool stopped)."""
+        with self.owned_lock:
+            connections, self.connections = self.connections, []
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception:
+                pass
 
     def own(self, name: str) -> None:
         """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop."""
@@ -76,8 +89,10 @@ class ServerState:
         if was_ours and self.owner is not None:
             self.owner.release(name)
 
-    def remember_template(self, encoding: str, slot: TemplateSlot) -> None:
-        """Record the template for ``encoding``; a shared one gets this process's in-use lock."""
+    def remember_template(self, encoding: str, slot: TemplateSlot, schema: Any = None,
+                          fingerprint: Optional[str] = None, seconds: float = 0.0) -> None:
+        """Record the template for ``encoding`` and log it; a shared one gets this process's in-use lock."""
+        log_template(slot, schema, fingerprint, seconds)
         if slot.error is None and self.owner is not None and not self.owns(slot.name):
             try:
                 self.owner.use_template(slot.name)
@@ -127,7 +142,18 @@ DEFAULT_POOL_SIZE = 2
 
 _POOLS: weakref.WeakSet[ClonePool] = weakref.WeakSet()
 _STATES: weakref.WeakSet[ServerState] = weakref.WeakSet()
-logger = logging.getLogger("elefast")
+
+
+def log_template(slot: TemplateSlot, schema: Any, fingerprint: Optional[str], seconds: float) -> None:
+    """Say whether the template was reused or built (with its fingerprint and time), or why it failed."""
+    short = fingerprint[:16] if fingerprint else "none: dropped at exit"
+    if slot.error is not None:
+        logger.info("template %s for %r could not be built: %s", slot.name, schema, slot.message)
+    elif slot.reused:
+        logger.info("template %s reused for %r (fingerprint %s; found in %.0f ms)",
+                    slot.name, schema, short, seconds * 1000)
+    else:
+        logger.info("template %s built for %r in %.0f ms (fingerprint %s)", slot.name, schema, seconds * 1000, short)
 
 
 def pool_workers() -> int:
@@ -378,6 +404,7 @@ class ClonePool:
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)
+        logger.debug("clone pool at exit: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.stats.items()))
         with self._cond:
             names = list(self._drops)
             self._drops.clear()

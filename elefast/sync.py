@@ -12,7 +12,6 @@ Typical use::
 from __future__ import annotations
 
 import datetime
-import logging
 import math
 import time
 import weakref
@@ -27,12 +26,12 @@ from sqlalchemy.schema import CreateSchema
 from typing_extensions import Protocol, Self, TypeAlias, runtime_checkable
 
 from elefast import _engines, _messages, _migrators, _sql, ownership
+from elefast._logging import logger
 from elefast.errors import DatabaseNotReadyError, MigrationError
 from elefast.pool import ClonePool, ServerState, TemplateSlot, at_process_exit
 
 __all__ = ["CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"]
 
-logger = logging.getLogger("elefast")
 
 CanBeTurnedIntoEngine: TypeAlias = Union[Engine, URL, str]
 """What :class:`DatabaseServer` accepts: an engine, a ``URL`` or a URL string."""
@@ -363,6 +362,7 @@ class DatabaseServer:
 
     def _prepare_template(self, prefix: str, encoding: str) -> TemplateSlot:
         """Reuse the fingerprinted template if a run built it, else build it under an advisory lock."""
+        started = time.monotonic()
         fingerprint = _migrators.fingerprint(self.schema)
         if fingerprint is None:  # nothing to recognise it by: a template for this process only
             slot = self._build_template(_sql.template_name(prefix), encoding, None)
@@ -385,8 +385,7 @@ class DatabaseServer:
                                 _sweep_templates(connection, prefix, name)
                     finally:
                         connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-        logger.debug("elefast template %s %s", slot.name, "reused" if slot.reused else "built")
-        self._state.remember_template(encoding, slot)
+        self._state.remember_template(encoding, slot, self.schema, fingerprint, time.monotonic() - started)
         return slot
 
     def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:
@@ -460,6 +459,8 @@ class DatabaseServer:
         connection = getattr(local, "connection", None)
         if connection is None or connection.closed or connection.invalidated:
             connection = local.connection = self._admin()
+            with self._state.owned_lock:
+                self._state.connections.append(connection)
         try:
             work(connection)
         except DBAPIError as error:
@@ -562,6 +563,7 @@ def _drop_leftovers(engine: Engine, state: ServerState) -> None:
     """Stop the pool, then drop every database still owned: the finalizer, also run at exit."""
     if state.pool is not None:
         state.pool.close()
+    state.close_connections()
     _drop_names(engine, state.take_owned())
     if state.owner is not None:
         state.owner.close()

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional, Union
+import time
+from typing import TYPE_CHECKING, Optional, Set, Union
 
+from elefast._logging import logger
 from elefast.errors import ServerNotConfiguredError
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         )
     configured = database_url or os.environ.get(ENV_URL, "").strip()
     if way in ("", "url") and configured:
+        source = "the test class's database_url" if database_url else ENV_URL
+        _say(f"using the server from {source}: {_shown(configured)}")
         return configured
     if way == "url":
         raise ServerNotConfiguredError(f"{ENV_SERVER}=url, but no URL is configured. Use {_URL_HELP}.")
@@ -60,7 +64,10 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         from elefast.provision.local import ensure_local_server
 
         try:
-            return ensure_local_server(timeout=timeout, driver=driver)
+            started = time.monotonic()
+            url = ensure_local_server(timeout=timeout, driver=driver)
+            _say_local(way, time.monotonic() - started)
+            return url
         except BinariesNotFoundError as error:
             if way == "local":
                 raise
@@ -70,7 +77,11 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         from elefast.provision.docker import DockerUnavailableError, docker_server
 
         try:
-            return docker_server(driver)
+            url = docker_server(driver)
+            first = local_problem.splitlines()[0] if local_problem else "skipped"
+            why = f"{ENV_SERVER}=docker" if way else f"no URL configured and no local PostgreSQL ({first})"
+            _say(f"using a Docker container ({why}): {_shown(url)}")
+            return url
         except DockerUnavailableError as error:
             if way == "docker":
                 raise
@@ -82,6 +93,38 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         f"(or install PostgreSQL's server package). {_indent(local_problem)}\n"
         f"  3. use {_DOCKER_HELP}. {_indent(docker_problem)}"
     )
+
+
+_SAID: Set[str] = set()
+
+
+def _say(message: str, key: Optional[str] = None) -> None:
+    """Log where the server comes from, once per process and ``key`` (every class asks)."""
+    key = key or message
+    if key not in _SAID:
+        _SAID.add(key)
+        logger.info("%s", message)
+
+
+def _shown(url: Union[str, URL]) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(a URL that could not be parsed; not shown, it may hold a password)"
+
+
+def _say_local(way: str, seconds: float) -> None:
+    from elefast.provision import local
+
+    state, layout = local._CACHED.get("state") or {}, local._CACHED.get("layout")
+    why = f"{ENV_SERVER}=local" if way else f"no URL configured: {ENV_URL} is not set"
+    version = ".".join(str(part) for part in state.get("version", [])) or "?"
+    where = f"{layout.binaries.bindir}, found via {layout.binaries.source}" if layout is not None else "?"
+    _say(f"using the throwaway local server ({why}): PostgreSQL {version} from {where}; "
+         f"socket {state.get('socket_dir')}, port {state.get('port')}; ready after {seconds * 1000:.0f} ms",
+         key=f"local {state.get('postgres_pid')}")
 
 
 def _indent(text: str) -> str:

@@ -1,0 +1,192 @@
+"""``python -m elefast init``: write a base test module for the project in the current directory.
+
+It looks for what the project already has (an ``alembic.ini``, else a SQLAlchemy
+``MetaData`` or declarative base in its source) and which drivers are installed, then
+writes one module with ``DatabaseTestCase`` (and ``AsyncDatabaseTestCase`` when asyncpg is
+installed) that the project's tests subclass. On a terminal it asks before writing; piped
+or in CI it asks nothing and uses what it found.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Tuple
+
+__all__ = ["Project", "describe", "detect", "render", "write_base_module"]
+
+SKIPPED_DIRS = {".git", ".hg", ".venv", "venv", "env", ".tox", ".nox", "node_modules", "build", "dist",
+                "__pycache__", "site-packages", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+_DECLARATIVE = re.compile(r"^class\s+(\w+)\s*\(\s*(?:\w+\.)?DeclarativeBase\s*\)", re.M)
+_DECLARATIVE_CALL = re.compile(r"^(\w+)\s*=\s*(?:\w+\.)?declarative_base\(", re.M)
+_METADATA = re.compile(r"^(\w+)\s*=\s*(?:\w+\.)?MetaData\(", re.M)
+
+
+@dataclass
+class Project:
+    """What ``init`` found in a project directory."""
+
+    root: Path
+    alembic_ini: Optional[Path] = None
+    metadata_module: Optional[str] = None  # e.g. "myapp.models"
+    metadata_expression: Optional[str] = None  # e.g. "Base.metadata"
+    has_psycopg: bool = False
+    has_asyncpg: bool = False
+
+
+def _python_files(root: Path) -> Iterator[Path]:
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                yield Path(directory) / name
+
+
+def _module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _find_metadata(root: Path) -> Optional[Tuple[str, str]]:
+    """(module, expression) of the first declarative base or MetaData, tests last."""
+    found = []
+    for path in _python_files(root):
+        try:
+            source = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        match = _DECLARATIVE.search(source) or _DECLARATIVE_CALL.search(source)
+        expression = f"{match.group(1)}.metadata" if match else None
+        if expression is None:
+            plain = _METADATA.search(source)
+            expression = plain.group(1) if plain else None
+        if expression is not None:
+            in_tests = any(part.startswith("test") for part in path.relative_to(root).parts)
+            found.append((in_tests, len(path.relative_to(root).parts), _module_name(root, path), expression))
+    if not found:
+        return None
+    _, _, module, expression = sorted(found)[0]
+    return module, expression
+
+
+def detect(root: Path) -> Project:
+    """Look at ``root``: Alembic config, a MetaData to build from, installed drivers."""
+    project = Project(root=root)
+    ini = root / "alembic.ini"
+    if ini.is_file():
+        project.alembic_ini = ini
+    else:
+        found = _find_metadata(root)
+        if found is not None:
+            project.metadata_module, project.metadata_expression = found
+    project.has_psycopg = importlib.util.find_spec("psycopg") is not None
+    project.has_asyncpg = importlib.util.find_spec("asyncpg") is not None
+    return project
+
+
+def _schema(project: Project, target: Path) -> Tuple[List[str], List[str]]:
+    """(import lines, lines defining SCHEMA) for the module written at ``target``."""
+    if project.alembic_ini is not None:
+        relative = Path(os.path.relpath(project.alembic_ini, target.parent))
+        climb = sum(1 for part in relative.parts if part == "..")
+        rest = "/".join(part for part in relative.parts if part != "..")
+        anchor = "Path(__file__).resolve().parent" + ".parent" * climb
+        return (["from elefast.extras.alembic import AlembicMigrator"], [
+            "# The project's own migrations (and their seed data), built once into a template.",
+            f'SCHEMA = AlembicMigrator({anchor} / "{rest}")',
+        ])
+    if project.metadata_module is not None and project.metadata_expression is not None:
+        name = project.metadata_expression.split(".")[0]
+        return (["from elefast import MetadataMigrator", f"from {project.metadata_module} import {name}"], [
+            "# The tables of the project's models (create_all), built once into a template.",
+            f"SCHEMA = MetadataMigrator({project.metadata_expression})",
+        ])
+    return ([], [
+        "# No alembic.ini and no MetaData found: tests start with an empty database.",
+        "# Set SCHEMA = MetadataMigrator(Base.metadata) or AlembicMigrator('alembic.ini').",
+        "SCHEMA = None",
+    ])
+
+
+def render(project: Project, target: Path) -> str:
+    """The text of the base test module for ``project``, to be written at ``target``."""
+    imports, definition = _schema(project, target)
+    names = ["PostgresTestCase"] + (["AsyncPostgresTestCase"] if project.has_asyncpg else [])
+    lines = [
+        '"""Base test classes: every test gets its own PostgreSQL database (elefast).',
+        "",
+        "Written by `python -m elefast init`; edit freely. Subclass DatabaseTestCase instead of",
+        "unittest.TestCase and use self.session, self.engine and self.database in tests.",
+        '"""',
+        "",
+        "import unittest",
+        *(["from pathlib import Path"] if project.alembic_ini is not None else []),
+        "",
+        f"from elefast import {', '.join(sorted(names))}",
+        *imports,
+        "",
+        *definition,
+        "",
+        "",
+        "class DatabaseTestCase(PostgresTestCase, unittest.TestCase):",
+        '    """Each test gets a fresh database; with isolation = "transaction", a rolled-back transaction."""',
+        "",
+        "    schema = SCHEMA",
+        '    # isolation = "transaction"  # one database per class, each test rolled back: faster',
+    ]
+    if project.has_asyncpg:
+        lines += [
+            "",
+            "",
+            "class AsyncDatabaseTestCase(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):",
+            '    """The same for async def tests (asyncpg)."""',
+            "",
+            "    schema = SCHEMA",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_base_module(root: Path, target: Path, force: bool = False,
+                      ask: Optional[Callable[[str], str]] = None) -> Optional[Path]:
+    """Write the base module at ``target``; ``ask`` (a terminal's ``input``) may change or cancel it.
+
+    Returns the path written, or None when the user said no. Refuses to overwrite an
+    existing file unless ``force``.
+    """
+    project = detect(root)
+    if ask is not None:
+        answer = ask(f"Write the base test module to {target}? [Y/n/other path] ").strip()
+        if answer.lower() in ("n", "no"):
+            return None
+        if answer and answer.lower() not in ("y", "yes"):
+            target = Path(answer)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to overwrite it, or --path to write elsewhere.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(project, target), encoding="utf-8")
+    return target
+
+
+def describe(project: Project) -> List[str]:
+    """What ``init`` found, one line each (printed before writing)."""
+    if project.alembic_ini is not None:
+        schema = f"Alembic migrations ({project.alembic_ini})"
+    elif project.metadata_module is not None:
+        schema = f"SQLAlchemy models ({project.metadata_module}:{project.metadata_expression})"
+    else:
+        schema = "nothing (no alembic.ini, no MetaData found): an empty database per test"
+    missing = []
+    if not project.has_psycopg:
+        missing.append("psycopg (sync tests): pip install 'psycopg[binary]'")
+    drivers = ", ".join(name for name, ok in (("psycopg", project.has_psycopg), ("asyncpg", project.has_asyncpg))
+                        if ok) or "none"
+    lines = [f"schema:  {schema}", f"drivers: {drivers}"]
+    if not project.has_asyncpg:
+        lines.append("         (no asyncpg: no async base class; pip install 'elefast[asyncpg]' for one)")
+    lines += [f"missing: {item}" for item in missing]
+    return lines

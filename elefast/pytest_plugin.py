@@ -1,0 +1,160 @@
+"""elefast's pytest plugin: a fresh PostgreSQL database per test as fixtures.
+
+Installed with elefast and registered through the ``pytest11`` entry point, so the
+fixtures exist in every pytest run; nothing happens until a test asks for one. The
+``PostgresTestCase`` mixins need none of this: pytest runs them as they are.
+
+Fixtures (sync):
+
+- ``elefast_schema`` (session): the migrator (or ``None``); override it in ``conftest.py``.
+- ``elefast_server`` (session): a :class:`~elefast.sync.DatabaseServer` on the server
+  :func:`elefast.provision.resolve` finds (``ELEFAST_DATABASE_URL``, else a throwaway local
+  server, else Docker), with the schema's template.
+- ``elefast_database``: a fresh :class:`~elefast.sync.Database` cloned from the template,
+  dropped after the test.
+- ``elefast_session``: a ``Session`` on it, closed after the test.
+
+Async (need ``pytest-asyncio``; mark the tests ``@pytest.mark.asyncio``):
+``elefast_async_server``, ``elefast_async_database``, ``elefast_async_session``.
+
+::
+
+    # conftest.py
+    import pytest
+    from elefast import MetadataMigrator
+    from myapp.models import Base
+
+    @pytest.fixture(scope="session")
+    def elefast_schema():
+        return MetadataMigrator(Base.metadata)
+
+    # test_users.py
+    def test_sign_up(elefast_session):
+        elefast_session.add(User(email="ada@example.com"))
+        elefast_session.commit()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    from elefast.asyncio import AsyncDatabase, AsyncDatabaseServer
+    from elefast.sync import Database, DatabaseServer
+
+__all__ = [
+    "elefast_async_database",
+    "elefast_async_server",
+    "elefast_async_session",
+    "elefast_database",
+    "elefast_schema",
+    "elefast_server",
+    "elefast_session",
+]
+
+PREFIX = "elefast"
+ENCODING = "utf8"
+#: Seconds to wait for the server to answer.
+CONNECT_TIMEOUT = 30.0
+
+
+def _url(is_async: bool) -> Any:
+    from elefast import _engines, provision
+
+    return _engines.parse_url(provision.resolve(is_async=is_async, timeout=60), is_async=is_async, swap_kind=True)
+
+
+@pytest.fixture(scope="session")
+def elefast_schema() -> Any:
+    """The schema every database starts with: ``None`` (empty). Override it in ``conftest.py``."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def elefast_server(elefast_schema: Any) -> Iterator[DatabaseServer]:
+    """The session's :class:`~elefast.sync.DatabaseServer`, closed (templates dropped as usual) at the end."""
+    from elefast.sync import DatabaseServer
+
+    server = DatabaseServer(_url(is_async=False), schema=elefast_schema).ensure_is_ready(timeout=CONNECT_TIMEOUT)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def elefast_database(elefast_server: DatabaseServer) -> Iterator[Database]:
+    """A fresh database cloned from the template (taken from the clone pool), dropped after the test."""
+    template = elefast_server._template(PREFIX, ENCODING)
+    database = elefast_server._pooled_database(template, PREFIX, ENCODING, elefast_server.sessionmaker_factory)
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+@pytest.fixture
+def elefast_session(elefast_database: Database) -> Iterator[Session]:
+    """A ``Session`` on the test's database, closed after the test."""
+    session = elefast_database.session()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture(scope="session")
+def elefast_async_server(elefast_schema: Any) -> Iterator[AsyncDatabaseServer]:
+    """The session's :class:`~elefast.asyncio.AsyncDatabaseServer` (asyncpg by default)."""
+    from elefast.asyncio import AsyncDatabaseServer, _run_for_result
+
+    server = AsyncDatabaseServer(_url(is_async=True), schema=elefast_schema)
+    _run_for_result(server.ensure_is_ready(timeout=CONNECT_TIMEOUT))
+    yield server
+    _run_for_result(server.close())
+
+
+try:
+    import pytest_asyncio
+
+    HAVE_PYTEST_ASYNCIO = True
+except ImportError:  # the async fixtures say what to install
+    HAVE_PYTEST_ASYNCIO = False
+
+
+if HAVE_PYTEST_ASYNCIO:
+
+    @pytest_asyncio.fixture
+    async def elefast_async_database(elefast_async_server: AsyncDatabaseServer) -> AsyncIterator[AsyncDatabase]:
+        """A fresh database for an async test, dropped after it."""
+        server = elefast_async_server
+        template = await server._template(PREFIX, ENCODING)
+        database = await server._pooled_database(template, PREFIX, ENCODING, server.sessionmaker_factory)
+        try:
+            yield database
+        finally:
+            await database.drop()
+
+    @pytest_asyncio.fixture
+    async def elefast_async_session(elefast_async_database: AsyncDatabase) -> AsyncIterator[AsyncSession]:
+        """An ``AsyncSession`` on the test's database, closed after the test."""
+        session = elefast_async_database.session()
+        try:
+            yield session
+        finally:
+            await session.close()
+
+else:
+
+    @pytest.fixture
+    def elefast_async_database() -> Any:
+        """Needs pytest-asyncio."""
+        pytest.fail("elefast's async fixtures need pytest-asyncio: pip install pytest-asyncio")
+
+    @pytest.fixture
+    def elefast_async_session() -> Any:
+        """Needs pytest-asyncio."""
+        pytest.fail("elefast's async fixtures need pytest-asyncio: pip install pytest-asyncio")

@@ -1,0 +1,163 @@
+"""``python -m elefast init`` and ``doctor``, run through subprocess like a user runs them.
+
+(``server`` is tested in test_provision.py, ``sweep`` in test_ownership.py.)
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+from pathlib import Path
+
+from tests import support
+
+MODELS = textwrap.dedent('''
+    from sqlalchemy import String
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+    class Base(DeclarativeBase):
+        pass
+
+
+    class Thing(Base):
+        __tablename__ = "things"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(50))
+''')
+
+FIRST_TEST = textwrap.dedent('''
+    import unittest
+
+    from sqlalchemy import func, select
+
+    from myapp.models import Thing
+    from tests.base import DatabaseTestCase
+
+
+    class ThingTests(DatabaseTestCase):
+        def test_add(self):
+            self.session.add(Thing(name="first"))
+            self.session.commit()
+            self.assertEqual(self.session.scalar(select(func.count(Thing.id))), 1)
+
+        def test_fresh(self):
+            self.assertEqual(self.session.scalar(select(func.count(Thing.id))), 0)
+''')
+
+
+def elefast(*args, cwd, env=None, timeout=120):
+    """Run ``python -m elefast ARGS`` in ``cwd`` with stdin not a terminal."""
+    full_env = dict(os.environ, PYTHONPATH=str(support.ROOT))
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "elefast", *args], cwd=str(cwd), env=full_env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+class InitTests(unittest.TestCase):
+    def setUp(self):
+        self.project = Path(tempfile.mkdtemp(prefix="elefast-init-"))
+        self.addCleanup(shutil.rmtree, self.project, ignore_errors=True)
+
+    def run_first_test(self):
+        """The user's first test, on the written base module, with python -m unittest."""
+        tests = self.project / "tests"
+        (tests / "__init__.py").touch()
+        (tests / "test_first.py").write_text(FIRST_TEST)
+        env = dict(os.environ, PYTHONPATH=f"{self.project}{os.pathsep}{support.ROOT}")
+        return subprocess.run([sys.executable, "-m", "unittest", "-v"], cwd=str(self.project), env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    def test_models_project_gets_a_metadata_base_and_a_green_first_test(self):
+        """A project with a declarative Base: init finds it, writes tests/base.py, a first test runs green."""
+        (self.project / "myapp").mkdir()
+        (self.project / "myapp" / "__init__.py").touch()
+        (self.project / "myapp" / "models.py").write_text(MODELS)
+        result = elefast("init", cwd=self.project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("SQLAlchemy models (myapp.models:Base.metadata)", result.stdout)
+        self.assertIn("wrote tests/base.py", result.stdout)
+        written = (self.project / "tests" / "base.py").read_text()
+        self.assertIn("from myapp.models import Base", written)
+        self.assertIn("SCHEMA = MetadataMigrator(Base.metadata)", written)
+        self.assertIn("class AsyncDatabaseTestCase", written)  # asyncpg is installed here
+        compile(written, "base.py", "exec")
+        run = self.run_first_test()
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn("Ran 2 tests", run.stderr)
+
+    def test_alembic_project_gets_an_alembic_base(self):
+        """A project with alembic.ini: the base module points at it relative to itself."""
+        shutil.copytree(support.ROOT / "tests" / "alembic_project", self.project, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        result = elefast("init", "--path", "tests/unit/base.py", cwd=self.project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        written = (self.project / "tests" / "unit" / "base.py").read_text()
+        self.assertIn('AlembicMigrator(Path(__file__).resolve().parent.parent.parent / "alembic.ini")', written)
+        namespace = {"__file__": str(self.project / "tests" / "unit" / "base.py")}
+        exec(compile(written, "base.py", "exec"), namespace)  # the path resolves to the real alembic.ini
+        self.assertEqual(Path(namespace["SCHEMA"].config_path), self.project / "alembic.ini")
+
+    def test_empty_project_and_no_overwrite(self):
+        """Nothing to find: SCHEMA = None with a hint; a second init refuses to overwrite without --force."""
+        first = elefast("init", cwd=self.project)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertIn("SCHEMA = None", (self.project / "tests" / "base.py").read_text())
+        again = elefast("init", cwd=self.project)
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("--force", again.stderr)
+        forced = elefast("init", "--force", cwd=self.project)
+        self.assertEqual(forced.returncode, 0, forced.stderr)
+
+
+class DoctorTests(unittest.TestCase):
+    def test_with_a_url(self):
+        """With ELEFAST_DATABASE_URL: versions, the URL (no password), that it answers; exit 0."""
+        result = elefast("doctor", cwd=support.ROOT, env={"ELEFAST_DATABASE_URL": support.server_url()})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        for expected in ("Python", "SQLAlchemy", "psycopg", "asyncpg", "ELEFAST_DATABASE_URL", "answers (PostgreSQL",
+                         "OK: tests would use the url server."):
+            self.assertIn(expected, result.stdout)
+
+    def test_with_a_url_that_does_not_answer(self):
+        """A URL nobody answers at: says so (password hidden), then looks for a local server."""
+        url = f"postgresql://u:hunter2@127.0.0.1:{support.free_port()}/db"
+        result = elefast("doctor", "--timeout", "1", cwd=support.ROOT, env={"ELEFAST_DATABASE_URL": url})
+        self.assertIn("which does not work", result.stdout)
+        self.assertNotIn("hunter2", result.stdout + result.stderr)
+        self.assertIn("throwaway local server", result.stdout)  # this machine has the binaries
+
+    def test_local_way(self):
+        """Without a URL: names the binaries the local server would use; starts nothing."""
+        env = {"ELEFAST_DATABASE_URL": "", "ELEFAST_SERVER": "local"}
+        result = elefast("doctor", cwd=support.ROOT, env=env)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("the throwaway local server: PostgreSQL", result.stdout)
+        self.assertIn("OK: tests would use the local server.", result.stdout)
+
+    def test_nothing_found(self):
+        """ELEFAST_SERVER=docker without a daemon: exit 1 and the line that would fix it."""
+        env = {"ELEFAST_DATABASE_URL": "", "ELEFAST_SERVER": "docker", "DOCKER_HOST": "unix:///nonexistent.sock"}
+        result = elefast("doctor", cwd=support.ROOT, env=env)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn("Docker", result.stdout)
+        self.assertIn("No server would be found", result.stdout)
+
+
+class ConsoleScriptTests(unittest.TestCase):
+    def test_elefast_script_runs_help(self):
+        """The ``elefast`` console script is installed and lists every command."""
+        script = Path(sys.executable).parent / "elefast"
+        if not script.exists():
+            self.skipTest("the elefast console script is not installed in this environment")
+        result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for command in ("server", "sweep", "init", "doctor"):
+            self.assertIn(command, result.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
