@@ -148,5 +148,5 @@ def diagnose(timeout: float = 3) -> Report:
     if report.server_found:
         report.add(f"OK: tests would use the {report.way} server.")
     else:
-        report.add("No server would be found. Fix one of the lines above; docs: docs/servers.md.")
+        report.add("No server would be found. Fix one of the lines above; see docs/pages/servers.md.")
     return report
