@@ -439,8 +439,16 @@ def at_process_exit(finalizer: Callable[[], Any]) -> None:
     if "multiprocessing" in sys.modules:
         from multiprocessing import util
 
-        util.Finalize(None, finalizer, exitpriority=10)
+        def run_at_exit() -> None:
+            _CLEANING_UP.set()  # from now on a SIGTERM must not cut the cleanup short
+            finalizer()
+
+        util.Finalize(None, run_at_exit, exitpriority=10)
         _exit_cleanly_on_sigterm()
+
+
+#: Set once a multiprocessing worker runs elefast's exit cleanup (it is leaving anyway).
+_CLEANING_UP = threading.Event()
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -449,7 +457,8 @@ def _exit_cleanly_on_sigterm() -> None:
     ``Pool.terminate()`` (how unittest-parallel ends its workers) sends SIGTERM, which by
     default kills the worker before any cleanup: its clones would wait for the next run's
     sweep. Only a worker's default handler is replaced, and only from its main thread; the
-    handler raises ``SystemExit``, so the worker's finalizers (ours among them) run.
+    handler raises ``SystemExit``, so the worker's finalizers (ours among them) run. A worker
+    already in that cleanup (it got its stop sentinel first) ignores the signal and finishes.
     """
     import multiprocessing
     import signal
@@ -461,7 +470,8 @@ def _exit_cleanly_on_sigterm() -> None:
 
     def exit_now(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already: let the cleanup finish
-        raise SystemExit(128 + signum)
+        if not _CLEANING_UP.is_set():  # a worker that ended on its own is in its cleanup: let it be
+            raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, exit_now)
 
