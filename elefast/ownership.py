@@ -16,13 +16,13 @@ from __future__ import annotations
 import datetime
 import os
 import threading
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from sqlalchemy import Connection, text
 
 from elefast import _sql
 
-__all__ = ["Owner", "find_orphans", "mark_kept", "mark_owned", "sweep"]
+__all__ = ["Owner", "create_marked", "find_orphans", "mark_kept", "mark_owned", "sweep"]
 
 #: The comment on every database elefast creates for one process.
 OWNED_MARK = "elefast database"
@@ -58,6 +58,33 @@ def mark_owned(name: str) -> List[str]:
 def mark_kept(name: str) -> List[str]:
     """Statements marking ``name`` as kept for inspection (the sweeper leaves it alone)."""
     return [DURABLE_COMMIT, f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{KEPT_MARK} {_now()}'"]
+
+
+def create_marked(connection: Connection, create_statement: str, name: str) -> None:
+    """``CREATE DATABASE`` and its ownership mark, sent back to back where the driver can.
+
+    Over psycopg the statements go out in one pipeline, so the server has the mark in hand
+    before the (slow) ``CREATE DATABASE`` finishes: a client killed meanwhile still leaves a
+    marked database, which the next run can sweep. Errors come out as SQLAlchemy's
+    ``DBAPIError`` subclasses either way.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    statements = [create_statement, *mark_owned(name)]
+    raw: Any = getattr(connection.connection, "driver_connection", None)
+    if connection.dialect.driver != "psycopg" or not hasattr(raw, "pipeline"):
+        for statement in statements:
+            connection.execute(text(statement))
+        return
+    import psycopg
+
+    current = create_statement
+    try:
+        with raw.pipeline():
+            for current in statements:
+                raw.execute(current)
+    except psycopg.Error as error:
+        raise DBAPIError.instance(current, None, error, psycopg.Error) from error
 
 
 class Owner:

@@ -334,9 +334,7 @@ class DatabaseServer:
             self._state.own(name)
             with self._admin() as connection:
                 self._log(statement)
-                connection.execute(text(statement))
-                for mark in ownership.mark_owned(name):
-                    connection.execute(text(mark))
+                ownership.create_marked(connection, statement, name)
         except DBAPIError as error:
             self._state.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
@@ -431,9 +429,7 @@ class DatabaseServer:
             self._state.own(name)
 
             def create(connection: Connection) -> None:
-                connection.execute(text(statement))
-                for mark in ownership.mark_owned(name):
-                    connection.execute(text(mark))
+                ownership.create_marked(connection, statement, name)
 
             self._on_worker_connection(create)
         except DBAPIError as error:
