@@ -53,13 +53,13 @@ def _version(distribution: str) -> Optional[str]:
 def _packages(report: Report) -> None:
     import elefast
 
-    report.add(f"Python        {platform.python_version()} ({platform.python_implementation()})")
-    report.add(f"elefast       {elefast.__version__}")
+    report.add(f"{'Python':<18} {platform.python_version()} ({platform.python_implementation()})")
+    report.add(f"{'elefast':<18} {elefast.__version__}")
     for module, distribution, purpose, install in PACKAGES:
         found = importlib.util.find_spec(module) is not None
         version = _version(distribution) if found else None
-        shown = (version or "installed") if found else f"missing ({purpose}): {install}"
-        report.add(f"{distribution:<13} {shown}")
+        shown = (version or "installed") if found else f"not installed ({purpose}): {install}"
+        report.add(f"{distribution:<18} {shown}")
 
 
 def _check_url(report: Report, url: str, source: str, timeout: float) -> None:
@@ -98,7 +98,8 @@ def _check_local(report: Report) -> bool:
         report.add("    " + str(error).replace("\n", "\n    "))
         return False
     version = ".".join(map(str, binaries.version))
-    report.add(f"  -> the throwaway local server: PostgreSQL {version} from {binaries.bindir} ({binaries.source}).")
+    report.add(f"  -> the throwaway local server: PostgreSQL {version} from {binaries.bindir}")
+    report.add(f"     (found via {binaries.source}).")
     status = local.server_status(local.local_layout(binaries))
     if status is None:
         report.add("     Not running now: the first test starts it (or: python -m elefast server start).")

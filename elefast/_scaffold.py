@@ -102,7 +102,7 @@ def _schema(project: Project, target: Path) -> Tuple[List[str], List[str]]:
         ])
     if project.metadata_module is not None and project.metadata_expression is not None:
         name = project.metadata_expression.split(".")[0]
-        return (["from elefast import MetadataMigrator", f"from {project.metadata_module} import {name}"], [
+        return ([f"from {project.metadata_module} import {name}"], [
             "# The tables of the project's models (create_all), built once into a template.",
             f"SCHEMA = MetadataMigrator({project.metadata_expression})",
         ])
@@ -117,6 +117,8 @@ def render(project: Project, target: Path) -> str:
     """The text of the base test module for ``project``, to be written at ``target``."""
     imports, definition = _schema(project, target)
     names = ["PostgresTestCase"] + (["AsyncPostgresTestCase"] if project.has_asyncpg else [])
+    if project.alembic_ini is None and project.metadata_module is not None:
+        names.append("MetadataMigrator")
     lines = [
         '"""Base test classes: every test gets its own PostgreSQL database (elefast).',
         "",
@@ -168,6 +170,9 @@ def write_base_module(root: Path, target: Path, force: bool = False,
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to overwrite it, or --path to write elsewhere.")
     target.parent.mkdir(parents=True, exist_ok=True)
+    package = target.parent / "__init__.py"
+    if target.parent.resolve() != root.resolve() and not package.exists():
+        package.touch()  # `python -m unittest` discovers test directories that are packages
     target.write_text(render(project, target), encoding="utf-8")
     return target
 
