@@ -110,6 +110,25 @@ class ServerKilled(PostgresTestCase, unittest.TestCase):
         self.session.commit()
 
 
+class AsyncServerKilled(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    """The async twin of :class:`ServerKilled`."""
+
+    schema = MIGRATOR
+    database_prefix = PREFIX
+
+    async def test_1_server_dies_during_the_test(self) -> None:
+        await self.session.execute(insert(ITEMS).values(label="before"))
+        await self.session.commit()
+        signal_harness("in test")
+        wait_for_harness()
+        await self.session.execute(insert(ITEMS).values(label="after"))
+        await self.session.commit()
+
+    async def test_2_after_the_server_died(self) -> None:
+        await self.session.execute(insert(ITEMS).values(label="next"))
+        await self.session.commit()
+
+
 class Leaks(PostgresTestCase, unittest.TestCase):
     """test_1 leaves connections and open transactions behind; test_2 must not notice."""
 

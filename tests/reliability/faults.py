@@ -98,13 +98,17 @@ def leaked_connections(h: Harness) -> Row:
     return row
 
 
-def server_killed(h: Harness, runs: int = 3) -> Row:
-    """The server is SIGKILLed mid-test: both tests fail naming it; the next run gets a fresh server."""
-    row = Row(f"server killed mid-run x{runs}, then one run")
+def server_killed(h: Harness, runs: int = 4) -> Row:
+    """The server is SIGKILLed mid-test: both tests fail naming it; the next run gets a fresh server.
+
+    Runs alternate between the sync and the async test case.
+    """
+    row = Row(f"server killed mid-run x{runs} (sync, async), then one run")
     prefix = "relsrv"
     for number in range(runs):
         files = h.signal_files(f"srv{number}")
-        process = h.start(f"{CASES}.ServerKilled", h.child_env(RELIABILITY_PREFIX=prefix, **files))
+        case = "ServerKilled" if number % 2 == 0 else "AsyncServerKilled"
+        process = h.start(f"{CASES}.{case}", h.child_env(RELIABILITY_PREFIX=prefix, **files))
         reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
         state = h.state() or {}
         killed = int(str(state.get("postgres_pid", 0)))
