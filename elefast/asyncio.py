@@ -264,7 +264,10 @@ class AsyncDatabaseServer:
         self._finalizer.detach()
         if self._state.pool is not None:
             await _to_thread(self._state.pool.close)
+        self._state.close_connections()
         await _drop_names(self._admin, self._state.take_owned())
+        if self._state.owner is not None:  # its locks (ownership, templates in use) go with it
+            self._state.owner.close()
 
     # -- internals ------------------------------------------------------------
 
@@ -326,6 +329,8 @@ class AsyncDatabaseServer:
                         else:
                             await _drop(connection, name)
                             slot = await self._build_template(name, encoding, fingerprint)
+                            if slot.error is None:  # the same pruning as the sync server, same SQL
+                                await _to_thread(self._sync_admin()._prune_templates, prefix, name)
                     finally:
                         await connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
         self._state.remember_template(encoding, slot, self.schema, fingerprint, time.monotonic() - started)

@@ -386,6 +386,11 @@ class DatabaseServer:
         self._state.remember_template(encoding, slot, self.schema, fingerprint, time.monotonic() - started)
         return slot
 
+    def _prune_templates(self, prefix: str, current: str) -> None:
+        """Drop ``prefix``'s old shared templates beyond the newest few (the async server calls this too)."""
+        with self._admin() as connection:
+            _sweep_templates(connection, prefix, current)
+
     def _build_template(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:
         """Create ``name`` from template0 and migrate it; on failure drop it and remember why."""
         self._create(name, None, encoding)

@@ -1,6 +1,7 @@
 """Tests of elefast.pool and the template machinery: fingerprints, reuse across processes,
 sweeping, the background clone pool (fork included) and the CREATE DATABASE strategy."""
 
+import asyncio
 import os
 import threading
 import time
@@ -120,6 +121,19 @@ class TemplateTests(unittest.TestCase):
             server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
             server.create_database(prefix=self.prefix).drop()
             server.close()  # a template some living process still uses is never swept
+        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), _sql.TEMPLATES_KEPT)
+
+    def test_async_server_prunes_old_templates_too(self):
+        """The async server keeps only the newest few templates of a prefix, like the sync one."""
+        from elefast.asyncio import AsyncDatabaseServer
+
+        async def build(number):
+            server = AsyncDatabaseServer(support.server_url(), schema=Fingerprinted(f"{self.prefix}-a{number}"))
+            await (await server.create_database(prefix=self.prefix)).drop()
+            await server.close()
+
+        for number in range(_sql.TEMPLATES_KEPT + 2):
+            asyncio.run(build(number))
         self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), _sql.TEMPLATES_KEPT)
 
     def test_template_in_use_is_not_swept(self):
