@@ -39,9 +39,7 @@ def killed_mid_test(h: Harness, runs: int = 20) -> Row:
     row = Row(f"SIGKILL mid-test x{runs}, then one run")
     prefix = "relkill"
     for number in range(runs):
-        files = h.signal_files(f"kill{number}")
-        process = h.start(f"{CASES}.Hang", h.child_env(RELIABILITY_PREFIX=prefix, **files))
-        reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+        process, _, reached = h.start_until_signal(f"{CASES}.Hang", f"kill{number}", RELIABILITY_PREFIX=prefix)
         os.kill(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         row.runs += 1
@@ -62,9 +60,7 @@ def interrupted(h: Harness, runs: int = 5) -> Row:
     row = Row(f"SIGINT mid-test x{runs}")
     prefix = "relint"
     for number in range(runs):
-        files = h.signal_files(f"int{number}")
-        process = h.start(f"{CASES}.Hang", h.child_env(RELIABILITY_PREFIX=prefix, **files))
-        reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+        process, _, reached = h.start_until_signal(f"{CASES}.Hang", f"int{number}", RELIABILITY_PREFIX=prefix)
         process.send_signal(signal.SIGINT)
         try:
             output, _ = process.communicate(timeout=15)
@@ -106,10 +102,8 @@ def server_killed(h: Harness, runs: int = 4) -> Row:
     row = Row(f"server killed mid-run x{runs} (sync, async), then one run")
     prefix = "relsrv"
     for number in range(runs):
-        files = h.signal_files(f"srv{number}")
         case = "ServerKilled" if number % 2 == 0 else "AsyncServerKilled"
-        process = h.start(f"{CASES}.{case}", h.child_env(RELIABILITY_PREFIX=prefix, **files))
-        reached = h.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+        process, files, reached = h.start_until_signal(f"{CASES}.{case}", f"srv{number}", RELIABILITY_PREFIX=prefix)
         state = h.state() or {}
         killed = int(str(state.get("postgres_pid", 0)))
         if reached and killed:

@@ -82,6 +82,12 @@ class Harness:
             path.unlink(missing_ok=True)
         return {"RELIABILITY_SIGNAL": str(signal_file), "RELIABILITY_GO": str(go_file)}
 
+    def start_until_signal(self, target: str, label: str, **env: str) -> tuple:  # type: ignore[type-arg]
+        """Start ``target`` with fresh signal files; wait until it signals (process, files, reached)."""
+        files = self.signal_files(label)
+        process = self.start(target, self.child_env(**env, **files))
+        return process, files, self.wait_for_file(files["RELIABILITY_SIGNAL"], process)
+
     @staticmethod
     def wait_for_file(path: str, process: subprocess.Popen, timeout: float = 90) -> bool:  # type: ignore[type-arg]
         """Wait until ``path`` exists (True) or the process ended or time ran out (False)."""
