@@ -62,11 +62,8 @@ def interrupted(h: Harness, runs: int = 5) -> Row:
     for number in range(runs):
         process, _, reached = h.start_until_signal(f"{CASES}.Hang", f"int{number}", RELIABILITY_PREFIX=prefix)
         process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+        output, in_time = h.finish(process, 15)
+        if not in_time:
             row.fail(f"run {number} did not stop within 15 s of SIGINT:\n{output[-1500:]}")
         row.runs += 1
         if not reached:
@@ -109,11 +106,8 @@ def server_killed(h: Harness, runs: int = 4) -> Row:
         if reached and killed:
             os.kill(killed, signal.SIGKILL)
         Path(files["RELIABILITY_GO"]).write_text("go")
-        try:
-            output, _ = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+        output, in_time = h.finish(process, 120)
+        if not in_time:
             row.fail(f"run {number} hung after the server was killed:\n{output[-1500:]}")
         row.runs += 1
         explained = output.count("elefast.errors.ServerLostError: The throwaway local PostgreSQL server")

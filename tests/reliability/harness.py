@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = "tests.reliability.cases"
@@ -65,15 +65,23 @@ class Harness:
             argv: Sequence[str] = ()) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
         """Run a child to its end; its output is stdout and stderr together."""
         process = self.start(target, env, argv)
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+        output, in_time = self.finish(process, timeout)
+        if not in_time:
             output += f"\n[harness: killed after {timeout} s]"
         if not wait_for_group(process.pid, 60):
             output += "\n[harness: the run's other processes were still running 60 s after it ended]"
         return subprocess.CompletedProcess(process.args, process.returncode, output, "")
+
+    @staticmethod
+    def finish(process: subprocess.Popen, timeout: float) -> Tuple[str, bool]:  # type: ignore[type-arg]
+        """Wait for ``process``; past ``timeout`` kill its group. (its output, whether it ended in time)."""
+        try:
+            output, _ = process.communicate(timeout=timeout)
+            return output, True
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            return output, False
 
     def signal_files(self, label: str) -> Dict[str, str]:
         """Fresh RELIABILITY_SIGNAL / RELIABILITY_GO paths for one child."""
