@@ -76,7 +76,7 @@ def _check_url(report: Report, url: str, source: str, timeout: float) -> None:
     try:
         server = DatabaseServer(parsed).ensure_is_ready(timeout=timeout)
         try:
-            with server._admin() as connection:
+            with server.engine.connect() as connection:
                 version = connection.exec_driver_sql("SHOW server_version").scalar()
         finally:
             server.close()

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Union
 from sqlalchemy import URL, Engine, event, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from elefast.errors import DriverNotInstalledError, InvalidURLError
+from elefast.errors import DriverNotInstalledError, InvalidURLError, WrongDriverKindError
 
 #: Driver used for a bare ``postgresql://`` URL by the sync classes.
 DEFAULT_SYNC_DRIVER = "psycopg"
@@ -39,10 +39,6 @@ def safe_url(url: Union[URL, str]) -> str:
         except Exception:
             return "<unparseable URL>"
     return url.render_as_string(hide_password=True)
-
-
-class _WrongKindError(InvalidURLError):
-    """A sync driver given to the async API, or the other way round."""
 
 
 def parse_url(value: Union[URL, str], *, is_async: bool, swap_kind: bool = False) -> URL:
@@ -83,7 +79,7 @@ def parse_url(value: Union[URL, str], *, is_async: bool, swap_kind: bool = False
     url = url.set(drivername=f"postgresql+{driver}")
     try:
         check_driver(url, is_async=is_async)
-    except _WrongKindError:
+    except WrongDriverKindError:
         if not swap_kind:
             raise
         default = DEFAULT_ASYNC_DRIVER if is_async else DEFAULT_SYNC_DRIVER
@@ -104,11 +100,11 @@ def check_driver(url: URL, *, is_async: bool) -> None:
         ) from None
     if bool(getattr(dialect_cls, "is_async", False)) != is_async:
         if is_async:
-            raise _WrongKindError(
+            raise WrongDriverKindError(
                 f"{driver!r} is a sync driver, but the async API (AsyncDatabaseServer) needs an "
                 f"async one. Use postgresql+{DEFAULT_ASYNC_DRIVER}://, or DatabaseServer for sync code."
             )
-        raise _WrongKindError(
+        raise WrongDriverKindError(
             f"{driver!r} is an async driver, but the sync API (DatabaseServer) needs a sync one. "
             f"Use postgresql+{DEFAULT_SYNC_DRIVER}://, or AsyncDatabaseServer for async code."
         )
@@ -124,12 +120,13 @@ def check_driver(url: URL, *, is_async: bool) -> None:
 def remember_connect_args(engine: Engine) -> Dict[str, Any]:
     """Record the extra ``connect_args`` a user's engine connects with.
 
-    SQLAlchemy keeps ``create_engine(connect_args=...)`` inside a closure; the
-    ``do_connect`` event shows them. Returns a dict filled at the engine's next
-    connect with the keys that do not come from the URL itself.
+    SQLAlchemy keeps ``create_engine(connect_args=...)`` inside the closure of the
+    pool's connect function: they are read from there when it has the shape SQLAlchemy 2
+    gives it, and the ``do_connect`` event updates them at every connect. Returns a dict
+    of the keys that do not come from the URL itself.
     """
-    seen: Dict[str, Any] = {}
     base_keys = set(engine.dialect.create_connect_args(engine.url)[1])
+    seen: Dict[str, Any] = {k: v for k, v in _creator_params(engine).items() if k not in base_keys}
 
     def record(dialect: Any, conn_rec: Any, cargs: Any, cparams: Dict[str, Any]) -> None:
         seen.clear()
@@ -137,6 +134,16 @@ def remember_connect_args(engine: Engine) -> Dict[str, Any]:
 
     event.listen(engine, "do_connect", record)
     return seen
+
+
+def _creator_params(engine: Engine) -> Dict[str, Any]:
+    """The keyword arguments the engine's pool connects with, when SQLAlchemy's own creator is in use."""
+    creator = getattr(engine.pool, "_creator", None)
+    code, closure = getattr(creator, "__code__", None), getattr(creator, "__closure__", None)
+    if code is None or not closure or "cparams" not in code.co_freevars:
+        return {}  # a custom creator: only the do_connect event can tell
+    params = closure[code.co_freevars.index("cparams")].cell_contents
+    return dict(params) if isinstance(params, dict) else {}
 
 
 def mark_admin(engine: Engine) -> Engine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from sqlalchemy.dialects import postgresql
 
@@ -30,6 +30,21 @@ _PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-
 def quote_identifier(name: str) -> str:
     """Quote ``name`` as a PostgreSQL identifier, always, whatever it contains."""
     return _PREPARER.quote_identifier(name)
+
+
+def quote_literal(value: str) -> str:
+    """Quote ``value`` as a PostgreSQL string literal: every literal elefast sends goes through here.
+
+    Quotes are doubled; a value with a backslash uses the ``E'...'`` form with backslashes
+    doubled, which reads the same whatever ``standard_conforming_strings`` says. NUL bytes
+    cannot be sent at all and are refused.
+    """
+    if "\x00" in value:
+        raise ValueError("a PostgreSQL string literal cannot hold a NUL byte")
+    quoted = value.replace("'", "''")
+    if "\\" in quoted:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
 
 
 def validate_prefix(prefix: str) -> str:
@@ -97,10 +112,10 @@ def create_database(name: str, template: Optional[str] = None, encoding: str = "
     validate_encoding(encoding)
     parts = [f"CREATE DATABASE {quote_identifier(name)}",
              f"TEMPLATE {quote_identifier(template or 'template0')}",
-             f"ENCODING '{encoding}'"]
+             f"ENCODING {quote_literal(encoding)}"]
     if template is None and encoding.lower().replace("-", "") not in ("utf8", "unicode"):
         # A UTF-8 server locale refuses other encodings; the C locale accepts every one.
-        parts.append("LC_COLLATE 'C' LC_CTYPE 'C'")
+        parts.append(f"LC_COLLATE {quote_literal('C')} LC_CTYPE {quote_literal('C')}")
     if strategy is not None:
         if strategy.upper() not in ("WAL_LOG", "FILE_COPY"):
             raise ConfigurationError(f"Unknown CREATE DATABASE strategy {strategy!r}.")
@@ -117,6 +132,18 @@ def drop_database(name: str, force: bool) -> str:
     """``DROP DATABASE IF EXISTS``, with ``WITH (FORCE)`` when the server has it."""
     statement = f"DROP DATABASE IF EXISTS {quote_identifier(name)}"
     return statement + " WITH (FORCE)" if force else statement
+
+
+def drop_steps(name: str, server_version: Optional[Tuple[Any, ...]]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The statements (with their parameters) that drop ``name`` whatever still connects to it.
+
+    ``DROP ... WITH (FORCE)`` on PostgreSQL 13 and newer; before that, end the other
+    sessions, then a plain drop.
+    """
+    force = supports_drop_force(server_version)
+    steps: List[Tuple[str, Dict[str, Any]]] = [] if force else [(TERMINATE_BACKENDS, {"name": name})]
+    steps.append((drop_database(name, force), {}))
+    return steps
 
 
 #: Ends every other session on a database; bind ``:name``. Used before a plain
@@ -240,7 +267,7 @@ def mark_template_ready(name: str, built_at: str, fingerprint: str) -> Tuple[str
         raise ValueError(f"unsafe template note {note!r}")
     return (
         f"ALTER DATABASE {quoted} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
-        f"COMMENT ON DATABASE {quoted} IS '{note}'",
+        f"COMMENT ON DATABASE {quoted} IS {quote_literal(note)}",
     )
 
 
@@ -270,3 +297,36 @@ def choose_strategy(server_version_num: int, fsync: str) -> Optional[str]:
     if server_version_num >= 150000 and fsync.lower() == "off":
         return "FILE_COPY"
     return None
+
+
+# Ownership marks --------------------------------------------------------------
+
+#: The comment on every database elefast creates for one process.
+OWNED_MARK = "elefast database"
+#: The comment on a database kept for inspection: never swept.
+KEPT_MARK = "elefast kept"
+#: Marks are committed durably even on a server tuned with ``synchronous_commit=off`` (the
+#: throwaway servers are): a mark lost in a crash would leave an orphan nobody may sweep.
+DURABLE_COMMIT = "SET synchronous_commit TO on"
+#: Databases carrying a mark that starts with ``:mark`` (bind it with a trailing ``%``).
+LIST_MARKED = (
+    "SELECT d.datname FROM pg_database d "
+    "WHERE NOT d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1"
+)
+
+
+def owner_key(name: str) -> int:
+    """The ownership lock's key for ``name`` (its own namespace: never a template build lock's)."""
+    return advisory_key(f"owner:{name}")
+
+
+def mark_owned(name: str, created_at: str) -> List[str]:
+    """Statements marking ``name`` as a database some elefast process owns (run them in order)."""
+    comment = quote_literal(f"{OWNED_MARK} created {created_at}")
+    return [DURABLE_COMMIT, f"COMMENT ON DATABASE {quote_identifier(name)} IS {comment}"]
+
+
+def mark_kept(name: str, kept_at: str) -> List[str]:
+    """Statements marking ``name`` as kept for inspection (the sweeper leaves it alone)."""
+    comment = quote_literal(f"{KEPT_MARK} {kept_at}")
+    return [DURABLE_COMMIT, f"COMMENT ON DATABASE {quote_identifier(name)} IS {comment}"]

@@ -9,28 +9,39 @@ with how to fix the problem; they never contain a password.
     ElefastError
     ├── ConfigurationError        bad input: a URL, a prefix, a schema, a setting
     │   ├── InvalidURLError       not a PostgreSQL URL, or not parseable
+    │   │   └── WrongDriverKindError  a sync driver for the async API, or the other way round
     │   ├── DriverNotInstalledError  the URL's driver cannot be imported
     │   ├── InvalidPrefixError    a database name prefix that is unsafe
-    │   └── ServerNotConfiguredError  no server was given and none could be found
+    │   ├── ServerNotConfiguredError  no server was given and none could be found
+    │   ├── BinariesNotFoundError no PostgreSQL binaries for a throwaway local server
+    │   └── DockerUnavailableError  the docker extra is missing, or no daemon answers
     ├── DatabaseNotReadyError     the server did not answer within the timeout
     ├── ServerRejectedError       the server answered but refused us (password, role, ...)
     ├── ServerLostError           the server went away during the run (killed, crashed, stopped)
+    ├── LocalServerError          the throwaway local server could not be started
     └── MigrationError            the schema could not be applied to a template
+
+Every class lives here, so each one pickles (pytest-xdist and stestr send errors
+between processes) and reports ``elefast.errors`` as its module.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BinariesNotFoundError",
     "ConfigurationError",
     "DatabaseNotReadyError",
+    "DockerUnavailableError",
     "DriverNotInstalledError",
     "ElefastError",
     "InvalidPrefixError",
     "InvalidURLError",
+    "LocalServerError",
     "MigrationError",
     "ServerLostError",
     "ServerNotConfiguredError",
     "ServerRejectedError",
+    "WrongDriverKindError",
 ]
 
 
@@ -52,6 +63,12 @@ class InvalidURLError(ConfigurationError):
     __module__ = "elefast.errors"
 
 
+class WrongDriverKindError(InvalidURLError):
+    """A sync driver given to the async API (``AsyncDatabaseServer``), or the other way round."""
+
+    __module__ = "elefast.errors"
+
+
 class DriverNotInstalledError(ConfigurationError, ImportError):
     """The URL names a driver that is not installed; the message has the pip line."""
 
@@ -66,6 +83,18 @@ class InvalidPrefixError(ConfigurationError):
 
 class ServerNotConfiguredError(ConfigurationError):
     """No PostgreSQL server was configured and none could be found."""
+
+    __module__ = "elefast.errors"
+
+
+class BinariesNotFoundError(ConfigurationError):
+    """No directory with PostgreSQL's ``initdb`` and ``postgres`` was found."""
+
+    __module__ = "elefast.errors"
+
+
+class DockerUnavailableError(ConfigurationError):
+    """The docker extra is not installed, or no Docker daemon answers."""
 
     __module__ = "elefast.errors"
 
@@ -91,6 +120,12 @@ class ServerLostError(ElefastError):
 
     The message says which server and, for the throwaway local server, where its log is.
     """
+
+    __module__ = "elefast.errors"
+
+
+class LocalServerError(ElefastError):
+    """The throwaway local server could not be started; the message quotes its log."""
 
     __module__ = "elefast.errors"
 

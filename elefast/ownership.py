@@ -1,4 +1,4 @@
-"""Who owns which database, so that only orphans are ever swept.
+"""Who owns which database, so that only orphans are ever swept, and the one way to drop one.
 
 Every database elefast creates for a process (a clone, a per-process or per-class
 template) is *claimed* before it exists: the process's control connection takes
@@ -9,6 +9,9 @@ server releases it. So a marked database whose lock anyone can take has no
 living owner, on this host or any other, and :func:`sweep` drops it. Nothing
 unmarked is ever dropped; databases kept for inspection (``ELEFAST_KEEP_FAILED``)
 carry another mark and are never swept.
+
+:class:`Ledger` is one server object's record of the names it created and still
+owns; :func:`drop` is the only place elefast sends a ``DROP DATABASE``.
 """
 
 from __future__ import annotations
@@ -16,57 +19,48 @@ from __future__ import annotations
 import datetime
 import os
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from sqlalchemy import Connection, text
 
 from elefast import _sql
+from elefast._process import leave_to_parent
 
-__all__ = ["Owner", "create_marked", "find_orphans", "mark_kept", "mark_owned", "sweep"]
+__all__ = ["Ledger", "Owner", "create_marked", "drop", "find_orphans", "mark_kept", "mark_owned", "owner_key", "sweep"]
 
-#: The comment on every database elefast creates for one process.
-OWNED_MARK = "elefast database"
-#: The comment on a database kept for inspection: never swept.
-KEPT_MARK = "elefast kept"
-
-LIST_MARKED = (
-    "SELECT d.datname FROM pg_database d "
-    "WHERE NOT d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1"
-)
+owner_key = _sql.owner_key
 
 
-def owner_key(name: str) -> int:
-    """The ownership lock's key for ``name`` (its own namespace: never a template build lock's)."""
-    return _sql.advisory_key(f"owner:{name}")
-
-
-def _now() -> str:
+def now() -> str:
+    """The current UTC time as the marks write it."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-#: Marks are committed durably even on a server tuned with ``synchronous_commit=off`` (the
-#: throwaway servers are): a mark lost in a crash would leave an orphan nobody may sweep.
-DURABLE_COMMIT = "SET synchronous_commit TO on"
 
 
 def mark_owned(name: str) -> List[str]:
     """Statements marking ``name`` as a database some elefast process owns (run them in order)."""
-    return [DURABLE_COMMIT,
-            f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{OWNED_MARK} created {_now()}'"]
+    return _sql.mark_owned(name, now())
 
 
 def mark_kept(name: str) -> List[str]:
     """Statements marking ``name`` as kept for inspection (the sweeper leaves it alone)."""
-    return [DURABLE_COMMIT, f"COMMENT ON DATABASE {_sql.quote_identifier(name)} IS '{KEPT_MARK} {_now()}'"]
+    return _sql.mark_kept(name, now())
+
+
+def drop(connection: Connection, name: str, log: Optional[Callable[[str], None]] = None) -> None:
+    """Drop ``name`` over an autocommit ``connection``, ending whatever still connects to it."""
+    for statement, parameters in _sql.drop_steps(name, connection.dialect.server_version_info):
+        if log is not None:
+            log(statement)
+        connection.execute(text(statement), parameters)
 
 
 def create_marked(connection: Connection, create_statement: str, name: str) -> None:
-    """``CREATE DATABASE`` and its ownership mark, sent back to back where the driver can.
+    """``CREATE DATABASE`` and its ownership mark, sent back to back in one pipeline.
 
     Over psycopg the statements go out in one pipeline, so the server has the mark in hand
     before the (slow) ``CREATE DATABASE`` finishes: a client killed meanwhile still leaves a
-    marked database, which the next run can sweep. Errors come out as SQLAlchemy's
-    ``DBAPIError`` subclasses either way.
+    marked database, which the next run can sweep. (The admin core always talks psycopg,
+    the async server's included.) Errors come out as SQLAlchemy's ``DBAPIError`` subclasses.
     """
     from sqlalchemy.exc import DBAPIError
 
@@ -102,6 +96,7 @@ class Owner:
 
     def _conn(self) -> Connection:
         if self._pid != os.getpid():  # a forked child: the parent's socket is not ours
+            leave_to_parent(self._connection)
             self._connection, self._pid = None, os.getpid()
         if self._connection is None or self._connection.closed or self._connection.invalidated:
             self._connection = self._connect()
@@ -140,10 +135,74 @@ class Owner:
             self._connection = None
 
 
+class Ledger:
+    """The names one server object created, and which of them it still owns.
+
+    :meth:`own` claims a name through the :class:`Owner` before the database exists;
+    :meth:`disown` gives it up once it is dropped, kept, or handed over as a shared
+    template. A server only ever drops what its ledger says it created.
+    """
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+        self._lock = threading.Lock()
+        self._owned: Set[str] = set()
+        self._created: Set[str] = set()
+
+    def reset_after_fork(self) -> None:
+        """A forked child owns nothing of its parent's and must not inherit a held lock."""
+        self._lock = threading.Lock()
+        self._owned.clear()
+
+    def own(self, name: str) -> None:
+        """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop."""
+        self.owner.claim(name)
+        with self._lock:
+            self._owned.add(name)
+            self._created.add(name)
+
+    def disown(self, name: str) -> None:
+        """Forget ``name`` after it was dropped (or kept, or handed over as a shared template)."""
+        with self._lock:
+            was_ours = name in self._owned
+            self._owned.discard(name)
+        if was_ours:
+            self.owner.release(name)
+
+    def droppable(self, name: str, server: object) -> bool:
+        """True if ``name`` should be dropped now, False if it was dropped already.
+
+        Raises ``ValueError`` for a name this server never created: elefast never drops
+        what it does not own.
+        """
+        with self._lock:
+            if name not in self._created:
+                raise ValueError(
+                    f"elefast only drops databases it created; {name!r} was not created by {server!r}."
+                )
+            return name in self._owned
+
+    def owns(self, name: str) -> bool:
+        """Whether this server created ``name`` and has not dropped it yet."""
+        with self._lock:
+            return name in self._owned
+
+    def take_owned(self) -> List[str]:
+        """Forget and return every owned name, clones before templates (for the final cleanup)."""
+        with self._lock:
+            names = sorted(self._owned, key=lambda n: "_tpl_" in n or "_cls_" in n)
+            self._owned.clear()
+        return names
+
+
+def _marked(connection: Connection) -> List[str]:
+    return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all())
+
+
 def find_orphans(connection: Connection) -> List[str]:
     """Marked databases no living process owns (their lock is free). Takes nothing it finds."""
     orphans = []
-    for name in connection.execute(text(LIST_MARKED), {"mark": OWNED_MARK + "%"}).scalars().all():
+    for name in _marked(connection):
         key = owner_key(name)
         if connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
@@ -159,20 +218,16 @@ def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], Lis
     """
     dropped: List[str] = []
     failed: List[Tuple[str, str]] = []
-    for name in connection.execute(text(LIST_MARKED), {"mark": OWNED_MARK + "%"}).scalars().all():
+    for name in _marked(connection):
         key = owner_key(name)
         if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
             continue  # a living process owns it
         try:
             if not dry_run:
-                force = _sql.supports_drop_force(connection.dialect.server_version_info)
-                if not force:
-                    connection.execute(text(_sql.TERMINATE_BACKENDS), {"name": name})
-                connection.execute(text(_sql.drop_database(name, force)))
+                drop(connection, name)
             dropped.append(name)
         except Exception as error:
             failed.append((name, str(error).splitlines()[0] if str(error) else type(error).__name__))
         finally:
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
     return dropped, failed
-

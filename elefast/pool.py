@@ -1,10 +1,7 @@
-"""Bookkeeping shared by the sync and async servers: templates and owned databases.
+"""The clone pool: databases cloned ahead and dropped behind by background threads.
 
-A server object owns every database it creates (templates and clones) until
-it drops them; it drops only those. Template builds are serialised by one
-lock per server, which threads take directly and coroutines poll, so the same
-lock works for many event loops (each ``IsolatedAsyncioTestCase`` test has
-its own).
+The pool does no I/O of its own: the admin core hands it ``create``, ``drop`` and
+``prepare`` and it decides when to call them, from which thread.
 """
 
 from __future__ import annotations
@@ -14,146 +11,17 @@ import collections
 import os
 import threading
 import time
-import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from elefast import _sql
 from elefast._logging import logger
+from elefast._process import leave_to_parent, reset_in_forked_child
 
-
-@dataclass
-class TemplateSlot:
-    """The template database built for one encoding, or why building it failed."""
-
-    name: str
-    error: Optional[BaseException] = None
-    message: str = ""
-    reused: bool = False
-
-
-@dataclass
-class ServerState:
-    """What one server object knows: its lock, templates and owned database names."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    templates: Dict[str, TemplateSlot] = field(default_factory=dict)
-    owned: Set[str] = field(default_factory=set)
-    created: Set[str] = field(default_factory=set)
-    owned_lock: threading.Lock = field(default_factory=threading.Lock)
-    pool: Optional[ClonePool] = None
-    strategy: Optional[str] = None  # "" once asked: the server's default
-    sync_server: Any = None  # the async server's psycopg twin, for the pool's thread
-    local: threading.local = field(default_factory=threading.local)  # the workers' admin connections
-    connections: List[Any] = field(default_factory=list)  # every one of those, closed at the end
-    owner: Any = None  # elefast.ownership.Owner: the control connection holding ownership locks
-
-    def __post_init__(self) -> None:
-        _STATES.add(self)
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def _after_fork_in_child(self) -> None:
-        """A forked child owns nothing of its parent's and must not inherit a held lock."""
-        self.lock = threading.Lock()
-        self.owned_lock = threading.Lock()
-        self.owned.clear()
-        self.pool = None
-        self.sync_server = None
-        self.local = threading.local()
-        self.connections = []  # the parent's: its sockets are not ours to close
-
-    def close_connections(self) -> None:
-        """Close every thread's admin connection (the final cleanup, after the pool stopped)."""
-        with self.owned_lock:
-            connections, self.connections = self.connections, []
-        for connection in connections:
-            try:
-                connection.close()
-            except Exception:
-                pass
-
-    def own(self, name: str) -> None:
-        """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop."""
-        if self.owner is not None:
-            self.owner.claim(name)
-        with self.owned_lock:
-            self.owned.add(name)
-            self.created.add(name)
-
-    def disown(self, name: str) -> None:
-        """Forget ``name`` after it was dropped (or kept, or handed over as a shared template)."""
-        with self.owned_lock:
-            was_ours = name in self.owned
-            self.owned.discard(name)
-        if was_ours and self.owner is not None:
-            self.owner.release(name)
-
-    def remember_template(self, encoding: str, slot: TemplateSlot, schema: Any = None,
-                          fingerprint: Optional[str] = None, seconds: float = 0.0) -> None:
-        """Record the template for ``encoding`` and log it; a shared one gets this process's in-use lock."""
-        log_template(slot, schema, fingerprint, seconds)
-        if slot.error is None and self.owner is not None and not self.owns(slot.name):
-            try:
-                self.owner.use_template(slot.name)
-            except Exception as error:  # not fatal: only an old-template sweep could race us
-                logger.warning("elefast could not mark the template %s as in use: %s", slot.name, error)
-        self.templates[encoding] = slot
-
-    def check_droppable(self, name: str, server: object) -> bool:
-        """True if ``name`` should be dropped now, False if it was dropped already.
-
-        Raises ``ValueError`` for a name this server never created: elefast
-        never drops what it does not own.
-        """
-        with self.owned_lock:
-            if name not in self.created:
-                raise ValueError(
-                    f"elefast only drops databases it created; {name!r} was not created by {server!r}."
-                )
-            return name in self.owned
-
-    def owns(self, name: str) -> bool:
-        """Whether this server created ``name`` and has not dropped it yet."""
-        with self.owned_lock:
-            return name in self.owned
-
-    def snapshot(self) -> Set[str]:
-        """A copy of the owned names, for cleanup."""
-        with self.owned_lock:
-            return set(self.owned)
-
-    def take_owned(self) -> List[str]:
-        """Forget and return every owned name, clones before templates (for the final cleanup)."""
-        with self.owned_lock:
-            names = sorted(self.owned, key=lambda n: "_tpl_" in n or "_cls_" in n)
-            self.owned.clear()
-        return names
-
-    async def acquire_async(self, poll: float = 0.002) -> None:
-        """Take :attr:`lock` from a coroutine without blocking the event loop."""
-        while not self.lock.acquire(blocking=False):
-            await asyncio.sleep(poll)
-
+__all__ = ["ClonePool", "pool_size", "pool_workers"]
 
 #: Clones kept ready per template. Two keeps both cores busy on the machines we measured on
 #: (one clone being made while the test runs, one waiting); override with ELEFAST_POOL_SIZE.
 DEFAULT_POOL_SIZE = 2
-
-_POOLS: weakref.WeakSet[ClonePool] = weakref.WeakSet()
-_STATES: weakref.WeakSet[ServerState] = weakref.WeakSet()
-
-
-def log_template(slot: TemplateSlot, schema: Any, fingerprint: Optional[str], seconds: float) -> None:
-    """Say whether the template was reused or built (with its fingerprint and time), or why it failed."""
-    short = fingerprint[:16] if fingerprint else "none: dropped at exit"
-    if slot.error is not None:
-        logger.info("template %s for %r could not be built: %s", slot.name, schema, slot.message)
-    elif slot.reused:
-        logger.info("template %s reused for %r (fingerprint %s; found in %.0f ms)",
-                    slot.name, schema, short, seconds * 1000)
-    else:
-        logger.info("template %s built for %r in %.0f ms (fingerprint %s)", slot.name, schema, seconds * 1000, short)
 
 
 def pool_workers() -> int:
@@ -206,7 +74,7 @@ class ClonePool:
         self._sweep = sweep
         self.size = pool_size() if size is None else size
         self._reset()
-        _POOLS.add(self)
+        reset_in_forked_child(self)
 
     def _reset(self) -> None:
         self._cond = threading.Condition()
@@ -220,15 +88,11 @@ class ClonePool:
         self._pid = os.getpid()
         self.stats = {"taken_ready": 0, "taken_direct": 0, "created": 0, "dropped": 0, "errors": 0}
 
-    def _after_fork_in_child(self) -> None:
+    def reset_after_fork(self) -> None:
+        """In a forked child: an empty pool of its own (the parent's ready clones stay the parent's)."""
         for queue in self._ready.values():
             for _name, prepared in queue:
-                dispose = getattr(prepared, "dispose", None)
-                if dispose is not None:
-                    try:
-                        dispose(close=False)  # the parent's sockets: leave them to the parent
-                    except Exception:
-                        pass
+                leave_to_parent(prepared)  # its sockets are the parent's
         self._reset()
 
     def take(self, template: Optional[str], prefix: str, encoding: str, ahead: bool = True) -> Tuple[str, Any]:
@@ -258,8 +122,6 @@ class ClonePool:
         return self._make(template, prefix, encoding)
 
     def _make(self, template: Optional[str], prefix: str, encoding: str) -> Tuple[str, Any]:
-        from elefast import _sql
-
         name = _sql.database_name(prefix)
         self._create(name, template, encoding)
         try:
@@ -426,62 +288,3 @@ def _dispose(prepared: Any) -> None:
                 result.close()
         except Exception:
             pass
-
-
-def at_process_exit(finalizer: Callable[[], Any]) -> None:
-    """Also run ``finalizer`` when a multiprocessing worker exits (it skips atexit: ``os._exit``).
-
-    unittest-parallel and stestr-like runners run tests in such workers; without this their
-    databases would wait for the next run's sweep.
-    """
-    import sys
-
-    if "multiprocessing" in sys.modules:
-        from multiprocessing import util
-
-        def run_at_exit() -> None:
-            _CLEANING_UP.set()  # from now on a SIGTERM must not cut the cleanup short
-            finalizer()
-
-        util.Finalize(None, run_at_exit, exitpriority=10)
-        _exit_cleanly_on_sigterm()
-
-
-#: Set once a multiprocessing worker runs elefast's exit cleanup (it is leaving anyway).
-_CLEANING_UP = threading.Event()
-
-
-def _exit_cleanly_on_sigterm() -> None:
-    """In a multiprocessing worker, let SIGTERM end the process through its exit handlers.
-
-    ``Pool.terminate()`` (how unittest-parallel ends its workers) sends SIGTERM, which by
-    default kills the worker before any cleanup: its clones would wait for the next run's
-    sweep. Only a worker's default handler is replaced, and only from its main thread; the
-    handler raises ``SystemExit``, so the worker's finalizers (ours among them) run. A worker
-    already in that cleanup (it got its stop sentinel first) ignores the signal and finishes.
-    """
-    import multiprocessing
-    import signal
-
-    if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def exit_now(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already: let the cleanup finish
-        if not _CLEANING_UP.is_set():  # a worker that ended on its own is in its cleanup: let it be
-            raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, exit_now)
-
-
-def _after_fork_in_child() -> None:
-    for pool in list(_POOLS):
-        pool._after_fork_in_child()
-    for state in list(_STATES):
-        state._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

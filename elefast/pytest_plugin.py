@@ -88,8 +88,11 @@ def elefast_server(elefast_schema: Any) -> Iterator[DatabaseServer]:
 @pytest.fixture
 def elefast_database(elefast_server: DatabaseServer) -> Iterator[Database]:
     """A fresh database cloned from the template (taken from the clone pool), dropped after the test."""
-    template = elefast_server._template(PREFIX, ENCODING)
-    database = elefast_server._pooled_database(template, PREFIX, ENCODING, elefast_server.sessionmaker_factory)
+    from elefast._provider import SyncProvider
+
+    provider = SyncProvider(elefast_server)
+    template = provider.template(PREFIX, ENCODING)
+    database = provider.database(template, PREFIX, ENCODING, elefast_server.sessionmaker_factory)
     try:
         yield database
     finally:
@@ -109,12 +112,13 @@ def elefast_session(elefast_database: Database) -> Iterator[Session]:
 @pytest.fixture(scope="session")
 def elefast_async_server(elefast_schema: Any) -> Iterator[AsyncDatabaseServer]:
     """The session's :class:`~elefast.asyncio.AsyncDatabaseServer` (asyncpg by default)."""
-    from elefast.asyncio import AsyncDatabaseServer, _run_for_result
+    from elefast import _aio
+    from elefast.asyncio import AsyncDatabaseServer
 
     server = AsyncDatabaseServer(_url(is_async=True), schema=elefast_schema)
-    _run_for_result(server.ensure_is_ready(timeout=CONNECT_TIMEOUT))
+    _aio.run(server.ensure_is_ready(timeout=CONNECT_TIMEOUT))
     yield server
-    _run_for_result(server.close())
+    _aio.run(server.close())
 
 
 try:
@@ -130,9 +134,12 @@ if HAVE_PYTEST_ASYNCIO:
     @pytest_asyncio.fixture
     async def elefast_async_database(elefast_async_server: AsyncDatabaseServer) -> AsyncIterator[AsyncDatabase]:
         """A fresh database for an async test, dropped after it."""
-        server = elefast_async_server
-        template = await server._template(PREFIX, ENCODING)
-        database = await server._pooled_database(template, PREFIX, ENCODING, server.sessionmaker_factory)
+        from elefast import _aio
+        from elefast._provider import AsyncProvider
+
+        provider = AsyncProvider(elefast_async_server)
+        template = await _aio.to_thread(provider.template, PREFIX, ENCODING)
+        database = await provider.database(template, PREFIX, ENCODING, elefast_async_server.sessionmaker_factory)
         try:
             yield database
         finally:

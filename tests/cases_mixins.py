@@ -8,7 +8,7 @@ import os
 import unittest
 
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from elefast import AsyncDatabase, AsyncPostgresTestCase, Database, PostgresTestCase
@@ -88,10 +88,22 @@ class FailingSetUp(PostgresTestCase, unittest.TestCase):
 
 class FailingSchema(PostgresTestCase, unittest.TestCase):
     schema = FailingMigrator()
-    database_prefix = PREFIX
+    database_prefix = PREFIX + "_fail"  # its own: nothing with this prefix may be left
 
     def test_never_runs(self):
         raise AssertionError("not reached")
+
+
+class AsyncLambdaFactory(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+    """A lambda as sessionmaker_factory, read from the class (an instance would bind it)."""
+
+    schema = MetadataMigrator(metadata)
+    database_prefix = ASYNC_PREFIX
+    sessionmaker_factory = lambda engine: async_sessionmaker(engine, expire_on_commit=False)  # noqa: E731
+
+    async def test_session_comes_from_the_lambda(self):
+        self.assertIsInstance(self.session, AsyncSession)
+        self.assertFalse(self.session.sync_session.expire_on_commit)
 
 
 class AsyncCases(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
@@ -221,13 +233,6 @@ class DatabaseModeTestData(PostgresTestCase, unittest.TestCase):
         self.assertEqual(self.session.execute(select(users.c.name)).scalars().all(), ["class-row"])
         self.session.execute(users.insert().values(name="two"))
         self.session.commit()
-
-
-class BadIsolation(PostgresTestCase, unittest.TestCase):
-    isolation = "savepoint"
-
-    def test_never_runs(self):
-        raise AssertionError("not reached")
 
 
 class AsyncTransactionCases(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):

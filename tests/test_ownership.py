@@ -8,6 +8,7 @@ import time
 import unittest
 
 from elefast import DatabaseServer, ownership
+from elefast._core import core_of
 from tests import support
 
 KILLED = """
@@ -44,7 +45,7 @@ class OwnershipTests(unittest.TestCase):
         """SIGKILL leaves the database; the next sweep drops it, and only it."""
         name = kill_a_process_holding_a_database(self.prefix)
         self.assertEqual(support.databases(name), [name])
-        with self.server._admin() as connection:
+        with core_of(self.server).connect() as connection:
             self.assertIn(name, ownership.find_orphans(connection))
         self.assertIn(name, self.server.sweep_orphans())
         self.assertEqual(support.databases(name), [])
@@ -68,8 +69,8 @@ class OwnershipTests(unittest.TestCase):
     def test_kept_databases_are_never_swept(self):
         """A database kept for inspection is not an orphan."""
         database = self.server.create_database(prefix=self.prefix)
-        database.engine.dispose()
-        self.server._keep(database.name)
+        database.keep()
+        database.drop()  # after keep(): the engine goes, the database stays
         self.server.sweep_orphans()
         self.assertEqual(support.databases(database.name), [database.name])
 
@@ -103,7 +104,7 @@ class OwnershipTests(unittest.TestCase):
         self.assertEqual(len(support.databases(self.prefix + "%")), 5)
         server = DatabaseServer(support.server_url())
         self.addCleanup(server.close)
-        pool = server._pool()
+        pool = core_of(server).pool
         pool.release(server.create_database(prefix=self.prefix + "x").name)  # starts the workers
         deadline = time.monotonic() + 20
         while any(support.databases(n) for n in names) and time.monotonic() < deadline:

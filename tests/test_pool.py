@@ -10,6 +10,8 @@ import unittest
 from sqlalchemy import select, text
 
 from elefast import DatabaseServer, MetadataMigrator, _sql
+from elefast._core import core_of
+from elefast._provider import SyncProvider
 from elefast.extras.alembic import AlembicMigrator
 from elefast.pool import ClonePool
 from tests import support
@@ -19,6 +21,7 @@ from tests.test_sync import metadata, users
 RUNS_FILE_CODE = """
 import os, sys
 from elefast import DatabaseServer, MetadataMigrator
+from elefast._core import core_of
 from tests.test_sync import metadata, users
 from tests import support
 
@@ -34,7 +37,7 @@ class Counting:
 server = DatabaseServer(support.server_url(), schema=Counting())
 with server.create_database(prefix=os.environ["EFT_PREFIX"]) as db:
     pass
-print("reused" if server._state.templates["utf8"].reused else "built")
+print("reused" if core_of(server).templates.slot("utf8").reused else "built")
 """
 
 
@@ -107,7 +110,7 @@ class TemplateTests(unittest.TestCase):
         """A database with the template's name that was never marked ready is dropped and rebuilt."""
         migrator = Fingerprinted(self.prefix)
         server = self.server(migrator)
-        with server._admin() as connection:
+        with core_of(server).connect() as connection:
             digest = _sql.template_hash(_sql_fingerprint(migrator), connection.dialect.server_version_info, "utf8")
         name = _sql.template_name(self.prefix, digest)
         support.execute(f'CREATE DATABASE "{name}"')  # what a crashed builder would leave
@@ -140,7 +143,7 @@ class TemplateTests(unittest.TestCase):
         """A template another process (here: another server object) still uses survives the sweep."""
         in_use = self.server(Fingerprinted(f"{self.prefix}-in-use"))
         in_use.create_database(prefix=self.prefix).drop()
-        kept = next(iter(in_use._state.templates.values())).name
+        kept = core_of(in_use).templates.slot("utf8").name
         for number in range(_sql.TEMPLATES_KEPT + 1):
             server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
             server.create_database(prefix=self.prefix).drop()
@@ -174,9 +177,9 @@ class TemplateTests(unittest.TestCase):
 
 
 def _sql_fingerprint(migrator):
-    from elefast import _migrators
+    from elefast import migrators
 
-    return _migrators.fingerprint(migrator)
+    return migrators.fingerprint(migrator)
 
 
 class ClonePoolTests(unittest.TestCase):
@@ -184,7 +187,11 @@ class ClonePoolTests(unittest.TestCase):
         self.prefix = support.unique_prefix("pl")
         self.server = DatabaseServer(support.server_url(), schema=Fingerprinted(self.prefix))
         self.addCleanup(self.cleanup)
-        self.template = self.server._template(self.prefix, "utf8")
+        self.template = core_of(self.server).templates.get(self.prefix, "utf8")
+
+    def pooled(self):
+        """A database from the pool, the way the mixins take one."""
+        return SyncProvider(self.server).database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory)
 
     def cleanup(self):
         self.server.close()
@@ -204,14 +211,14 @@ class ClonePoolTests(unittest.TestCase):
 
     def test_fills_ahead_and_drops_behind(self):
         """After a take the pool keeps `size` clones ready; released ones are dropped in the background."""
-        pool = self.server._pool()
-        database = self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory)
+        pool = core_of(self.server).pool
+        database = self.pooled()
         with database.session() as session:  # a real clone of the template, with its rows
             self.assertEqual(session.execute(select(users.c.name)).scalars().all(), [self.prefix[:40]])
         self.assertTrue(self.wait_for(lambda: len(self.clones()) == 1 + pool.size))
         database.drop()
         self.assertTrue(self.wait_for(lambda: database.name not in self.clones()))
-        second = self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory)
+        second = self.pooled()
         self.assertGreaterEqual(pool.stats["taken_ready"], 1)
         second.drop()
         pool.drain()
@@ -219,8 +226,8 @@ class ClonePoolTests(unittest.TestCase):
 
     def test_close_leaves_nothing(self):
         """Closing the server stops the thread and drops ready and pending clones."""
-        pool = self.server._pool()
-        self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory).drop()
+        pool = core_of(self.server).pool
+        self.pooled().drop()
         self.assertTrue(self.wait_for(lambda: len(self.clones()) >= pool.size))
         self.server.close()
         self.assertEqual(self.clones(), [])
@@ -228,8 +235,8 @@ class ClonePoolTests(unittest.TestCase):
     @unittest.skipUnless(hasattr(os, "fork"), "needs fork()")
     def test_refill_after_fork(self):
         """A forked child gets a pool of its own: new clones, none of the parent's, nothing of the parent's dropped."""
-        pool = self.server._pool()
-        self.server._pooled_database(self.template, self.prefix, "utf8", self.server.sessionmaker_factory).drop()
+        pool = core_of(self.server).pool
+        self.pooled().drop()
         self.assertTrue(self.wait_for(lambda: len(pool._ready.get((self.template, self.prefix, "utf8"), ())) >= 1))
         parents = {name for name, _ in pool._ready[(self.template, self.prefix, "utf8")]}
         read, write = os.pipe()
@@ -239,7 +246,7 @@ class ClonePoolTests(unittest.TestCase):
             try:
                 names = []
                 for _ in range(2):
-                    db = self.server._pooled_database(self.template, self.prefix, "utf8",
+                    db = SyncProvider(self.server).database(self.template, self.prefix, "utf8",
                                                       self.server.sessionmaker_factory)
                     with db.engine.connect() as connection:
                         connection.execute(text("select 1"))
@@ -264,8 +271,8 @@ class ClonePoolTests(unittest.TestCase):
     def test_pool_size_zero_creates_on_demand(self):
         """With size 0 nothing is made ahead and drops happen at once."""
         made = []
-        pool = ClonePool(lambda n, t, e: (made.append(n), self.server._create(n, t, e)), self.server.drop_database,
-                         size=0)
+        core = core_of(self.server)
+        pool = ClonePool(lambda n, t, e: (made.append(n), core.create(n, t, e)), self.server.drop_database, size=0)
         name, _ = pool.take(self.template, self.prefix, "utf8")
         self.assertEqual(made, [name])
         pool.release(name)
@@ -284,10 +291,10 @@ class StrategyTests(unittest.TestCase):
         """The server at 127.0.0.1:5432 runs with fsync on: its default strategy is kept."""
         server = DatabaseServer(support.server_url())
         self.addCleanup(server.close)
-        with server._admin() as connection:
+        with core_of(server).connect() as connection:
             fsync = connection.execute(text("show fsync")).scalar()
             version = connection.execute(text("show server_version_num")).scalar()
-        self.assertEqual(server._strategy(), _sql.choose_strategy(int(version), fsync))
+        self.assertEqual(core_of(server).strategy(), _sql.choose_strategy(int(version), fsync))
 
 
 class ConcurrencyTests(unittest.TestCase):
@@ -297,12 +304,12 @@ class ConcurrencyTests(unittest.TestCase):
         server = DatabaseServer(support.server_url(), schema=Fingerprinted(prefix))
         self.addCleanup(support.drop_templates, prefix)
         self.addCleanup(server.close)
-        template = server._template(prefix, "utf8")
+        template = core_of(server).templates.get(prefix, "utf8")
         names, errors = [], []
 
         def work():
             try:
-                db = server._pooled_database(template, prefix, "utf8", server.sessionmaker_factory)
+                db = SyncProvider(server).database(template, prefix, "utf8", server.sessionmaker_factory)
                 with db.engine.connect() as connection:
                     connection.execute(text("select 1"))
                 names.append(db.name)

@@ -7,7 +7,8 @@ import unittest
 import uuid
 from unittest import mock
 
-from elefast.errors import MigrationError, ServerNotConfiguredError
+from elefast import AsyncPostgresTestCase, PostgresTestCase
+from elefast.errors import ConfigurationError, MigrationError, ServerNotConfiguredError
 from tests import cases_mixins, support
 
 
@@ -21,12 +22,11 @@ def run(*classes):
 
 def drain_pools():
     """Let every shared server's pool drop what it keeps ahead or has yet to drop."""
-    from elefast.testcase import _SHARED
+    from elefast._core import core_of
+    from elefast._provider import SHARED
 
-    for server in list(_SHARED.servers.values()):
-        pool = server._state.pool
-        if pool is not None:
-            pool.drain()
+    for server in SHARED.servers():
+        core_of(server).drain()
 
 
 def clones(prefix):
@@ -67,10 +67,7 @@ class SyncMixinTests(unittest.TestCase):
         self.assertEqual(len(result.errors), 1, output)
         self.assertIn(MigrationError.__name__, output)
         self.assertIn("migration 0042 exploded", output)
-        self.assertEqual(support.databases(cases_mixins.PREFIX + "%tpl%"), [
-            name for name in support.databases(cases_mixins.PREFIX + "%tpl%")  # only healthy templates
-            if name in support.databases(cases_mixins.PREFIX + "%tpl%")
-        ])
+        self.assertEqual(support.databases(cases_mixins.FailingSchema.database_prefix + "%"), [])
 
     def test_no_server_configured(self):
         """Asked for a URL (ELEFAST_SERVER=url) with none set, setUpClass says how to set either."""
@@ -177,11 +174,38 @@ class IsolationModeTests(unittest.TestCase):
         self.assertEqual(result.testsRun, 4)
 
     def test_unknown_isolation(self):
-        """An unknown isolation value fails the class with the two valid ones named."""
-        result, output = run(cases_mixins.BadIsolation)
-        self.assertEqual(len(result.errors), 1, output)
-        self.assertIn("'database'", output)
-        self.assertIn("'transaction'", output)
+        """An unknown isolation value fails when the class is created, naming the two valid ones."""
+        with self.assertRaises(ConfigurationError) as caught:
+            type("BadIsolation", (PostgresTestCase, unittest.TestCase), {"isolation": "savepoint"})
+        message = str(caught.exception)
+        self.assertIn("BadIsolation.isolation = 'savepoint'", message)
+        self.assertIn("'database'", message)
+        self.assertIn("'transaction'", message)
+
+    def test_misspelt_isolation_gets_did_you_mean(self):
+        """A near miss of a mode is named in the error, sync and async alike."""
+        for bases in ((PostgresTestCase, unittest.TestCase),
+                      (AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase)):
+            with self.subTest(bases[0].__name__), self.assertRaises(ConfigurationError) as caught:
+                type("Misspelt", bases, {"isolation": "transacton"})
+            self.assertIn("Did you mean 'transaction'?", str(caught.exception))
+
+    def test_metadata_as_schema_is_refused_at_class_creation(self):
+        """A bare MetaData where a migrator belongs: the error names the migrator to use."""
+        from sqlalchemy import MetaData
+
+        with self.assertRaises(ConfigurationError) as caught:
+            type("BareMetadata", (PostgresTestCase, unittest.TestCase), {"schema": MetaData()})
+        self.assertIn("Did you mean MetadataMigrator(metadata)?", str(caught.exception))
+        with self.assertRaises(ConfigurationError) as caught:
+            type("BareMetadataAsync", (AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase), {"schema": MetaData()})
+        self.assertIn("Did you mean AsyncMetadataMigrator(metadata)?", str(caught.exception))
+
+    def test_async_lambda_sessionmaker_factory(self):
+        """A lambda as sessionmaker_factory works on an AsyncPostgresTestCase (it was bound as a method)."""
+        result, output = run(cases_mixins.AsyncLambdaFactory)
+        self.assertTrue(result.wasSuccessful(), output)
+        self.assertEqual(result.testsRun, 1)
 
     def test_class_templates_and_clones_are_dropped(self):
         """After the classes ran, their per-class templates and clones are gone (pools drained)."""

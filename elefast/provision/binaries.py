@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from elefast.errors import ConfigurationError
+from elefast.errors import BinariesNotFoundError
 
 __all__ = ["ENV_BINDIR", "Binaries", "BinariesNotFoundError", "find_binaries"]
 
@@ -38,12 +38,6 @@ _DISTRO_GLOBS = (
     "/Applications/Postgres.app/Contents/Versions/*/bin",
 )
 PIP_LINE = "pip install 'elefast[server]'"
-
-
-class BinariesNotFoundError(ConfigurationError):
-    """No directory with PostgreSQL's ``initdb`` and ``postgres`` was found."""
-
-    __module__ = "elefast.errors"
 
 
 @dataclass(frozen=True)

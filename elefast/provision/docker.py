@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from elefast.errors import ConfigurationError
+from elefast.errors import DockerUnavailableError
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
 __all__ = ["DockerUnavailableError", "docker_server"]
-
-
-class DockerUnavailableError(ConfigurationError):
-    """The docker extra is not installed, or no Docker daemon answers."""
-
-    __module__ = "elefast.errors"
 
 
 def docker_server(driver: str) -> URL:

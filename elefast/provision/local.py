@@ -20,18 +20,12 @@ from typing import Any, Dict, Optional
 
 from sqlalchemy import URL
 
-from elefast.errors import ElefastError
+from elefast.errors import LocalServerError
 from elefast.provision import locks
 from elefast.provision.binaries import Binaries, find_binaries
 from elefast.provision.layout import Layout
 
 __all__ = ["LocalServerError", "ensure_local_server", "local_layout", "server_status", "stop_local_server"]
-
-
-class LocalServerError(ElefastError):
-    """The throwaway local server could not be started; the message quotes its log."""
-
-    __module__ = "elefast.errors"
 
 
 _CACHED: Dict[str, Any] = {}

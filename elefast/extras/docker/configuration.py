@@ -16,14 +16,14 @@ def _frozen_kw_only(cls: type) -> Any:
     if sys.version_info >= (3, 10):
         return dataclass(frozen=True, kw_only=True, slots=True)(cls)
     built = dataclass(frozen=True)(cls)
-    init: Callable[..., None] = built.__init__  # type: ignore[misc]
+    init: Callable[..., None] = built.__init__  # type: ignore[misc,unused-ignore]  # needed when mypy targets 3.9
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if args:
             raise TypeError(f"{cls.__name__}() takes keyword arguments only")
         init(self, **kwargs)
 
-    built.__init__ = __init__  # type: ignore[misc]
+    built.__init__ = __init__  # type: ignore[misc,unused-ignore]  # needed when mypy targets 3.9
     return built
 
 

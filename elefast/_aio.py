@@ -1,0 +1,51 @@
+"""Crossing between event loops and threads, for the async half.
+
+The admin core is synchronous; the async server calls it with :func:`to_thread`, so
+its event loop never blocks on admin work. The other way round, the core runs an
+async migration or ``setUpTestData`` with :func:`run`, on a fresh loop in a thread
+that has none running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from typing import Any, Awaitable, Callable, List, Tuple, TypeVar
+
+__all__ = ["run", "to_thread"]
+
+T = TypeVar("T")
+
+
+async def to_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run ``func(*args)`` in the loop's default executor and await its result."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(func, *args))
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    """Run ``awaitable`` to completion from sync code: here, or in a thread if a loop already runs here."""
+
+    async def main() -> T:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    outcome: List[Tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, asyncio.run(main())))
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=target, name="elefast-async")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]

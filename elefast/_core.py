@@ -1,0 +1,312 @@
+"""The admin core: every server-side step, written once, under both public APIs.
+
+:class:`ServerCore` creates (and marks) databases, drops them, keeps them, sweeps
+orphans, builds and finds templates (:mod:`elefast._templates`), runs the clone pool
+(:mod:`elefast.pool`) and cleans up at the end. It is synchronous and talks to the
+server through one SQLAlchemy engine of psycopg connections in autocommit: the sync
+:class:`~elefast.sync.DatabaseServer` calls it directly, the async
+:class:`~elefast.asyncio.AsyncDatabaseServer` from worker threads, off its event loop.
+
+What differs between the two is an :class:`EngineKind`: how to open an engine on a
+database elefast created, run a migration or ``setUpTestData`` there (a coroutine for
+async migrators), and what to warm up for a ready clone.
+
+Front ends (the mixins, the pytest plugin) reach a server's core through
+:func:`core_of`, the one named way in; they never touch a server's attributes.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+from typing_extensions import Protocol
+
+from elefast import _engines, _messages, _sql, ownership
+from elefast._logging import logger
+from elefast._process import at_process_exit, leave_to_parent, reset_in_forked_child
+from elefast._templates import Templates
+from elefast.pool import ClonePool
+
+__all__ = ["EngineKind", "ServerCore", "core_of"]
+
+#: Work to run inside a database: ``work(connection)``, sync or a coroutine function.
+Work = Callable[[Any], Any]
+
+
+class EngineKind(Protocol):
+    """The part of a server step that depends on sync or async engines."""
+
+    is_async: bool
+
+    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
+        """Run ``work`` in one transaction on a connection to ``url`` (a fresh NullPool engine)."""
+
+    def prepare(self, url: URL, options: Dict[str, Any]) -> Any:
+        """What to make ready beside a clone the pool keeps (an engine with a connection), or None."""
+
+
+_CORES: weakref.WeakKeyDictionary[Any, ServerCore] = weakref.WeakKeyDictionary()
+
+
+def core_of(server: Any) -> ServerCore:
+    """The core behind a :class:`~elefast.sync.DatabaseServer` or an ``AsyncDatabaseServer``."""
+    try:
+        return _CORES[server]
+    except (KeyError, TypeError):
+        raise TypeError(f"{server!r} is not an elefast DatabaseServer or AsyncDatabaseServer") from None
+
+
+class ServerCore:
+    """One server object's steps and bookkeeping.
+
+    Args:
+        server: the public facade this core serves (weakly referenced; cleanup runs when
+            it is closed, collected, or the process exits).
+        admin: the engine for admin work (AUTOCOMMIT is set per connection).
+        user_engine: the (sync view of the) engine the user gave, whose options the engines
+            of created databases copy, and whose URL they share but for the database.
+        kind: sync or async engines for those databases.
+        schema: the migrator of the server's templates, or None.
+        debug: log every statement elefast sends at INFO.
+    """
+
+    def __init__(self, server: Any, admin: Engine, user_engine: Engine, kind: EngineKind,
+                 schema: Any, debug: bool = False) -> None:
+        self.admin = admin
+        self.kind = kind
+        self.schema = schema
+        self.debug = debug
+        self.url: URL = user_engine.url
+        self._described = repr(server)
+        self._user_engine = user_engine
+        self._connect_args = {} if _engines.is_admin(user_engine) else _engines.remember_connect_args(user_engine)
+        self._server_version: Optional[Tuple[Any, ...]] = None
+        self._strategy: Optional[str] = None  # "" once asked: the server's default
+        self._lock = threading.Lock()
+        self._pool: Optional[ClonePool] = None
+        self._local = threading.local()  # the pool workers' own admin connections
+        self._connections: List[Connection] = []  # every one of those, closed at the end
+        self.ledger = ownership.Ledger(ownership.Owner(self.connect))
+        self.templates = Templates(self)
+        _CORES[server] = self
+        reset_in_forked_child(self)
+        self._finalizer = weakref.finalize(server, _close, self.ledger, self._stop_pool, self._close_connections,
+                                           self._drop_names)
+        at_process_exit(self._finalizer)
+
+    def __repr__(self) -> str:
+        return self._described
+
+    def reset_after_fork(self) -> None:
+        """A forked child owns nothing of its parent's: no pool, no connections, no held lock."""
+        self._lock = threading.Lock()
+        leave_to_parent(self._pool)
+        self._pool = None
+        self._local = threading.local()
+        leave_to_parent(self._connections)  # the parent's: its sockets are not ours to close
+        self._connections = []
+        self.ledger.reset_after_fork()
+        self.templates.reset_after_fork()
+
+    # -- connections and engines ------------------------------------------------
+
+    def connect(self) -> Connection:
+        """A new AUTOCOMMIT admin connection (close it, or use it in ``with``)."""
+        connection = self.admin.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if self._server_version is None:
+            self._server_version = connection.dialect.server_version_info
+        return connection
+
+    @property
+    def server_version(self) -> Optional[Tuple[Any, ...]]:
+        """The server's version, once any connection has seen it."""
+        return self._server_version
+
+    def database_url(self, name: str) -> URL:
+        """The URL of database ``name``: the user's URL (driver, host, options) but for the database."""
+        return self.url.set(database=name)
+
+    def engine_options(self, pooled: bool = True) -> Dict[str, Any]:
+        """``create_engine`` options for a created database: the user's engine's own."""
+        options = _engines.engine_options(self._user_engine, self._connect_args)
+        if not pooled:
+            options = _engines.without_pool_sizes(options)
+            from sqlalchemy import NullPool
+
+            options["poolclass"] = NullPool
+        return options
+
+    def run_in(self, name: str, work: Work) -> None:
+        """Run ``work(connection)`` in one transaction inside database ``name``."""
+        self.kind.run_in(self.database_url(name), self.engine_options(pooled=False), work)
+
+    def log(self, statement: str) -> None:
+        """Log ``statement`` at INFO when the server was made with ``debug=True``."""
+        if self.debug:
+            logger.info("%s", statement)
+
+    # -- creating, dropping, keeping ----------------------------------------------
+
+    def create(self, name: str, template: Optional[str], encoding: str, *,
+               fast: bool = False, long_lived: bool = False) -> None:
+        """``CREATE DATABASE name`` (a clone of ``template``) and its ownership mark, in one pipeline.
+
+        ``fast`` uses the strategy measured best for this server (clones, per-class
+        templates); ``long_lived`` this thread's own connection (the pool's workers).
+        """
+        statement = _sql.create_database(name, template, encoding, self.strategy() if fast else None)
+
+        def create_and_mark(connection: Connection) -> None:
+            self.log(statement)
+            ownership.create_marked(connection, statement, name)
+
+        self.ledger.own(name)
+        try:
+            self.on_admin(create_and_mark, long_lived)
+        except DBAPIError as error:
+            self.ledger.disown(name)
+            _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
+            raise
+
+    def drop(self, name: str, *, long_lived: bool = False) -> None:
+        """Drop ``name`` if this server created it and still owns it; refuse any other name."""
+        if self.ledger.droppable(name, self):
+            self.on_admin(lambda connection: ownership.drop(connection, name, self.log), long_lived)
+            self.ledger.disown(name)
+
+    def keep(self, name: str) -> None:
+        """Keep ``name`` past the process: mark it kept, give up ownership; it is never dropped or swept."""
+        def mark(connection: Connection) -> None:
+            for statement in ownership.mark_kept(name):
+                connection.execute(text(statement))
+
+        self.on_admin(mark)
+        self.ledger.disown(name)
+
+    def sweep(self, dry_run: bool = False) -> List[str]:
+        """Drop the databases elefast made for processes that are gone; return their names."""
+        with self.connect() as connection:
+            dropped, failed = ownership.sweep(connection, dry_run=dry_run)
+        for name, error in failed:
+            logger.warning("elefast could not sweep %s: %s", name, error)
+        if dropped and not dry_run:
+            logger.info("elefast swept %d orphaned databases", len(dropped))
+        return dropped
+
+    def strategy(self) -> Optional[str]:
+        """``CREATE DATABASE ... STRATEGY`` for clones, measured best for this server (or None)."""
+        if self._strategy is None:
+            with self.connect() as connection:
+                fsync, version = connection.execute(text(_sql.SERVER_SETTINGS)).one()
+            self._strategy = _sql.choose_strategy(int(version), str(fsync)) or ""
+        return self._strategy or None
+
+    def on_admin(self, work: Callable[[Connection], Any], long_lived: bool = False) -> None:
+        """Run ``work`` on a fresh admin connection, or on this thread's long-lived one.
+
+        The pool's workers send one statement per clone; a new connection each time would
+        cost more than the statement.
+        """
+        if not long_lived:
+            with self.connect() as fresh:
+                work(fresh)
+            return
+        connection: Optional[Connection] = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._local.connection = self.connect()
+            with self._lock:
+                self._connections.append(connection)
+        try:
+            work(connection)
+        except DBAPIError as error:
+            if error.connection_invalidated or connection.invalidated:
+                self._local.connection = None
+            raise
+
+    def _close_thread_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    # -- the clone pool -------------------------------------------------------------
+
+    @property
+    def pool(self) -> ClonePool:
+        """The clone pool (started on first use)."""
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = ClonePool(
+                        lambda name, template, encoding: self.create(name, template, encoding,
+                                                                     fast=True, long_lived=True),
+                        lambda name: self.drop(name, long_lived=True),
+                        self._prepare, finish=self._close_thread_connection, sweep=self.sweep)
+        return pool
+
+    def _prepare(self, name: str) -> Any:
+        return self.kind.prepare(self.database_url(name), self.engine_options())
+
+    def take(self, template: Optional[str], prefix: str, encoding: str, ahead: bool = True) -> Tuple[str, Any]:
+        """A fresh clone of ``template`` from the pool: (name, what ``EngineKind.prepare`` made)."""
+        return self.pool.take(template, prefix, encoding, ahead)
+
+    def release(self, name: str) -> None:
+        """Hand a clone back to the pool, to be dropped in the background."""
+        self.pool.release(name)
+
+    def retire(self, template: str) -> None:
+        """Stop keeping clones of ``template`` (a per-class one), then drop it."""
+        self.pool.retire(template, then_drop=template)
+
+    def drain(self, timeout: float = 60) -> None:
+        """Stop keeping clones ahead and wait until every pending drop is done (tests, sweeps)."""
+        if self._pool is not None:
+            self._pool.drain(timeout)
+
+    # -- the end ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the pool, drop every database this server still owns, close its connections."""
+        self._finalizer()
+
+    def _stop_pool(self) -> List[str]:
+        pool, self._pool = self._pool, None
+        return pool.close() if pool is not None else []
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception:
+                pass
+
+    def _drop_names(self, names: List[str]) -> None:
+        if not names:
+            return
+        try:
+            with self.connect() as connection:
+                for name in names:
+                    try:
+                        ownership.drop(connection, name)
+                    except Exception as error:  # keep going: drop what we can
+                        logger.warning("elefast could not drop %s: %s", name, error)
+        except Exception as error:
+            logger.warning("elefast could not connect to drop %d databases: %s", len(names), error)
+
+
+def _close(ledger: ownership.Ledger, stop_pool: Callable[[], List[str]], close_connections: Callable[[], None],
+           drop_names: Callable[[List[str]], None]) -> None:
+    """The final cleanup (``close()``, the facade collected, or the process exiting)."""
+    stop_pool()
+    close_connections()
+    drop_names(ledger.take_owned())
+    ledger.owner.close()

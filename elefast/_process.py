@@ -1,0 +1,101 @@
+"""The process around elefast's objects: exit in multiprocessing workers, SIGTERM, and fork.
+
+- :func:`at_process_exit`: a server's final cleanup also runs when a multiprocessing worker
+  exits (such workers skip ``atexit``: they leave through ``os._exit``), and a worker ended
+  with SIGTERM (``Pool.terminate()``, how unittest-parallel stops its workers) runs it too.
+- :func:`reset_in_forked_child`: objects holding threads, locks or sockets start afresh in a
+  forked child (the parent's are not the child's to use or close).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from typing import Any, Callable
+
+from typing_extensions import Protocol
+
+__all__ = ["at_process_exit", "leave_to_parent", "reset_in_forked_child"]
+
+
+class Resettable(Protocol):
+    """An object that knows how to start afresh in a forked child."""
+
+    def reset_after_fork(self) -> None:
+        """Forget the parent's threads, locks and sockets."""
+
+
+_RESETTABLE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_in_forked_child(thing: Resettable) -> None:
+    """Call ``thing.reset_after_fork()`` in every child forked from now on (while it lives)."""
+    _RESETTABLE.add(thing)
+
+
+#: What a forked child inherited and must neither use nor close (closing a shared socket would
+#: end the parent's session); held here so it is never garbage-collected (and warned about).
+_INHERITED: list[Any] = []
+
+
+def leave_to_parent(thing: Any) -> None:
+    """In a forked child: keep the parent's ``thing`` (an engine, a connection) untouched for good."""
+    if thing is not None:
+        _INHERITED.append(thing)
+
+
+def _after_fork_in_child() -> None:
+    for thing in list(_RESETTABLE):
+        thing.reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: Set once a multiprocessing worker runs elefast's exit cleanup (it is leaving anyway).
+_CLEANING_UP = threading.Event()
+
+
+def at_process_exit(finalizer: Callable[[], Any]) -> None:
+    """Also run ``finalizer`` when a multiprocessing worker exits (it skips atexit: ``os._exit``).
+
+    unittest-parallel and stestr-like runners run tests in such workers; without this their
+    databases would wait for the next run's sweep.
+    """
+    if "multiprocessing" in sys.modules:
+        from multiprocessing import util
+
+        def run_at_exit() -> None:
+            _CLEANING_UP.set()  # from now on a SIGTERM must not cut the cleanup short
+            finalizer()
+
+        util.Finalize(None, run_at_exit, exitpriority=10)
+        _exit_cleanly_on_sigterm()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """In a multiprocessing worker, let SIGTERM end the process through its exit handlers.
+
+    ``Pool.terminate()`` sends SIGTERM, which by default kills the worker before any
+    cleanup: its clones would wait for the next run's sweep. Only a worker's default
+    handler is replaced, and only from its main thread; the handler raises ``SystemExit``,
+    so the worker's finalizers (ours among them) run. A worker already in that cleanup (it
+    got its stop sentinel first) ignores the signal and finishes.
+    """
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def exit_now(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already: let the cleanup finish
+        if not _CLEANING_UP.is_set():  # a worker that ended on its own is in its cleanup: let it be
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)

@@ -1,0 +1,200 @@
+"""Template databases: found or built once under an advisory lock, marked ready, pruned.
+
+A server's schema is built into a template database once; every test database is a
+clone of it. A migrator with a ``fingerprint()`` gets a shared template named by a hash
+of it (plus the server version, the encoding and elefast's template format): built by
+the first process that needs it, under an advisory lock so concurrent processes wait
+instead of building it again, marked read-only and ready only when the build
+succeeded, and reused by later runs. Old ones beyond the newest few are pruned (never
+one a living process uses). A migrator without a fingerprint gets a template for this
+process only, dropped at exit. A failed build leaves nothing behind and fails every
+later request with the same :class:`~elefast.errors.MigrationError`.
+
+Per-class templates (``setUpTestData``) are clones of the schema's template with the
+class's rows, made the same way and retired after the class.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from sqlalchemy import Connection, text
+
+from elefast import _messages, _sql, migrators, ownership
+from elefast._logging import logger
+from elefast.errors import MigrationError
+
+if TYPE_CHECKING:
+    from elefast._core import ServerCore
+
+__all__ = ["TemplateSlot", "Templates"]
+
+
+@dataclass
+class TemplateSlot:
+    """The template database built for one encoding, or why building it failed."""
+
+    name: str
+    error: Optional[BaseException] = None
+    message: str = ""
+    reused: bool = False
+
+
+class Templates:
+    """One server's templates, one per encoding, found or built on first use."""
+
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+        self._lock = threading.Lock()
+        self._slots: Dict[str, TemplateSlot] = {}
+
+    def reset_after_fork(self) -> None:
+        """A forked child must not inherit a held lock (the templates themselves stay usable)."""
+        self._lock = threading.Lock()
+
+    def slot(self, encoding: str) -> Optional[TemplateSlot]:
+        """The template of ``encoding`` if one was asked for already (tests and logs look)."""
+        return self._slots.get(encoding)
+
+    def get(self, prefix: str, encoding: str) -> Optional[str]:
+        """The name of the schema's template for ``encoding`` (None without a schema).
+
+        Raises :class:`~elefast.errors.MigrationError` when the schema could not be built,
+        now or at an earlier call.
+        """
+        if self._core.schema is None:
+            return None
+        slot = self._slots.get(encoding)
+        if slot is None:
+            with self._lock:
+                slot = self._slots.get(encoding) or self._prepare(prefix, encoding)
+        if slot.error is not None:
+            raise MigrationError(slot.message) from slot.error
+        return slot.name
+
+    def _prepare(self, prefix: str, encoding: str) -> TemplateSlot:
+        """Reuse the fingerprinted template if a run built it, else build it under an advisory lock."""
+        core = self._core
+        started = time.monotonic()
+        fingerprint = migrators.fingerprint(core.schema)
+        if fingerprint is None:  # nothing to recognise it by: a template for this process only
+            slot = self._build(_sql.template_name(prefix), encoding, None)
+        else:
+            with core.connect() as connection:
+                digest = _sql.template_hash(fingerprint, connection.dialect.server_version_info, encoding)
+                name = _sql.template_name(prefix, digest)
+                slot = _when_ready(connection, name) or self._build_locked(connection, name, prefix, encoding,
+                                                                             fingerprint)
+        self._remember(encoding, slot, fingerprint, time.monotonic() - started)
+        return slot
+
+    def _build_locked(self, connection: Connection, name: str, prefix: str, encoding: str,
+                      fingerprint: str) -> TemplateSlot:
+        key = _sql.advisory_key(name)
+        connection.execute(text(_sql.ADVISORY_LOCK), {"key": key})
+        try:
+            slot = _when_ready(connection, name)  # another process built it meanwhile
+            if slot is None:
+                ownership.drop(connection, name, self._core.log)  # what a crashed builder left, if anything
+                slot = self._build(name, encoding, fingerprint)
+                if slot.error is None:
+                    _prune(connection, prefix, name)
+            return slot
+        finally:
+            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+
+    def _build(self, name: str, encoding: str, fingerprint: Optional[str]) -> TemplateSlot:
+        """Create ``name`` from template0 and migrate it; on failure drop it and remember why."""
+        core = self._core
+        core.create(name, None, encoding)
+        slot = TemplateSlot(name)
+        try:
+            core.run_in(name, migrators.migration_step(core.schema, is_async=core.kind.is_async))
+            if fingerprint is not None:  # shared from now on: ready, read-only, kept across runs
+                with core.connect() as connection:
+                    for statement in _sql.mark_template_ready(name, _now(), fingerprint):
+                        connection.execute(text(statement))
+                core.ledger.disown(name)
+        except BaseException as error:
+            _drop_quietly(core, name)
+            if not isinstance(error, Exception):
+                raise  # KeyboardInterrupt and friends: nothing cached, nothing left
+            slot.error, slot.message = error, _messages.migration_failed(core.schema, name, error)
+        return slot
+
+    def _remember(self, encoding: str, slot: TemplateSlot, fingerprint: Optional[str], seconds: float) -> None:
+        """Record the template for ``encoding`` and log it; a shared one gets this process's in-use lock."""
+        _log(slot, self._core.schema, fingerprint, seconds)
+        if slot.error is None and not self._core.ledger.owns(slot.name):
+            try:
+                self._core.ledger.owner.use_template(slot.name)
+            except Exception as error:  # not fatal: only an old-template sweep could race us
+                logger.warning("elefast could not mark the template %s as in use: %s", slot.name, error)
+        self._slots[encoding] = slot
+
+    def for_class(self, template: Optional[str], prefix: str, encoding: str, fill: Callable[[Any], Any]) -> str:
+        """A per-class template: a clone of ``template`` with ``fill``'s rows (``setUpTestData``).
+
+        ``fill(connection)`` may be a coroutine function on an async server. Drop the result
+        with :meth:`ServerCore.retire` when the class is done.
+        """
+        core = self._core
+        name = _sql.database_name(prefix, infix="cls_")
+        core.create(name, template, encoding, fast=True)
+        try:
+            core.run_in(name, fill)
+        except BaseException:
+            core.drop(name)
+            raise
+        return name
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _when_ready(connection: Connection, name: str) -> Optional[TemplateSlot]:
+    """A slot for ``name`` if it is a ready template already."""
+    if connection.execute(text(_sql.TEMPLATE_STATE), {"name": name}).scalar():
+        return TemplateSlot(name, reused=True)
+    return None
+
+
+def _drop_quietly(core: ServerCore, name: str) -> None:
+    try:
+        core.drop(name)
+    except Exception as error:
+        core.ledger.disown(name)
+        logger.warning("elefast could not drop the failed template %s: %s", name, error)
+
+
+def _prune(connection: Connection, prefix: str, current: str) -> None:
+    """Drop this prefix's older fingerprinted templates beyond the newest few (not those in use)."""
+    rows = connection.execute(text(_sql.LIST_TEMPLATES), {"pattern": _sql.template_pattern(prefix)}).all()
+    for name in _sql.templates_to_sweep([(r[0], r[1]) for r in rows], _sql.TEMPLATES_KEPT, current):
+        key = _sql.advisory_key(name)
+        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+            continue  # being built, swept or used by someone else right now
+        try:
+            connection.execute(text(_sql.unmark_template(name)))
+            ownership.drop(connection, name)
+        except Exception as error:
+            logger.warning("elefast could not sweep the old template %s: %s", name, error)
+        finally:
+            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+
+
+def _log(slot: TemplateSlot, schema: Any, fingerprint: Optional[str], seconds: float) -> None:
+    """Say whether the template was reused or built (with its fingerprint and time), or why it failed."""
+    short = fingerprint[:16] if fingerprint else "none: dropped at exit"
+    if slot.error is not None:
+        logger.info("template %s for %r could not be built: %s", slot.name, schema, slot.message)
+    elif slot.reused:
+        logger.info("template %s reused for %r (fingerprint %s; found in %.0f ms)",
+                    slot.name, schema, short, seconds * 1000)
+    else:
+        logger.info("template %s built for %r in %.0f ms (fingerprint %s)", slot.name, schema, seconds * 1000, short)

@@ -1,0 +1,180 @@
+"""How a template's schema is built: the migrator protocols, the MetaData migrators, fingerprints.
+
+A migrator is any object with ``migrate(connection)`` (sync) or
+``migrate_async(connection)`` (async). elefast runs it once per template, inside one
+transaction on a connection to the new template database, and clones the result for
+every test. An optional ``fingerprint()`` returning a ``str`` names what the migrator
+builds: templates are kept across runs and shared between processes while it is
+unchanged. Without one, a template lives for the process only.
+
+:mod:`elefast.sync` and :mod:`elefast.asyncio` hand these names on; this module imports
+neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional
+
+from sqlalchemy import Connection, MetaData
+from sqlalchemy.schema import CreateSchema
+from typing_extensions import Protocol, runtime_checkable
+
+from elefast.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["AsyncMetadataMigrator", "AsyncMigrator", "MetadataMigrator", "Migrator"]
+
+
+@runtime_checkable
+class Migrator(Protocol):
+    """Defines how the database schema is created."""
+
+    def migrate(self, connection: Connection) -> None:
+        """Creates the database schema for the passed connection."""
+
+
+@runtime_checkable
+class AsyncMigrator(Protocol):
+    """Defines how the database schema is created, from async code."""
+
+    async def migrate_async(self, connection: AsyncConnection) -> None:
+        """Creates the database schema for the passed connection."""
+
+
+class MetadataMigrator:
+    """Creates the database schema based on ``sqlalchemy.MetaData``.
+
+    The non-public schemas that tables name are created first.
+    """
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.metadata = metadata
+
+    def __repr__(self) -> str:
+        return f"MetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
+
+    def fingerprint(self) -> str:
+        """The compiled PostgreSQL DDL of the metadata: templates are reused while it is unchanged."""
+        return metadata_ddl(self.metadata)
+
+    def migrate(self, connection: Connection) -> None:
+        """Drops and creates all tables specified in the metadata object passed via the constructor."""
+        for schema in non_public_schemas(self.metadata):
+            connection.execute(CreateSchema(schema, if_not_exists=True))
+        self.metadata.drop_all(bind=connection)
+        self.metadata.create_all(bind=connection)
+
+
+class AsyncMetadataMigrator:
+    """Creates the database schema based on ``sqlalchemy.MetaData``, from async code.
+
+    Runs :class:`MetadataMigrator` through ``run_sync``.
+    """
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.metadata = metadata
+        self._sync = MetadataMigrator(metadata)
+
+    def __repr__(self) -> str:
+        return f"AsyncMetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
+
+    def fingerprint(self) -> str:
+        """The compiled PostgreSQL DDL of the metadata (see :meth:`MetadataMigrator.fingerprint`)."""
+        return self._sync.fingerprint()
+
+    async def migrate_async(self, connection: AsyncConnection) -> None:
+        """Drops and creates all tables specified in the metadata object passed via the constructor."""
+        await connection.run_sync(self._sync.migrate)
+
+
+MetadataMigrator.__module__ = Migrator.__module__ = "elefast.sync"
+AsyncMetadataMigrator.__module__ = AsyncMigrator.__module__ = "elefast.asyncio"
+
+
+def migration_step(schema: Any, *, is_async: bool) -> Callable[..., Any]:
+    """What builds ``schema`` on a connection: ``migrate_async`` (async servers, when there is
+    one), else ``migrate`` (a sync migrator on an async server runs through ``run_sync``)."""
+    if is_async and hasattr(schema, "migrate_async"):
+        return schema.migrate_async  # type: ignore[no-any-return]
+    return schema.migrate  # type: ignore[no-any-return]
+
+
+def schema_key(schema: Any) -> Hashable:
+    """What makes two migrators the same schema, for sharing one server object per process.
+
+    Migrators of one type with the same fingerprint build the same template (two test
+    modules each writing ``MetadataMigrator(db.metadata)`` share one server, pool and
+    template); a migrator without a fingerprint is only ever the same as itself.
+    """
+    if schema is None:
+        return None
+    digest = fingerprint(schema)
+    if digest is None:
+        return ("object", id(schema))
+    kind = type(schema)
+    return ("fingerprint", f"{kind.__module__}.{kind.__qualname__}", digest)
+
+
+def check_schema(schema: Any, *, is_async: bool) -> Any:
+    """Return ``schema`` if it can build a schema (or is None), else raise with the fix.
+
+    Sync servers need a ``migrate(connection)`` method; async servers accept
+    ``migrate_async(connection)`` or, run through ``run_sync``, ``migrate``.
+    """
+    if schema is None:
+        return None
+    if hasattr(schema, "migrate") or (is_async and hasattr(schema, "migrate_async")):
+        return schema
+    hint = ""
+    if isinstance(schema, MetaData):
+        name = "AsyncMetadataMigrator" if is_async else "MetadataMigrator"
+        hint = f" Did you mean {name}(metadata)?"
+    elif isinstance(schema, str):
+        hint = " Did you mean AlembicMigrator(...) from elefast.extras.alembic?"
+    raise ConfigurationError(
+        f"schema must be a migrator (an object with a "
+        f"{'migrate_async' if is_async else 'migrate'}(connection) method, such as "
+        f"MetadataMigrator(Base.metadata) or AlembicMigrator('alembic.ini')) or None, "
+        f"not {type(schema).__name__}.{hint}"
+    )
+
+
+def non_public_schemas(metadata: MetaData) -> List[str]:
+    """The schema names tables in ``metadata`` use, other than ``public``, sorted."""
+    return sorted({str(t.schema) for t in metadata.tables.values() if t.schema and t.schema != "public"})
+
+
+def fingerprint(schema: Any) -> Optional[str]:
+    """The migrator's ``fingerprint()``, or None when it has none (a per-process template then)."""
+    method = getattr(schema, "fingerprint", None)
+    if not callable(method):
+        return None
+    value = method()
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            f"{type(schema).__name__}.fingerprint() must return a non-empty str (or None), not {value!r}."
+        )
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def metadata_ddl(metadata: MetaData) -> str:
+    """The PostgreSQL DDL ``create_all`` would send for ``metadata``, in a stable order."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    parts: List[str] = [f"schema {name}" for name in non_public_schemas(metadata)]
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+        for column in table.columns:
+            enums = getattr(column.type, "enums", None)
+            if enums:
+                parts.append(f"enum {getattr(column.type, 'name', '')} {list(enums)!r}")
+    return "\n".join(parts)
