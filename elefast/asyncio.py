@@ -30,9 +30,10 @@ from sqlalchemy.ext.asyncio import (
 from typing_extensions import Self, TypeAlias
 
 from elefast import _aio, _engines, _sql
-from elefast._core import ServerCore, Work, core_of
+from elefast._core import Work, core_of
+from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
-from elefast.migrators import AsyncMetadataMigrator, AsyncMigrator, check_schema
+from elefast.migrators import AsyncMetadataMigrator, AsyncMigrator
 
 __all__ = [
     "AsyncDatabase",
@@ -47,7 +48,7 @@ CanBeTurnedIntoAsyncEngine: TypeAlias = Union[AsyncEngine, URL, str]
 """What :class:`AsyncDatabaseServer` accepts: an async engine, a ``URL`` or a URL string."""
 
 
-class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
+class AsyncDatabase(DatabaseBase[AsyncEngine, AsyncSession], AbstractAsyncContextManager):  # type: ignore[type-arg]
     """A Postgres database, for async code.
 
     Usually obtained from :meth:`AsyncDatabaseServer.create_database`.
@@ -69,21 +70,7 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
         *,
         on_drop: Optional[Callable[[str], Any]] = None,
     ) -> None:
-        self.engine = engine
-        self.server = server
-        self.sessionmaker = sessionmaker_factory(engine)
-        name = engine.url.database
-        if not name:
-            raise ValueError("The engine's URL names no database.")
-        self.name: str = name
-        """The name of the database."""
-        self._dropped = False
-        self._kept = False
-        self._checkouts = _engines.CheckoutTracker(engine.sync_engine)
-        self._on_drop = on_drop or server.drop_database
-
-    def __repr__(self) -> str:
-        return f"AsyncDatabase(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
+        super().__init__(engine, server, sessionmaker_factory, on_drop, engine.sync_engine)
 
     async def __aexit__(
         self,
@@ -93,23 +80,15 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
     ) -> None:
         await self.drop()
 
-    @property
-    def url(self) -> URL:
-        """The engine URL, allowing you to create your own engines with custom options."""
-        return self.engine.url
-
     async def drop(self) -> None:
         """Disposes the engine and drops the database (a second call does nothing; after
         :meth:`keep`, only the engine is disposed)."""
-        if self._dropped:
-            return
-        self._dropped = True
-        self._checkouts.invalidate_all()
-        await self.engine.dispose()
-        if not self._kept:
-            outcome = self._on_drop(self.name)
-            if inspect.isawaitable(outcome):
-                await outcome
+        if self._begin_drop():
+            await self.engine.dispose()
+            if not self._kept:
+                outcome = self._on_drop(self.name)
+                if inspect.isawaitable(outcome):
+                    await outcome
 
     async def keep(self) -> None:
         """Keep the database after the process ends: it is marked kept, never dropped or swept."""
@@ -117,12 +96,8 @@ class AsyncDatabase(AbstractAsyncContextManager):  # type: ignore[type-arg]
             await _aio.to_thread(core_of(self.server).keep, self.name)
             self._kept = True
 
-    def session(self) -> AsyncSession:
-        """Creates a new async ORM session (customise with ``sessionmaker_factory``)."""
-        return self.sessionmaker()
 
-
-class AsyncDatabaseServer:
+class AsyncDatabaseServer(ServerBase[AsyncEngine]):
     """A PostgreSQL server on which elefast creates and drops test databases, from async code.
 
     The twin of :class:`elefast.sync.DatabaseServer`: a ``str`` or ``URL``
@@ -143,6 +118,8 @@ class AsyncDatabaseServer:
         sessionmaker_factory: passed on to each :class:`AsyncDatabase` (keyword only).
     """
 
+    schema: Optional[AsyncMigrator]
+
     def __init__(
         self,
         engine: CanBeTurnedIntoAsyncEngine,
@@ -153,35 +130,18 @@ class AsyncDatabaseServer:
     ) -> None:
         if isinstance(engine, AsyncEngine):
             _engines.check_driver(engine.url, is_async=True)
-            self._engine = engine
         else:
             url = _engines.parse_url(engine, is_async=True)
-            self._engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-            _engines.mark_admin(self._engine.sync_engine)
-        self.schema: Optional[AsyncMigrator] = check_schema(schema, is_async=True)
-        self.debug = debug
-        self.sessionmaker_factory = sessionmaker_factory
-        admin = _engines.mark_admin(create_engine(_engines.sync_url(self.url), poolclass=NullPool))
-        self._core = ServerCore(self, admin, self._engine.sync_engine, ASYNC, self.schema, debug)
-
-    def __repr__(self) -> str:
-        return f"AsyncDatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
+            engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+            _engines.mark_admin(engine.sync_engine)
+        admin = _engines.mark_admin(create_engine(_engines.sync_url(engine.url), poolclass=NullPool))
+        super().__init__(engine, schema, debug, sessionmaker_factory, admin, engine.sync_engine, ASYNC)
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
-
-    @property
-    def url(self) -> URL:
-        """The server engine's URL (render it with ``hide_password=True`` to show it)."""
-        return self._engine.url
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine elefast uses to create and drop databases."""
-        return self._engine
 
     async def ensure_is_ready(self, timeout: float = 30, interval: float = 0.5) -> Self:
         """Wait until the server answers ``SELECT 1``; see :meth:`DatabaseServer.ensure_is_ready`.
@@ -203,17 +163,9 @@ class AsyncDatabaseServer:
 
     async def create_database(self, prefix: str = "elefast", encoding: str = "utf8") -> AsyncDatabase:
         """Create a fresh database with the schema applied; see :meth:`DatabaseServer.create_database`."""
-        _sql.validate_prefix(prefix)
-        _sql.validate_encoding(encoding)
-        name = await _aio.to_thread(self._create_clone, prefix, encoding)
-        return AsyncDatabase(create_async_engine(self._core.database_url(name), **self._core.engine_options()),
-                             self, self.sessionmaker_factory)
-
-    def _create_clone(self, prefix: str, encoding: str) -> str:
-        template = self._core.templates.get(prefix, encoding)
-        name = _sql.database_name(prefix)
-        self._core.create(name, template, encoding)
-        return name
+        name = await _aio.to_thread(self._clone_now, prefix, encoding)
+        engine = create_async_engine(self._core.database_url(name), **self._core.engine_options())
+        return AsyncDatabase(engine, self, self.sessionmaker_factory)
 
     async def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it."""

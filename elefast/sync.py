@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import Self, TypeAlias
 
 from elefast import _engines, _sql
-from elefast._core import ServerCore, Work, core_of
+from elefast._core import Work, core_of
+from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
 from elefast.errors import ConfigurationError
-from elefast.migrators import MetadataMigrator, Migrator, check_schema
+from elefast.migrators import MetadataMigrator, Migrator
 
 __all__ = ["CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"]
 
@@ -38,7 +39,7 @@ CanBeTurnedIntoEngine: TypeAlias = Union[Engine, URL, str]
 """What :class:`DatabaseServer` accepts: an engine, a ``URL`` or a URL string."""
 
 
-class Database(AbstractContextManager):  # type: ignore[type-arg]
+class Database(DatabaseBase[Engine, Session], AbstractContextManager):  # type: ignore[type-arg]
     """A Postgres database.
 
     Note that this is usually obtained from :meth:`DatabaseServer.create_database`
@@ -62,21 +63,7 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
         *,
         on_drop: Optional[Callable[[str], None]] = None,
     ) -> None:
-        self.engine = engine
-        self.server = server
-        self.sessionmaker = sessionmaker_factory(engine)
-        name = engine.url.database
-        if not name:
-            raise ValueError("The engine's URL names no database.")
-        self.name: str = name
-        """The name of the database."""
-        self._dropped = False
-        self._kept = False
-        self._checkouts = _engines.CheckoutTracker(engine)
-        self._on_drop = on_drop or server.drop_database
-
-    def __repr__(self) -> str:
-        return f"Database(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
+        super().__init__(engine, server, sessionmaker_factory, on_drop, engine)
 
     def __exit__(
         self,
@@ -86,11 +73,6 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
     ) -> None:
         self.drop()
 
-    @property
-    def url(self) -> URL:
-        """The engine URL, allowing you to create your own engines with custom options."""
-        return self.engine.url
-
     def drop(self) -> None:
         """Disposes the engine and drops the database.
 
@@ -99,13 +81,10 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
         harmless. Connections still open to the database are ended. After
         :meth:`keep`, only the engine is disposed: the database stays.
         """
-        if self._dropped:
-            return
-        self._dropped = True
-        self._checkouts.invalidate_all()
-        self.engine.dispose()
-        if not self._kept:
-            self._on_drop(self.name)
+        if self._begin_drop():
+            self.engine.dispose()
+            if not self._kept:
+                self._on_drop(self.name)
 
     def keep(self) -> None:
         """Keep the database after the process ends: it is marked kept, never dropped or swept.
@@ -116,16 +95,8 @@ class Database(AbstractContextManager):  # type: ignore[type-arg]
             core_of(self.server).keep(self.name)
             self._kept = True
 
-    def session(self) -> Session:
-        """Creates a new ORM session.
 
-        You can use the ``sessionmaker_factory`` parameter of the constructor to
-        customize options.
-        """
-        return self.sessionmaker()
-
-
-class DatabaseServer:
+class DatabaseServer(ServerBase[Engine]):
     """A PostgreSQL server on which elefast creates and drops test databases.
 
     A ``str`` or ``URL`` becomes an engine with ``isolation_level="AUTOCOMMIT"``
@@ -146,6 +117,8 @@ class DatabaseServer:
         sessionmaker_factory: passed on to each :class:`Database` (keyword only).
     """
 
+    schema: Optional[Migrator]
+
     def __init__(
         self,
         engine: CanBeTurnedIntoEngine,
@@ -156,33 +129,16 @@ class DatabaseServer:
     ) -> None:
         if isinstance(engine, Engine):
             _engines.check_driver(engine.url, is_async=False)
-            self._engine = engine
         else:
             url = _engines.parse_url(engine, is_async=False)
-            self._engine = _engines.mark_admin(create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool))
-        self.schema: Optional[Migrator] = check_schema(schema, is_async=False)
-        self.debug = debug
-        self.sessionmaker_factory = sessionmaker_factory
-        self._core = ServerCore(self, self._engine, self._engine, SYNC, self.schema, debug)
-
-    def __repr__(self) -> str:
-        return f"DatabaseServer(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
+            engine = _engines.mark_admin(create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool))
+        super().__init__(engine, schema, debug, sessionmaker_factory, engine, engine, SYNC)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-    @property
-    def url(self) -> URL:
-        """The server engine's URL (render it with ``hide_password=True`` to show it)."""
-        return self._engine.url
-
-    @property
-    def engine(self) -> Engine:
-        """The engine elefast uses to create and drop databases."""
-        return self._engine
 
     def ensure_is_ready(self, timeout: float = 30, interval: float = 0.5) -> Self:
         """Wait until the server answers ``SELECT 1``, polling every ``interval`` seconds.
@@ -201,12 +157,10 @@ class DatabaseServer:
                 time.sleep(attempts.failed(error))
 
     def _probe(self, seconds: float) -> None:
-        if _engines.is_admin(self._engine) and "connect_timeout" not in self.url.query:
-            probe = create_engine(
-                self.url, poolclass=NullPool, connect_args={"connect_timeout": max(1, math.ceil(seconds))}
-            )
-        else:
-            probe = self._engine
+        probe = self._engine
+        if _engines.is_admin(probe) and "connect_timeout" not in self.url.query:  # bound each attempt
+            probe = create_engine(self.url, poolclass=NullPool,
+                                  connect_args={"connect_timeout": max(1, math.ceil(seconds))})
         try:
             with probe.connect() as connection:
                 connection.execute(text(_sql.SELECT_ONE))
@@ -221,13 +175,9 @@ class DatabaseServer:
         bytes with the random part intact. Use the result as a context manager
         (or call :meth:`Database.drop`) to drop it.
         """
-        _sql.validate_prefix(prefix)
-        _sql.validate_encoding(encoding)
-        template = self._core.templates.get(prefix, encoding)
-        name = _sql.database_name(prefix)
-        self._core.create(name, template, encoding)
-        return Database(create_engine(self._core.database_url(name), **self._core.engine_options()),
-                        self, self.sessionmaker_factory)
+        name = self._clone_now(prefix, encoding)
+        engine = create_engine(self._core.database_url(name), **self._core.engine_options())
+        return Database(engine, self, self.sessionmaker_factory)
 
     def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it.

@@ -29,7 +29,7 @@ import os
 import sys
 import unittest
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Union, cast
 
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session
@@ -103,9 +103,8 @@ class _Settings:
         ClassConfig.of(cls, is_async=cls._elefast_is_async)  # a bad attribute fails here, with the fix
 
     @classmethod
-    def _elefast_state(cls) -> Optional[ClassState]:
-        state = cls.__dict__.get("_elefast_class_state")
-        return state if state is not None and state.pid == os.getpid() else None
+    def setUpTestData(cls, connection: Any) -> None:
+        """Override to write rows every test of the class starts with (runs once per class)."""
 
     @classmethod
     def _elefast_server_url(cls, config: ClassConfig) -> URL:
@@ -115,12 +114,22 @@ class _Settings:
         return _engines.parse_url(found, is_async=is_async, swap_kind=True)
 
     @classmethod
-    def _elefast_set_up_class(cls, provider: Union[SyncProvider, AsyncProvider], config: ClassConfig,
-                              default_factory: Callable[..., Any], base: type) -> ClassState:
-        """The template (the class's own when it overrides ``setUpTestData``), then the mode's class step."""
+    def _elefast_provider(cls, config: ClassConfig) -> Tuple[Union[SyncProvider, AsyncProvider], Callable[..., Any]]:
+        """The class's server, as the front ends see it, and its default session factory."""
+        raise NotImplementedError
+
+    @classmethod
+    def _elefast_class_set_up(cls) -> ClassState:
+        """Once per class and process: the server, the template (the class's own when it overrides
+        ``setUpTestData``), then the isolation mode's class step. Runs in ``setUpClass``."""
+        state: Optional[ClassState] = cls.__dict__.get("_elefast_class_state")
+        if state is not None and state.pid == os.getpid():
+            return state
+        config = ClassConfig.of(cls, is_async=cls._elefast_is_async)
+        provider, default_factory = cls._elefast_provider(config)
         template = provider.template(config.prefix, ENCODING)
-        if _overrides(cls, base, "setUpTestData"):
-            template = provider.class_template(template, config.prefix, ENCODING, cls.setUpTestData)  # type: ignore[attr-defined]
+        if _overrides(cls, "setUpTestData"):
+            template = provider.class_template(template, config.prefix, ENCODING, cls.setUpTestData)
             cls._elefast_add_class_cleanup(provider.retire, template)
         state = ClassState(provider, template, config.prefix, config.sessionmaker_factory or default_factory,
                            config.isolation)
@@ -134,8 +143,10 @@ class _Settings:
         cast(Any, cls).addClassCleanup(function, *args)  # cls is a TestCase: the mixins come before it
 
 
-def _overrides(cls: type, base: type, name: str) -> bool:
-    return getattr(getattr(cls, name), "__func__", None) is not getattr(getattr(base, name), "__func__", None)
+def _overrides(cls: type, name: str) -> bool:
+    """Whether ``cls`` defines its own ``name`` (not the mixin's do-nothing one)."""
+    mixin = next(base for base in cls.__mro__ if base in (PostgresTestCase, AsyncPostgresTestCase))
+    return getattr(getattr(cls, name), "__func__", None) is not getattr(getattr(mixin, name), "__func__", None)
 
 
 def _forget(cls: type) -> None:
@@ -192,14 +203,9 @@ class PostgresTestCase(_Settings, _TestCase):
         return SHARED.sync_server(cls._elefast_server_url(config), config.schema, config.connect_timeout)
 
     @classmethod
-    def _elefast_class_set_up(cls) -> ClassState:
-        state = cls._elefast_state()
-        if state is not None:
-            return state
-        config = ClassConfig.of(cls, is_async=False)
-        server = SHARED.sync_server(cls._elefast_server_url(config), config.schema, config.connect_timeout)
-        return cls._elefast_set_up_class(SyncProvider(server), config, server.sessionmaker_factory,
-                                         PostgresTestCase)
+    def _elefast_provider(cls, config: ClassConfig) -> Tuple[SyncProvider, Callable[..., Any]]:
+        server = cls.elefast_server()
+        return SyncProvider(server), server.sessionmaker_factory
 
     def _callSetUp(self) -> None:
         self._elefast_set_up()
@@ -246,23 +252,17 @@ class AsyncPostgresTestCase(_Settings, _AsyncTestCase):
         """The process-wide :class:`AsyncDatabaseServer` for this class's URL and schema."""
         from elefast import _aio
 
-        return await _aio.to_thread(cls._elefast_shared_server)
+        return await _aio.to_thread(cls._elefast_shared_server, ClassConfig.of(cls, is_async=True))
 
     @classmethod
-    def _elefast_shared_server(cls) -> AsyncDatabaseServer:
-        config = ClassConfig.of(cls, is_async=True)
+    def _elefast_shared_server(cls, config: ClassConfig) -> AsyncDatabaseServer:
+        # setUpClass has no event loop: readiness is checked on a loop of its own
         return SHARED.async_server(cls._elefast_server_url(config), config.schema, config.connect_timeout)
 
     @classmethod
-    def _elefast_class_set_up(cls) -> ClassState:
-        """Runs in ``setUpClass`` (no event loop yet): readiness is checked on a loop of its own."""
-        state = cls._elefast_state()
-        if state is not None:
-            return state
-        config = ClassConfig.of(cls, is_async=True)
-        server = cls._elefast_shared_server()
-        return cls._elefast_set_up_class(AsyncProvider(server), config, server.sessionmaker_factory,
-                                         AsyncPostgresTestCase)
+    def _elefast_provider(cls, config: ClassConfig) -> Tuple[AsyncProvider, Callable[..., Any]]:
+        server = cls._elefast_shared_server(config)
+        return AsyncProvider(server), server.sessionmaker_factory
 
     def __getstate__(self) -> Dict[str, Any]:
         """Picklable (unittest-parallel sends tests to its workers): without the asyncio context."""
