@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import elefast
 import elefast.asyncio
 import elefast.errors
+import elefast._engines
 import elefast.sync
 from elefast.extras import alembic as alembic_extra
 
@@ -105,6 +106,30 @@ class PublicAPITests(unittest.TestCase):
             self.assertTrue(issubclass(getattr(elefast.errors, name), elefast.ElefastError), name)
         self.assertTrue(issubclass(elefast.errors.ConfigurationError, ValueError))
         self.assertEqual(elefast.errors.ElefastError.__module__, "elefast.errors")
+
+    def test_every_error_lives_in_errors_and_pickles(self):
+        """Each error class is defined in elefast.errors and survives pickling (xdist, stestr send them)."""
+        import pickle
+
+        import elefast.provision.binaries
+        import elefast.provision.docker
+        import elefast.provision.local
+
+        for name in elefast.errors.__all__:
+            cls = getattr(elefast.errors, name)
+            with self.subTest(name):
+                self.assertEqual(cls.__module__, "elefast.errors")
+                copy = pickle.loads(pickle.dumps(cls(f"{name} message")))
+                self.assertIs(type(copy), cls)
+                self.assertEqual(str(copy), f"{name} message")
+        defined_elsewhere = []
+        for module in (elefast, elefast.sync, elefast.asyncio, elefast.provision.local, elefast.provision.binaries,
+                       elefast.provision.docker, elefast._engines):
+            for value in vars(module).values():
+                if (isinstance(value, type) and issubclass(value, elefast.ElefastError)
+                        and value is not getattr(elefast.errors, value.__name__, None)):
+                    defined_elsewhere.append(f"{module.__name__}.{value.__name__}")
+        self.assertEqual(defined_elsewhere, [])
 
     def test_py_typed_ships(self):
         """The package is marked typed (PEP 561)."""

@@ -8,7 +8,9 @@ import unittest
 from tests import support
 
 SUITE = """
-import unittest
+import logging, os, unittest
+if os.environ.get("EFT_APP_LOGGING"):  # an app that configures logging itself
+    logging.basicConfig(level=logging.INFO, format="app %(name)s: %(message)s")
 from sqlalchemy import Column, Integer, MetaData, Table
 from elefast import MetadataMigrator, PostgresTestCase
 
@@ -62,6 +64,14 @@ class LoggingTests(unittest.TestCase):
         second = run_suite(self.tag, ELEFAST_LOG="info")
         self.assertRegex(second.stderr, r"template eftlog_tpl_[0-9a-f]{16} reused")
         self.assertNotIn("pool at exit", second.stderr)
+
+    def test_app_logging_prints_each_line_once(self):
+        """An app that configures logging itself sees each of elefast's lines once, through its own handler."""
+        result = run_suite(self.tag, ELEFAST_LOG="info", EFT_APP_LOGGING="1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        server_lines = [line for line in result.stderr.splitlines() if "using the server from" in line]
+        self.assertEqual(len(server_lines), 1, result.stderr)
+        self.assertTrue(server_lines[0].startswith("app elefast: "), server_lines)
 
     def test_debug_adds_pool_stats(self):
         """ELEFAST_LOG=debug: the clone pool's counts at exit."""

@@ -54,6 +54,23 @@ class SyncMixinTests(unittest.TestCase):
         self.assertLessEqual(first - before, 1)
         self.assertEqual(cases_mixins.SEEDED.runs, first)
 
+    def test_one_server_for_migrator_objects_naming_one_schema(self):
+        """Two classes that each write MetadataMigrator(metadata) share one server (one pool, one template);
+        a migrator of another type over the same tables does not."""
+        from elefast import MetadataMigrator
+
+        def case(schema):
+            return type("Case", (PostgresTestCase, unittest.TestCase),
+                        {"schema": schema, "database_prefix": cases_mixins.PREFIX})
+
+        first, second = case(MetadataMigrator(cases_mixins.metadata)), case(MetadataMigrator(cases_mixins.metadata))
+        self.assertIs(first.elefast_server(), second.elefast_server())
+
+        class Seeding(MetadataMigrator):
+            pass
+
+        self.assertIsNot(case(Seeding(cases_mixins.metadata)).elefast_server(), first.elefast_server())
+
     def test_failing_setup_leaks_nothing(self):
         """A setUp that raises after elefast's part still drops the test's database."""
         result, output = run(cases_mixins.FailingSetUp)
