@@ -93,7 +93,8 @@ class AsyncDatabaseServerTests(AsyncServerTestCase):
         server = self.server(MetadataMigrator(metadata))
         async with await server.create_database(prefix=self.prefix) as database:
             async with database.engine.connect() as connection:
-                await connection.execute(select(users))
+                rows = (await connection.execute(select(users))).all()  # the table exists, and is empty
+        self.assertEqual(rows, [])
 
     async def test_concurrent_tasks_one_migration(self):
         """8 tasks creating databases at once on a fresh server: one migration, no errors."""

@@ -8,9 +8,9 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import elefast
+import elefast._engines
 import elefast.asyncio
 import elefast.errors
-import elefast._engines
 import elefast.sync
 from elefast.extras import alembic as alembic_extra
 

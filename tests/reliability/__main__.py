@@ -9,6 +9,8 @@ from tests.reliability.harness import Harness, Row, print_table
 
 SCENARIOS = [
     faults.killed_mid_test,
+    faults.killed_mid_async_create,
+    faults.machines_sharing_a_server,
     faults.interrupted,
     faults.leaked_connections,
     faults.server_killed,

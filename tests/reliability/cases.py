@@ -191,6 +191,20 @@ class AsyncWork(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
         await self.check()
 
 
+class AsyncCreateLoop(unittest.IsolatedAsyncioTestCase):
+    """The public async API: ``await server.create_database()`` over and over until killed."""
+
+    async def test_create_until_killed(self) -> None:
+        from elefast import AsyncDatabaseServer, provision
+
+        server = AsyncDatabaseServer(provision.resolve(is_async=True, timeout=60), schema=MIGRATOR)
+        await server.ensure_is_ready()
+        for number in range(10_000):
+            await server.create_database(prefix=PREFIX)
+            if number == 0:
+                signal_harness("creating")
+
+
 class FailsOnPurpose(PostgresTestCase, unittest.TestCase):
     """A failing and an erroring test: their reports must not show the URL's password."""
 

@@ -7,10 +7,12 @@ returns its :class:`~tests.reliability.harness.Row`.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List
 
@@ -53,6 +55,82 @@ def killed_mid_test(h: Harness, runs: int = 20) -> Row:
         row.fail(f"the run after the kills failed:\n{_tail(result)}")
     _count_leftovers(h, row, prefix)
     return row
+
+
+def killed_mid_async_create(h: Harness, runs: int = 20) -> Row:
+    """SIGKILL a process looping on ``await server.create_database()`` ``runs`` times: no database
+    is ever left without its ownership mark (the mark goes out in the CREATE's pipeline), and the
+    next run sweeps them all."""
+    row = Row(f"SIGKILL during async create_database x{runs}")
+    prefix = "relacreate"
+    for number in range(runs):
+        process, _, reached = h.start_until_signal(f"{CASES}.AsyncCreateLoop", f"acreate{number}",
+                                                   RELIABILITY_PREFIX=prefix)
+        time.sleep(random.uniform(0, 0.15))  # somewhere in the middle of a CREATE, or between two
+        os.kill(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        row.runs += 1
+        if not reached:
+            row.fail(f"run {number} never started creating:\n{output[-1500:]}")
+    found = [d for d in h.databases() if str(d["name"]).startswith(prefix + "_") and not d["template"]]
+    unmarked = [str(d["name"]) for d in found if not str(d["comment"])]
+    row.notes.append(f"(info) the killed runs left {len(found)} databases, {len(unmarked)} of them unmarked")
+    if unmarked:
+        row.fail(f"databases without an ownership mark (nothing may ever sweep them): {unmarked}")
+    result = h.run(f"{CASES}.Work", h.child_env(RELIABILITY_PREFIX=prefix))
+    row.runs += 1
+    if result.returncode != 0:
+        row.fail(f"the run after the kills failed:\n{_tail(result)}")
+    _count_leftovers(h, row, prefix)
+    return row
+
+
+def machines_sharing_a_server(h: Harness, processes: int = 8) -> Row:
+    """``processes`` suites at once, each with its own HOME and TMPDIR (as if on as many CI machines:
+    no local file in common), on one server (the machine's, as a shared CI database server would be):
+    the template is built exactly once, nothing is left."""
+    from tests.reliability.bad_input import MACHINE_URL
+
+    row = Row(f"{processes} machines (own HOME, TMPDIR) on one server")
+    prefix = "relmach"
+    schema = f"m{os.getpid()}{random.randrange(10**6)}"  # a schema no earlier run built
+    children = []
+    for number in range(processes):
+        home = h.scratch / f"machine{number}"
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in h.child_env().items() if k not in ("ELEFAST_SERVER", "ELEFAST_RUN_DIR")}
+        env.update(HOME=str(home), TMPDIR=str(home / "tmp"), ELEFAST_DATABASE_URL=MACHINE_URL, ELEFAST_LOG="info",
+                   RELIABILITY_PREFIX=prefix, RELIABILITY_SCHEMA=schema)
+        env.pop("XDG_CACHE_HOME", None)
+        children.append(h.start(f"{CASES}.Work {CASES}.AsyncWork", env))
+    outputs = []
+    for child in children:
+        output, in_time = h.finish(child, 300)
+        outputs.append(output)
+        row.runs += 1
+        if child.returncode != 0 or not in_time:
+            row.fail(f"a suite failed:\n{output[-1500:]}")
+    built = sum(output.count(" built for ") for output in outputs)
+    row.notes.append(f"(info) template built {built} time(s), reused {sum(o.count(' reused for ') for o in outputs)}")
+    if built != 1:
+        row.fail(f"the template was built {built} times, expected exactly once")
+    _count_leftovers(h, row, prefix)
+    return row
+
+
+def _drop_templates(prefix: str) -> None:
+    """The machine's server is shared: the scenario's own templates go when it is done."""
+    import psycopg
+
+    from tests.reliability.bad_input import MACHINE_URL
+
+    dsn = MACHINE_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        names = [r[0] for r in connection.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ESCAPE '!'", (prefix + "!_tpl!_%",)).fetchall()]
+        for name in names:
+            connection.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def interrupted(h: Harness, runs: int = 5) -> Row:
