@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test reliability lint typecheck bench bench-startup docs clean
+.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -24,6 +24,12 @@ demo: install  ## Run the example app's unittest suite on the throwaway local se
 
 test: install  ## Run the whole test suite (needs PostgreSQL at ELEFAST_DATABASE_URL)
 	ELEFAST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests
+
+# The suite on another Python, in a venv of its own: make test-python VERSION=3.9
+# (pyenv's newest VERSION.x; CI runs it for the oldest and newest Python setup.cfg supports).
+VERSION ?= 3.9
+test-python:  ## Run the test suite on another Python from pyenv (VERSION=3.9), in .venv-VERSION
+	$(MAKE) test PYTHON=$$(ls -d $$HOME/.pyenv/versions/$(VERSION).*/bin/python | sort -V | tail -n 1) VENV=.venv-$(VERSION)
 
 reliability: install  ## Fault, bad-input, security and parallel-runner scenarios; prints a table (~2 min)
 	$(PY) -m tests.reliability
