@@ -40,6 +40,7 @@ class ParallelRunnerTests(unittest.TestCase):
         cls.addClassCleanup(shutil.rmtree, base, True)
         cls.env = {k: v for k, v in os.environ.items() if k not in ("ELEFAST_DATABASE_URL", "ELEFAST_SERVER")}
         cls.env["ELEFAST_RUN_DIR"] = base
+        cls.env["PYTHON"] = sys.executable  # stestr's workers: this venv's Python, not a resolved base one
         patcher = mock.patch.dict(os.environ, cls.env, clear=True)
         patcher.start()
         cls.addClassCleanup(patcher.stop)
