@@ -5,6 +5,19 @@ Subclass :class:`PostgresTestCase` (or :class:`AsyncPostgresTestCase`) in a
 
 The names below are imported on first use, so that light parts of the package
 (the local server's supervisor, the CLI) start without loading SQLAlchemy.
+
+How it works, in the order a test meets it (docs: "How it works")::
+
+    testcase.py        the mixins; class attributes checked when the class is created
+    _isolation.py      the two isolation modes as strategies ("database", "transaction")
+    _provider.py       the front ends' one way in: shared servers, templates, pooled databases
+    provision/         where the server is: a URL, a throwaway local server, Docker
+    sync.py asyncio.py the public servers and databases: thin facades (_facade.py)
+    _core.py           the admin core: every server step once (create+mark, drop, keep, sweep)
+    _templates.py      templates found or built once under an advisory lock; migrators.py
+    pool.py            clones made ahead and dropped behind by threads
+    ownership.py       who owns which database; the one place a database is dropped
+    _sql.py errors.py  every statement; every error
 """
 
 from __future__ import annotations
