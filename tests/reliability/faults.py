@@ -36,24 +36,35 @@ def _count_leftovers(h: Harness, row: Row, prefix: str) -> None:
     row.leftovers += len(left) + servers
 
 
-def killed_mid_test(h: Harness, runs: int = 20) -> Row:
-    """SIGKILL a test process mid-test ``runs`` times; one ordinary run afterwards sweeps it all."""
-    row = Row(f"SIGKILL mid-test x{runs}, then one run")
-    prefix = "relkill"
+def _kill_repeatedly(h: Harness, row: Row, target: str, prefix: str, runs: int, pause: float = 0) -> None:
+    """Start ``target`` ``runs`` times; SIGKILL each once it signals (after up to ``pause`` s more)."""
     for number in range(runs):
-        process, _, reached = h.start_until_signal(f"{CASES}.Hang", f"kill{number}", RELIABILITY_PREFIX=prefix)
+        process, _, reached = h.start_until_signal(f"{CASES}.{target}", f"{prefix}{number}", RELIABILITY_PREFIX=prefix)
+        time.sleep(random.uniform(0, pause))
         os.kill(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         row.runs += 1
         if not reached:
-            row.fail(f"run {number} never reached the test:\n{output[-1500:]}")
-    orphans = h.leftovers(prefix)
-    row.notes.append(f"(info) the killed runs left {len(orphans)} databases for the next run to sweep")
+            row.fail(f"run {number} never got to the point of the kill:\n{output[-1500:]}")
+
+
+def _run_after_kills(h: Harness, row: Row, prefix: str) -> None:
+    """One ordinary run (its pool sweeps what the killed ones left), then nothing may be left."""
     result = h.run(f"{CASES}.Work", h.child_env(RELIABILITY_PREFIX=prefix))
     row.runs += 1
     if result.returncode != 0:
         row.fail(f"the run after the kills failed:\n{_tail(result)}")
     _count_leftovers(h, row, prefix)
+
+
+def killed_mid_test(h: Harness, runs: int = 20) -> Row:
+    """SIGKILL a test process mid-test ``runs`` times; one ordinary run afterwards sweeps it all."""
+    row = Row(f"SIGKILL mid-test x{runs}, then one run")
+    prefix = "relkill"
+    _kill_repeatedly(h, row, "Hang", prefix, runs)
+    orphans = h.leftovers(prefix)
+    row.notes.append(f"(info) the killed runs left {len(orphans)} databases for the next run to sweep")
+    _run_after_kills(h, row, prefix)
     return row
 
 
@@ -63,25 +74,13 @@ def killed_mid_async_create(h: Harness, runs: int = 20) -> Row:
     next run sweeps them all."""
     row = Row(f"SIGKILL during async create_database x{runs}")
     prefix = "relacreate"
-    for number in range(runs):
-        process, _, reached = h.start_until_signal(f"{CASES}.AsyncCreateLoop", f"acreate{number}",
-                                                   RELIABILITY_PREFIX=prefix)
-        time.sleep(random.uniform(0, 0.15))  # somewhere in the middle of a CREATE, or between two
-        os.kill(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        row.runs += 1
-        if not reached:
-            row.fail(f"run {number} never started creating:\n{output[-1500:]}")
+    _kill_repeatedly(h, row, "AsyncCreateLoop", prefix, runs, pause=0.15)  # mid-CREATE, or between two
     found = [d for d in h.databases() if str(d["name"]).startswith(prefix + "_") and not d["template"]]
     unmarked = [str(d["name"]) for d in found if not str(d["comment"])]
     row.notes.append(f"(info) the killed runs left {len(found)} databases, {len(unmarked)} of them unmarked")
     if unmarked:
         row.fail(f"databases without an ownership mark (nothing may ever sweep them): {unmarked}")
-    result = h.run(f"{CASES}.Work", h.child_env(RELIABILITY_PREFIX=prefix))
-    row.runs += 1
-    if result.returncode != 0:
-        row.fail(f"the run after the kills failed:\n{_tail(result)}")
-    _count_leftovers(h, row, prefix)
+    _run_after_kills(h, row, prefix)
     return row
 
 
