@@ -84,7 +84,6 @@ class ServerCore:
         self._described = repr(server)
         self._user_engine = user_engine
         self._connect_args = {} if _engines.is_admin(user_engine) else _engines.remember_connect_args(user_engine)
-        self._server_version: Optional[Tuple[Any, ...]] = None
         self._strategy: Optional[str] = None  # "" once asked: the server's default
         self._lock = threading.Lock()
         self._pool: Optional[ClonePool] = None
@@ -116,15 +115,7 @@ class ServerCore:
 
     def connect(self) -> Connection:
         """A new AUTOCOMMIT admin connection (close it, or use it in ``with``)."""
-        connection = self.admin.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if self._server_version is None:
-            self._server_version = connection.dialect.server_version_info
-        return connection
-
-    @property
-    def server_version(self) -> Optional[Tuple[Any, ...]]:
-        """The server's version, once any connection has seen it."""
-        return self._server_version
+        return self.admin.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def database_url(self, name: str) -> URL:
         """The URL of database ``name``: the user's URL (driver, host, options) but for the database."""
