@@ -21,7 +21,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
 from typing_extensions import Protocol
 
@@ -126,8 +126,6 @@ class ServerCore:
         options = _engines.engine_options(self._user_engine, self._connect_args)
         if not pooled:
             options = _engines.without_pool_sizes(options)
-            from sqlalchemy import NullPool
-
             options["poolclass"] = NullPool
         return options
 

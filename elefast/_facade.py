@@ -13,7 +13,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar
 
 from sqlalchemy import URL, Engine
 
-from elefast import _engines
+from elefast import _engines, _sql
 from elefast._core import EngineKind, ServerCore
 from elefast.migrators import check_schema
 
@@ -94,8 +94,6 @@ class ServerBase(Generic[E]):
 
     def _clone_now(self, prefix: str, encoding: str) -> str:
         """Create a clone of the schema's template (built first if need be); return its name."""
-        from elefast import _sql
-
         _sql.validate_prefix(prefix)
         _sql.validate_encoding(encoding)
         template = self._core.templates.get(prefix, encoding)
