@@ -7,8 +7,8 @@ server through one SQLAlchemy engine of psycopg connections in autocommit: the s
 :class:`~elefast.sync.DatabaseServer` calls it directly, the async
 :class:`~elefast.asyncio.AsyncDatabaseServer` from worker threads, off its event loop.
 
-What differs between the two is an :class:`EngineKind`: how to open an engine on a
-database elefast created, run a migration or ``setUpTestData`` there (a coroutine for
+What differs between the two is an :class:`~elefast._engine_kinds.EngineKind`: how to
+open an engine on a database elefast created, run a migration or ``setUpTestData`` there (a coroutine for
 async migrators), and what to warm up for a ready clone.
 
 Front ends (the mixins, the pytest plugin) reach a server's core through
@@ -23,31 +23,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
-from typing_extensions import Protocol
 
 from elefast import _engines, _messages, _sql, ownership
+from elefast._engine_kinds import EngineKind, Work
 from elefast._logging import logger
 from elefast._process import at_process_exit, leave_to_parent, reset_in_forked_child
 from elefast._templates import Templates
 from elefast.pool import ClonePool
 
-__all__ = ["EngineKind", "ServerCore", "core_of"]
-
-#: Work to run inside a database: ``work(connection)``, sync or a coroutine function.
-Work = Callable[[Any], Any]
-
-
-class EngineKind(Protocol):
-    """The part of a server step that depends on sync or async engines."""
-
-    is_async: bool
-
-    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
-        """Run ``work`` in one transaction on a connection to ``url`` (a fresh NullPool engine)."""
-
-    def prepare(self, url: URL, options: Dict[str, Any]) -> Any:
-        """What to make ready beside a clone the pool keeps (an engine with a connection), or None."""
-
+__all__ = ["ServerCore", "core_of"]
 
 _CORES: weakref.WeakKeyDictionary[Any, ServerCore] = weakref.WeakKeyDictionary()
 

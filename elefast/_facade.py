@@ -14,7 +14,8 @@ from typing import Any, Callable, Generic, Optional, TypeVar
 from sqlalchemy import URL, Engine
 
 from elefast import _engines, _sql
-from elefast._core import EngineKind, ServerCore
+from elefast._core import ServerCore, core_of
+from elefast._engine_kinds import EngineKind
 from elefast.migrators import check_schema
 
 __all__ = ["DatabaseBase", "ServerBase"]
@@ -57,6 +58,16 @@ class DatabaseBase(Generic[E, S]):
         customize options.
         """
         return self.sessionmaker()
+
+    def _keep(self) -> None:
+        """Mark the database kept (once; never after it was dropped)."""
+        if not self._kept and not self._dropped:
+            core_of(self.server).keep(self.name)
+            self._kept = True
+
+    def _hand_back(self) -> Any:
+        """What ``drop()`` does once the engine is disposed: ``on_drop(name)``, unless kept."""
+        return None if self._kept else self._on_drop(self.name)
 
     def _begin_drop(self) -> bool:
         """Mark the database dropped and end the connections still checked out; False if done already."""

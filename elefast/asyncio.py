@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Type, Union
+from typing import Any, Callable, List, Optional, Union
 
 from sqlalchemy import URL, NullPool, create_engine, text
 from sqlalchemy.ext.asyncio import (
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from typing_extensions import Self, TypeAlias
 
 from elefast import _aio, _engines, _sql
-from elefast._core import Work, core_of
+from elefast._engine_kinds import ASYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
 from elefast.migrators import AsyncMetadataMigrator, AsyncMigrator
@@ -72,12 +71,7 @@ class AsyncDatabase(DatabaseBase[AsyncEngine, AsyncSession], AbstractAsyncContex
     ) -> None:
         super().__init__(engine, server, sessionmaker_factory, on_drop, engine.sync_engine)
 
-    async def __aexit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         await self.drop()
 
     async def drop(self) -> None:
@@ -85,16 +79,13 @@ class AsyncDatabase(DatabaseBase[AsyncEngine, AsyncSession], AbstractAsyncContex
         :meth:`keep`, only the engine is disposed)."""
         if self._begin_drop():
             await self.engine.dispose()
-            if not self._kept:
-                outcome = self._on_drop(self.name)
-                if inspect.isawaitable(outcome):
-                    await outcome
+            outcome = self._hand_back()
+            if inspect.isawaitable(outcome):
+                await outcome
 
     async def keep(self) -> None:
         """Keep the database after the process ends: it is marked kept, never dropped or swept."""
-        if not self._kept and not self._dropped:
-            await _aio.to_thread(core_of(self.server).keep, self.name)
-            self._kept = True
+        await _aio.to_thread(self._keep)
 
 
 class AsyncDatabaseServer(ServerBase[AsyncEngine]):
@@ -178,29 +169,3 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
     async def sweep_orphans(self, dry_run: bool = False) -> List[str]:
         """Drop the databases elefast made for processes that are gone; return their names."""
         return await _aio.to_thread(self._core.sweep, dry_run)
-
-
-class _AsyncEngines:
-    """The admin core's async half: async engines, ``migrate_async`` on a loop of its own."""
-
-    is_async = True
-
-    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
-        async def run() -> None:
-            engine = create_async_engine(url, **options)
-            try:
-                async with engine.begin() as connection:
-                    if inspect.iscoroutinefunction(work):
-                        await work(connection)
-                    else:
-                        await connection.run_sync(work)
-            finally:
-                await engine.dispose()
-
-        _aio.run(run())
-
-    def prepare(self, url: URL, options: Dict[str, Any]) -> None:
-        return None  # an async engine belongs to one event loop: each test makes its own
-
-
-ASYNC = _AsyncEngines()

@@ -55,33 +55,56 @@ def drop(connection: Connection, name: str, log: Optional[Callable[[str], None]]
 
 
 def create_marked(connection: Connection, create_statement: str, name: str) -> None:
-    """``CREATE DATABASE`` and its ownership mark, sent back to back in one pipeline.
+    """``CREATE DATABASE`` and its ownership mark, written to the server in one piece.
 
-    Over psycopg the statements go out in one pipeline, without waiting for the (slow)
-    ``CREATE DATABASE`` to finish, so a client killed while the server creates the database
-    still leaves it marked, and the next run can sweep it. A small gap remains: psycopg writes
-    each statement of a pipeline on its own, and a kill between those writes leaves an
-    unmarked database (seen once in 20 kills under load; the reliability table reports it).
-    The admin core always talks psycopg, the async server's included. Errors come out as
-    SQLAlchemy's ``DBAPIError`` subclasses.
+    Over psycopg the statements go out as one libpq pipeline ended by a single Sync, so
+    libpq hands them to the socket in one write: the server has all of them or none. A
+    client killed while the server creates the database (the slow part) still leaves it
+    marked, because the server reads and runs what it already received before it notices
+    the client is gone, and the next run can sweep it. ``CREATE DATABASE`` is the first
+    statement of the pipeline and commits at once; the mark commits at the Sync. The
+    admin core always talks psycopg, the async server's included. On another driver the
+    statements go one by one. Errors come out as SQLAlchemy's ``DBAPIError`` subclasses.
     """
-    from sqlalchemy.exc import DBAPIError
-
     statements = [create_statement, *mark_owned(name)]
     raw: Any = getattr(connection.connection, "driver_connection", None)
-    if connection.dialect.driver != "psycopg" or not hasattr(raw, "pipeline"):
+    if connection.dialect.driver != "psycopg" or not hasattr(raw, "pgconn"):
         for statement in statements:
             connection.execute(text(statement))
         return
     import psycopg
+    from sqlalchemy.exc import DBAPIError
 
-    current = create_statement
     try:
-        with raw.pipeline():
-            for current in statements:
-                raw.execute(current)
+        with raw.lock:
+            failed = _send_at_once(raw.pgconn, statements)
     except psycopg.Error as error:
-        raise DBAPIError.instance(current, None, error, psycopg.Error) from error
+        raise DBAPIError.instance(create_statement, None, error, psycopg.Error) from error
+    if failed is not None:
+        statement, cause = failed
+        raise DBAPIError.instance(statement, None, cause, psycopg.Error) from cause
+
+
+def _send_at_once(pgconn: Any, statements: List[str]) -> Optional[Tuple[str, Exception]]:
+    """Send ``statements`` as one pipeline with one Sync; the first failure, if any."""
+    from psycopg import errors, generators, pq, waiting
+
+    encoding = "utf-8"
+    pgconn.enter_pipeline_mode()
+    try:
+        for statement in statements:
+            pgconn.send_query_params(statement.encode(encoding), None)
+        pgconn.pipeline_sync()  # queues the Sync and flushes the whole pipeline at once
+        waiting.wait(generators.send(pgconn), pgconn.socket)
+        failed: Optional[Tuple[str, Exception]] = None
+        for statement in statements:
+            for result in waiting.wait(generators.fetch_many(pgconn), pgconn.socket):
+                if result.status == pq.ExecStatus.FATAL_ERROR and failed is None:
+                    failed = (statement, errors.error_from_result(result, encoding=encoding))
+        waiting.wait(generators.fetch_many(pgconn), pgconn.socket)  # the Sync's result
+    finally:
+        pgconn.exit_pipeline_mode()
+    return failed
 
 
 class Owner:

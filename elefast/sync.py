@@ -14,22 +14,19 @@ its public face for sync code.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Type, Union
+from typing import Any, Callable, List, Optional, Union
 
 from sqlalchemy import URL, Engine, NullPool, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import Self, TypeAlias
 
 from elefast import _engines, _sql
-from elefast._core import Work, core_of
+from elefast._engine_kinds import SYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
-from elefast.errors import ConfigurationError
 from elefast.migrators import MetadataMigrator, Migrator
 
 __all__ = ["CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"]
@@ -65,12 +62,7 @@ class Database(DatabaseBase[Engine, Session], AbstractContextManager):  # type: 
     ) -> None:
         super().__init__(engine, server, sessionmaker_factory, on_drop, engine)
 
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.drop()
 
     def drop(self) -> None:
@@ -83,17 +75,14 @@ class Database(DatabaseBase[Engine, Session], AbstractContextManager):  # type: 
         """
         if self._begin_drop():
             self.engine.dispose()
-            if not self._kept:
-                self._on_drop(self.name)
+            self._hand_back()
 
     def keep(self) -> None:
         """Keep the database after the process ends: it is marked kept, never dropped or swept.
 
         Drop it yourself when done (``DROP DATABASE "<name>"``).
         """
-        if not self._kept and not self._dropped:
-            core_of(self.server).keep(self.name)
-            self._kept = True
+        self._keep()
 
 
 class DatabaseServer(ServerBase[Engine]):
@@ -199,31 +188,3 @@ class DatabaseServer(ServerBase[Engine]):
         (see :mod:`elefast.ownership`); never one kept for inspection, never a template.
         """
         return self._core.sweep(dry_run)
-
-
-class _SyncEngines:
-    """The admin core's sync half: plain engines, sync migrators, warm engines in the pool."""
-
-    is_async = False
-
-    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
-        if inspect.iscoroutinefunction(work):
-            raise ConfigurationError(
-                f"{getattr(work, '__qualname__', work)!r} is a coroutine function, but this is a sync server. "
-                "Use AsyncPostgresTestCase (or AsyncDatabaseServer) for async code, or make it a plain function."
-            )
-        engine = create_engine(url, **options)
-        try:
-            with engine.begin() as connection:
-                work(connection)
-        finally:
-            engine.dispose()
-
-    def prepare(self, url: URL, options: Dict[str, Any]) -> Engine:
-        engine = create_engine(url, **options)
-        with engine.connect():
-            pass  # one connection made ahead, left idle in the engine's pool
-        return engine
-
-
-SYNC = _SyncEngines()

@@ -71,8 +71,8 @@ def killed_mid_test(h: Harness, runs: int = 20) -> Row:
 
 def killed_mid_async_create(h: Harness, runs: int = 20) -> Row:
     """SIGKILL a process looping on ``await server.create_database()`` ``runs`` times: no database
-    is ever left without its ownership mark (the mark goes out in the CREATE's pipeline), and the
-    next run sweeps them all."""
+    is ever left without its ownership mark (the mark goes out in the same write as the CREATE), and
+    the next run sweeps them all."""
     row = Row(f"SIGKILL during async create_database x{runs}")
     prefix = "relacreate"
     _kill_repeatedly(h, row, "AsyncCreateLoop", prefix, runs, pause=0.15)  # mid-CREATE, or between two
@@ -80,11 +80,7 @@ def killed_mid_async_create(h: Harness, runs: int = 20) -> Row:
     unmarked = [str(d["name"]) for d in found if not str(d["comment"])]
     row.notes.append(f"(info) the killed runs left {len(found)} databases, {len(unmarked)} of them unmarked")
     if unmarked:
-        # KNOWN GAP (issue 11 stays open on it): psycopg flushes each statement of the pipeline
-        # on its own, so a kill between the CREATE and its COMMENT leaves a database no sweep may
-        # take. Seen 1 in 20 kills in one CI run, 0 in 20 in two others (main before: 15 in 20).
-        # Reported here, not failed, until the CREATE and its mark go out in one write.
-        row.notes.append(f"KNOWN GAP (issue 11): unmarked, so never swept: {unmarked}")
+        row.fail(f"databases left without their ownership mark (no sweep may take them): {unmarked}")
     _run_after_kills(h, row, prefix, unmarked)
     return row
 

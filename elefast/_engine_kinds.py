@@ -1,0 +1,93 @@
+"""The two kinds of engines the admin core runs work with: sync ones and async ones.
+
+A server step that opens an engine on a database elefast created (to run a migration
+or ``setUpTestData`` there, or to warm a clone the pool keeps) asks an
+:class:`EngineKind`; everything else in the core is the same for both APIs.
+:data:`SYNC` serves :class:`~elefast.sync.DatabaseServer`, :data:`ASYNC`
+:class:`~elefast.asyncio.AsyncDatabaseServer`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict
+
+from sqlalchemy import URL, Engine, create_engine
+from typing_extensions import Protocol
+
+from elefast import _aio
+from elefast.errors import ConfigurationError
+
+__all__ = ["ASYNC", "SYNC", "EngineKind", "Work"]
+
+#: Work to run inside a database: ``work(connection)``, sync or a coroutine function.
+Work = Callable[[Any], Any]
+
+
+class EngineKind(Protocol):
+    """The part of a server step that depends on sync or async engines."""
+
+    is_async: bool
+
+    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
+        """Run ``work`` in one transaction on a connection to ``url`` (a fresh NullPool engine)."""
+
+    def prepare(self, url: URL, options: Dict[str, Any]) -> Any:
+        """What to make ready beside a clone the pool keeps (an engine with a connection), or None."""
+
+
+class _SyncEngines:
+    """Plain engines and sync migrators; the pool keeps a warm engine beside each clone."""
+
+    is_async = False
+
+    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
+        if inspect.iscoroutinefunction(work):
+            raise ConfigurationError(
+                f"{getattr(work, '__qualname__', work)!r} is a coroutine function, but this is a sync server. "
+                "Use AsyncPostgresTestCase (or AsyncDatabaseServer) for async code, or make it a plain function."
+            )
+        engine = create_engine(url, **options)
+        try:
+            with engine.begin() as connection:
+                work(connection)
+        finally:
+            engine.dispose()
+
+    def prepare(self, url: URL, options: Dict[str, Any]) -> Engine:
+        engine = create_engine(url, **options)
+        with engine.connect():
+            pass  # one connection made ahead, left idle in the engine's pool
+        return engine
+
+
+class _AsyncEngines:
+    """Async engines; ``migrate_async`` (or a sync migrator, through ``run_sync``) on a loop of its own."""
+
+    is_async = True
+
+    def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine  # only async users pay for the import
+
+        async def run() -> None:
+            engine = create_async_engine(url, **options)
+            try:
+                async with engine.begin() as connection:
+                    if inspect.iscoroutinefunction(work):
+                        await work(connection)
+                    else:
+                        await connection.run_sync(work)
+            finally:
+                await engine.dispose()
+
+        _aio.run(run())
+
+    def prepare(self, url: URL, options: Dict[str, Any]) -> None:
+        return None  # an async engine belongs to one event loop: each test makes its own
+
+
+SYNC: EngineKind = _SyncEngines()
+"""Engines for :class:`~elefast.sync.DatabaseServer`."""
+
+ASYNC: EngineKind = _AsyncEngines()
+"""Engines for :class:`~elefast.asyncio.AsyncDatabaseServer`."""
