@@ -66,6 +66,22 @@ class OwnershipTests(unittest.TestCase):
         self.server.sweep_orphans()
         self.assertEqual(support.databases(name), [name])
 
+    def test_create_marked_sends_create_and_mark_together(self):
+        """The mark lands with the CREATE; a CREATE that fails (the name exists) marks nothing."""
+        from sqlalchemy import text
+
+        name = f"{self.prefix}_pipeline"
+        comment = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"
+        with core_of(self.server).connect() as connection:
+            ownership.create_marked(connection, f'CREATE DATABASE "{name}"', name)
+            self.assertIn("elefast", connection.execute(text(comment), {"n": name}).scalar())
+            ownership.drop(connection, name)
+            support.execute(f'CREATE DATABASE "{name}"')  # someone else's database of that name
+            with self.assertRaisesRegex(Exception, "already exists"):
+                ownership.create_marked(connection, f'CREATE DATABASE "{name}"', name)
+            self.assertIsNone(connection.execute(text(comment), {"n": name}).scalar())
+            self.assertEqual(connection.execute(text("SELECT 1")).scalar(), 1)  # the connection is usable
+
     def test_kept_databases_are_never_swept(self):
         """A database kept for inspection is not an orphan."""
         database = self.server.create_database(prefix=self.prefix)
