@@ -58,6 +58,10 @@ def raise_if_fatal(error: BaseException, url: URL, action: str = "connect") -> N
 
 def migration_failed(schema: Optional[Any], template: str, error: BaseException) -> str:
     """A migration failed while building ``template``; the template was dropped."""
+    from elefast.errors import MigrationError
+
+    if isinstance(error, MigrationError):  # elefast's own diagnosis: whole, with its fix
+        return f"Building the template database {template!r} with {schema!r} failed: {error} The template was dropped."
     return (
         f"Building the template database {template!r} with {schema!r} failed: "
         f"{type(error).__name__}: {first_line(error)}. The template was dropped; fix the "

@@ -154,6 +154,18 @@ TERMINATE_BACKENDS = (
 )
 
 SELECT_ONE = "SELECT 1"
+CURRENT_ROLE = "SELECT current_user"
+
+#: The tables where Alembic records revisions: any with its ``version_num`` column.
+ALEMBIC_VERSION_TABLES = (
+    "SELECT table_schema, table_name FROM information_schema.columns "
+    "WHERE column_name = 'version_num' AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+)
+
+
+def select_versions(schema: str, table: str) -> str:
+    """The revisions recorded in an Alembic version table."""
+    return f"SELECT version_num FROM {quote_identifier(schema)}.{quote_identifier(table)}"
 
 # Error triage --------------------------------------------------------------
 
@@ -216,16 +228,16 @@ def hide_secret(text: str, secret: Optional[str]) -> str:
 # Templates ------------------------------------------------------------------
 
 #: Bump when the way templates are built changes: old templates then stop matching.
-TEMPLATE_FORMAT_VERSION = "1"
+TEMPLATE_FORMAT_VERSION = "2"  # 2: the name covers the role and the migrator's identity
 #: How many fingerprinted templates per prefix survive a sweep.
 TEMPLATES_KEPT = 3
 _COMMENT_MARK = "elefast template"
 
 
-def template_hash(fingerprint: str, server_version: Optional[Tuple[Any, ...]], encoding: str) -> str:
-    """16 hex digits naming a template: migrator fingerprint, server version, encoding, format."""
+def template_hash(fingerprint: str, server_version: Optional[Tuple[Any, ...]], encoding: str, role: str = "") -> str:
+    """16 hex digits naming a template: migrator identity, server version, encoding, role, format."""
     version = ".".join(str(part) for part in (server_version or ()))
-    text = f"{TEMPLATE_FORMAT_VERSION}|{version}|{encoding.lower()}|{fingerprint}"
+    text = f"{TEMPLATE_FORMAT_VERSION}|{version}|{encoding.lower()}|{fingerprint}|role {role}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -2,13 +2,16 @@
 
 A server's schema is built into a template database once; every test database is a
 clone of it. A migrator with a ``fingerprint()`` gets a shared template named by a hash
-of it (plus the server version, the encoding and elefast's template format): built by
-the first process that needs it, under an advisory lock so concurrent processes wait
-instead of building it again, marked read-only and ready only when the build
+of its identity (type, fingerprint, overridden code, configuration: see
+:mod:`elefast._fingerprints`), the role that builds it, the server version, the encoding
+and elefast's template format: built by the first process that needs it, under an
+advisory lock so concurrent processes wait instead of building it again, verified
+(the migrator's ``verify``), marked read-only and ready only when all of that
 succeeded, and reused by later runs. Old ones beyond the newest few are pruned (never
-one a living process uses). A migrator without a fingerprint gets a template for this
-process only, dropped at exit. A failed build leaves nothing behind and fails every
-later request with the same :class:`~elefast.errors.MigrationError`.
+one a living process uses). A migrator that cannot be fingerprinted safely, or any
+migrator under ``ELEFAST_REBUILD=1``, gets a template for this process only, dropped at
+exit. A failed build leaves nothing behind and fails every later request with the same
+:class:`~elefast.errors.MigrationError`.
 
 Per-class templates (``setUpTestData``) are clones of the schema's template with the
 class's rows, made the same way and retired after the class.
@@ -24,14 +27,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from sqlalchemy import Connection, text
 
-from elefast import _messages, _sql, migrators, ownership
+from elefast import _fingerprints, _messages, _sql, migrators, ownership
 from elefast._logging import logger
 from elefast.errors import MigrationError
 
 if TYPE_CHECKING:
     from elefast._core import ServerCore
 
-__all__ = ["TemplateSlot", "Templates"]
+__all__ = ["TemplateSlot", "Templates", "shared_name"]
 
 
 @dataclass
@@ -80,13 +83,15 @@ class Templates:
         """Reuse the fingerprinted template if a run built it, else build it under an advisory lock."""
         core = self._core
         started = time.monotonic()
-        fingerprint = migrators.fingerprint(core.schema)
+        fingerprint, why = _fingerprints.identity(core.schema)
+        if fingerprint is not None and _fingerprints.rebuild_requested():
+            fingerprint, why = None, "ELEFAST_REBUILD is set, so it is built fresh"
         if fingerprint is None:  # nothing to recognise it by: a template for this process only
+            logger.info("template for %r is for this process only: %s", core.schema, why)
             slot = self._build(_sql.template_name(prefix), encoding, None)
         else:
             with core.connect() as connection:
-                digest = _sql.template_hash(fingerprint, connection.dialect.server_version_info, encoding)
-                name = _sql.template_name(prefix, digest)
+                name = shared_name(connection, prefix, encoding, fingerprint)
                 slot = _when_ready(connection, name) or self._build_locked(connection, name, prefix, encoding,
                                                                              fingerprint)
         self._remember(encoding, slot, fingerprint, time.monotonic() - started)
@@ -114,6 +119,7 @@ class Templates:
         slot = TemplateSlot(name)
         try:
             core.run_in(name, migrators.migration_step(core.schema, is_async=core.kind.is_async))
+            core.run_in(name, lambda connection: migrators.verify(core.schema, connection))
             if fingerprint is not None:  # shared from now on: ready, read-only, kept across runs
                 with core.connect() as connection:
                     for statement in _sql.mark_template_ready(name, _now(), fingerprint):
@@ -151,6 +157,18 @@ class Templates:
             core.drop(name)
             raise
         return name
+
+
+def shared_name(connection: Connection, prefix: str, encoding: str, fingerprint: str) -> str:
+    """The name of the shared template of a migrator identity, for the role ``connection`` uses.
+
+    The role is part of it: the template's objects belong to the role that built it, so a
+    suite run as another role (a CI role with CREATEDB) never gets clones whose tables it
+    may not touch.
+    """
+    role = str(connection.execute(text(_sql.CURRENT_ROLE)).scalar())
+    digest = _sql.template_hash(fingerprint, connection.dialect.server_version_info, encoding, role)
+    return _sql.template_name(prefix, digest)
 
 
 def _now() -> str:

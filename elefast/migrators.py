@@ -5,7 +5,16 @@ A migrator is any object with ``migrate(connection)`` (sync) or
 transaction on a connection to the new template database, and clones the result for
 every test. An optional ``fingerprint()`` returning a ``str`` names what the migrator
 builds: templates are kept across runs and shared between processes while it is
-unchanged. Without one, a template lives for the process only.
+unchanged. Without one, a template lives for the process only. The template's name
+also covers the migrator's type, the code a subclass overrides, the instance's own
+configuration and the role that builds it (see :mod:`elefast._fingerprints`).
+
+After every build, before the template is marked ready, elefast calls the migrator's
+optional ``verify(connection)`` on a new connection to the template (a sync
+``Connection``, also on the async server): it raises
+:class:`~elefast.errors.MigrationError` when the template is not what the migrator
+should have built (for ``MetadataMigrator``: a table of the metadata is missing), and
+nothing is kept.
 
 :mod:`elefast.sync` and :mod:`elefast.asyncio` hand these names on; this module imports
 neither.
@@ -14,13 +23,14 @@ neither.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Set
 
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.schema import CreateSchema
 from typing_extensions import Protocol, runtime_checkable
 
-from elefast.errors import ConfigurationError
+from elefast import _fingerprints
+from elefast.errors import ConfigurationError, MigrationError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,6 +60,8 @@ class MetadataMigrator:
     The non-public schemas that tables name are created first.
     """
 
+    _elefast_fingerprinted = ("metadata",)
+
     def __init__(self, metadata: MetaData) -> None:
         self.metadata = metadata
 
@@ -67,12 +79,24 @@ class MetadataMigrator:
         self.metadata.drop_all(bind=connection)
         self.metadata.create_all(bind=connection)
 
+    def verify(self, connection: Connection) -> None:
+        """Raise :class:`~elefast.errors.MigrationError` unless every table of the metadata exists."""
+        missing = missing_tables(self.metadata, connection)
+        if missing:
+            raise MigrationError(
+                f"{self!r} ran, but the template lacks {len(missing)} of the metadata's tables "
+                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}). If migrate() is "
+                "overridden, it must create them on the connection it is given, not on an engine of its own."
+            )
+
 
 class AsyncMetadataMigrator:
     """Creates the database schema based on ``sqlalchemy.MetaData``, from async code.
 
     Runs :class:`MetadataMigrator` through ``run_sync``.
     """
+
+    _elefast_fingerprinted = ("metadata", "_sync")
 
     def __init__(self, metadata: MetaData) -> None:
         self.metadata = metadata
@@ -88,6 +112,10 @@ class AsyncMetadataMigrator:
     async def migrate_async(self, connection: AsyncConnection) -> None:
         """Drops and creates all tables specified in the metadata object passed via the constructor."""
         await connection.run_sync(self._sync.migrate)
+
+    def verify(self, connection: Connection) -> None:
+        """Every table of the metadata exists (see :meth:`MetadataMigrator.verify`)."""
+        self._sync.verify(connection)
 
 
 MetadataMigrator.__module__ = Migrator.__module__ = "elefast.sync"
@@ -105,17 +133,42 @@ def migration_step(schema: Any, *, is_async: bool) -> Callable[..., Any]:
 def schema_key(schema: Any) -> Hashable:
     """What makes two migrators the same schema, for sharing one server object per process.
 
-    Migrators of one type with the same fingerprint build the same template (two test
-    modules each writing ``MetadataMigrator(db.metadata)`` share one server, pool and
-    template); a migrator without a fingerprint is only ever the same as itself.
+    Migrators with the same identity (type, fingerprint, overridden code, configuration:
+    see :mod:`elefast._fingerprints`) build the same template, so two test modules each
+    writing ``MetadataMigrator(db.metadata)`` share one server, pool and template; a
+    migrator that cannot be fingerprinted is only ever the same as itself.
     """
     if schema is None:
         return None
-    digest = fingerprint(schema)
+    digest, _ = _fingerprints.identity(schema)
     if digest is None:
         return ("object", id(schema))
-    kind = type(schema)
-    return ("fingerprint", f"{kind.__module__}.{kind.__qualname__}", digest)
+    return ("identity", digest)
+
+
+def verify(schema: Any, connection: Connection) -> None:
+    """Run the migrator's optional ``verify(connection)`` on the freshly built template."""
+    method = getattr(schema, "verify", None)
+    if callable(method):
+        method(connection)
+
+
+def missing_tables(metadata: MetaData, connection: Connection) -> List[str]:
+    """The metadata's tables (``schema.name``) that do not exist on ``connection``'s database."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    schemas = set(inspector.get_schema_names())
+    present: Dict[str, Set[str]] = {}
+    missing = []
+    for table in metadata.sorted_tables:
+        schema = table.schema or "public"
+        if schema not in present:
+            names = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
+            present[schema] = set(names) if schema in schemas else set()
+        if table.name not in present[schema]:
+            missing.append(f"{schema}.{table.name}")
+    return missing
 
 
 def check_schema(schema: Any, *, is_async: bool) -> Any:
@@ -148,18 +201,9 @@ def non_public_schemas(metadata: MetaData) -> List[str]:
 
 
 def fingerprint(schema: Any) -> Optional[str]:
-    """The migrator's ``fingerprint()``, or None when it has none (a per-process template then)."""
-    method = getattr(schema, "fingerprint", None)
-    if not callable(method):
-        return None
-    value = method()
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(
-            f"{type(schema).__name__}.fingerprint() must return a non-empty str (or None), not {value!r}."
-        )
-    return hashlib.sha256(value.encode()).hexdigest()
+    """The sha256 of the migrator's own ``fingerprint()``, or None when it has none."""
+    value = _fingerprints.own_fingerprint(schema)
+    return None if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
 def metadata_ddl(metadata: MetaData) -> str:

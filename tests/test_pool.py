@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from elefast import DatabaseServer, MetadataMigrator, _sql
 from elefast._core import core_of
 from elefast._provider import SyncProvider
+from elefast._templates import shared_name
 from elefast.extras.alembic import AlembicMigrator
 from elefast.pool import ClonePool
 from tests import support
@@ -111,8 +112,7 @@ class TemplateTests(unittest.TestCase):
         migrator = Fingerprinted(self.prefix)
         server = self.server(migrator)
         with core_of(server).connect() as connection:
-            digest = _sql.template_hash(_sql_fingerprint(migrator), connection.dialect.server_version_info, "utf8")
-        name = _sql.template_name(self.prefix, digest)
+            name = shared_name(connection, self.prefix, "utf8", _identity(migrator))
         support.execute(f'CREATE DATABASE "{name}"')  # what a crashed builder would leave
         with server.create_database(prefix=self.prefix) as database, database.engine.connect() as c:
             self.assertEqual(c.execute(select(users.c.name)).scalars().all(), [self.prefix[:40]])
@@ -176,10 +176,12 @@ class TemplateTests(unittest.TestCase):
             self.assertEqual(handle.read().count("run"), 1)
 
 
-def _sql_fingerprint(migrator):
-    from elefast import migrators
+def _identity(migrator):
+    from elefast._fingerprints import identity
 
-    return migrators.fingerprint(migrator)
+    digest, why = identity(migrator)
+    assert digest is not None, why
+    return digest
 
 
 class ClonePoolTests(unittest.TestCase):

@@ -2,9 +2,14 @@
 
 Needs the ``alembic`` extra: ``pip install 'elefast[alembic]'``.
 
-:class:`AlembicMigrator` hands elefast's connection to your migrations through
-``config.attributes["connection"]``, so your ``env.py`` must use a connection
-it is given (Alembic's "sharing a connection" recipe)::
+:class:`AlembicMigrator` runs ``upgrade head`` on each template elefast builds. It hands
+elefast's connection to your migrations through ``config.attributes["connection"]``
+(Alembic's "sharing a connection" recipe), and it also points ``sqlalchemy.url`` at the
+template, so the ``env.py`` that ``alembic init`` writes works unchanged. An ``env.py``
+that builds its URL from the app's own settings would migrate *another* database: after
+every build elefast checks that the template's ``alembic_version`` is at the scripts'
+heads, and raises :class:`~elefast.errors.MigrationError` naming ``env.py`` if not. The
+branch to add to such an ``env.py``::
 
     def run_migrations_online():
         connection = config.attributes.get("connection")
@@ -15,27 +20,34 @@ it is given (Alembic's "sharing a connection" recipe)::
             return
         ...  # your usual engine_from_config(...) code
 
-For an async project the same branch works unchanged: elefast runs the
-migrations through ``AsyncConnection.run_sync``, so ``env.py`` receives a
-plain sync ``Connection``.
+The migrations run inside one transaction on that connection: a migration that opens a
+second connection of its own does not see the tables the earlier ones made. For an async
+project the same branch works unchanged: elefast runs the migrations through
+``AsyncConnection.run_sync``, so ``env.py`` receives a plain sync ``Connection``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Iterator, Optional, Set, Union
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from elefast import _sql
+from elefast._engines import sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
 
 try:
     from alembic import command
     from alembic.config import Config
+    from alembic.util.exc import CommandError
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "elefast.extras.alembic needs Alembic. Install it: pip install 'elefast[alembic]'"
@@ -43,42 +55,84 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 __all__ = ["AlembicMigrator"]
 
+SHARING_BRANCH = """\
+    connection = config.attributes.get("connection")
+    if connection is not None:  # elefast gives the template's connection
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+        return"""
 
 class AlembicMigrator:
     """Runs your migrations to create the testing database schema.
 
     Args:
-        config_path: your ``alembic.ini``, or a ``pyproject.toml`` /
-            ``alembic.toml`` holding a ``[tool.alembic]`` table. A relative
-            ``script_location`` that does not exist from the current directory
-            is looked up next to the config file, so tests run from anywhere.
+        config_path: where the migrations are. One of: your ``alembic.ini``; a
+            ``pyproject.toml`` / ``alembic.toml`` holding a ``[tool.alembic]``
+            table; an ``alembic.config.Config`` you made; or the migrations
+            folder itself (the one holding ``env.py``, as Flask-Migrate's
+            ``migrations/``, whose ``alembic.ini`` has no ``script_location``), or
+            a ``package:folder`` script location. A relative ``script_location``
+            that does not exist from the current directory is looked up next to
+            the config file, so tests run from anywhere.
 
     The migrations run up to ``head`` on the connection elefast passes, inside
-    one transaction. Works for both :class:`~elefast.sync.DatabaseServer` and
-    :class:`~elefast.asyncio.AsyncDatabaseServer`.
+    one transaction; then elefast checks the template is at the scripts' heads
+    (:meth:`verify`). Works for both :class:`~elefast.sync.DatabaseServer` and
+    :class:`~elefast.asyncio.AsyncDatabaseServer`. Every Alembic error comes out
+    as a :class:`~elefast.errors.MigrationError` with its cause and the fix.
     """
 
-    def __init__(self, config_path: os.PathLike[str] | str) -> None:
+    _elefast_fingerprinted = ("config_path", "_given", "_location")
+
+    def __init__(self, config_path: Union[os.PathLike[str], str, Config]) -> None:
+        self._given: Optional[Config] = None
+        self._location: Optional[str] = None
+        if isinstance(config_path, Config):
+            self._given = config_path
+            self.config_path: Optional[Path] = (
+                Path(config_path.config_file_name).resolve() if config_path.config_file_name else None)
+            return
         path = Path(config_path)
+        if path.is_dir():  # the migrations folder itself (env.py inside), maybe with its alembic.ini
+            if not (path / "env.py").is_file():
+                raise ConfigurationError(
+                    f"{str(path)!r} is a folder without env.py. Pass your alembic.ini, or the migrations "
+                    "folder that holds env.py (script_location)."
+                )
+            self._location = str(path.resolve())
+            ini = path / "alembic.ini"
+            self.config_path = ini.resolve() if ini.is_file() else None
+            return
+        if not path.is_file() and _is_package_location(str(config_path)):
+            self._location, self.config_path = str(config_path), None
+            return
         if not path.is_file():
             raise ConfigurationError(
                 f"The Alembic config {str(path)!r} does not exist (looked from {os.getcwd()!r}). "
-                "Pass the path of your alembic.ini, for example "
-                "AlembicMigrator(Path(__file__).parent / 'alembic.ini')."
+                "Pass the path of your alembic.ini (for example "
+                "AlembicMigrator(Path(__file__).parent / 'alembic.ini')), the migrations folder, "
+                "or an alembic.config.Config."
             )
         self.config_path = path.resolve()
 
     def __repr__(self) -> str:
-        return f"AlembicMigrator({str(self.config_path)!r})"
+        return f"AlembicMigrator({str(self._location or self.config_path or '<Config>')!r})"
 
     def config(self) -> Config:
-        """A fresh Alembic ``Config`` for the file (a new one per migration run)."""
-        if self.config_path.suffix == ".toml":
+        """The Alembic ``Config`` for a run: a new one per run, or the ``Config`` you gave."""
+        if self._given is not None:
+            return self._given
+        if self.config_path is None:
+            config = Config()
+        elif self.config_path.suffix == ".toml":
             config = Config(toml_file=str(self.config_path))
         else:
             config = Config(str(self.config_path))
+        if self._location is not None:
+            config.set_main_option("script_location", self._location)
         location = config.get_main_option("script_location")
-        if location and not Path(location).is_absolute() and not Path(location).exists():
+        if location and self.config_path and not Path(location).is_absolute() and not Path(location).exists():
             beside = self.config_path.parent / location
             if beside.exists():
                 config.set_main_option("script_location", str(beside))
@@ -89,12 +143,14 @@ class AlembicMigrator:
 
         Templates are reused by later runs and other processes while it is unchanged.
         """
-        from alembic.script import ScriptDirectory
+        with _as_migration_error(self):
+            from alembic.script import ScriptDirectory
 
-        config = self.config()
-        script = ScriptDirectory.from_config(config)
+            config = self.config()
+            script = ScriptDirectory.from_config(config)
         digest = hashlib.sha256()
-        for option in ("script_location", "version_locations", "version_path_separator", "path_separator"):
+        for option in ("script_location", "version_locations", "version_path_separator", "path_separator",
+                       "version_table", "version_table_schema"):
             digest.update(f"{option}={config.get_main_option(option)}\n".encode())
         roots = [Path(script.dir)] + [Path(p) for p in (script.version_locations or [])]
         seen = set()
@@ -109,21 +165,125 @@ class AlembicMigrator:
     def migrate(self, connection: Connection) -> None:
         """Upgrade the database behind ``connection`` to ``head``."""
         config = self.config()
+        url = sync_url(connection.engine.url).render_as_string(hide_password=False)
+        saved = _options(config, ("sqlalchemy.url",)), dict(config.attributes)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # for an env.py of alembic init's
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
         try:
-            command.upgrade(config, "head")
-        except Exception as error:
-            revision = failed_revision(error)
-            if revision is None:
-                raise
+            with _loggers_kept(), _as_migration_error(self):
+                command.upgrade(config, "head")
+        finally:
+            if config is self._given:  # leave the caller's Config as it was
+                _restore(config, *saved)
+
+    def verify(self, connection: Connection) -> None:
+        """Raise :class:`~elefast.errors.MigrationError` unless the template is at the scripts' heads."""
+        with _as_migration_error(self):
+            from alembic.script import ScriptDirectory
+
+            heads = set(ScriptDirectory.from_config(self.config()).get_heads())
+        if not heads:
+            return  # no revisions: nothing to be at
+        found: Set[str] = set()
+        tables = connection.execute(text(_sql.ALEMBIC_VERSION_TABLES)).all()
+        for schema, table in tables:
+            found |= set(connection.execute(text(_sql.select_versions(schema, table))).scalars())
+        if found == heads:
+            return
+        env = self._env_py()
+        if not tables:
             raise MigrationError(
-                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}"
-            ) from error
+                f"{self!r} ran 'upgrade head', but the template has no alembic_version table: the "
+                f"migrations went to another database. {env} must run them on the connection elefast "
+                "gives it (or on sqlalchemy.url, which elefast points at the template); add this branch "
+                f"at the top of run_migrations_online():\n\n{SHARING_BRANCH}\n"
+            )
+        raise MigrationError(
+            f"{self!r} ran 'upgrade head', but the template is at {sorted(found)}, not at the scripts' "
+            f"heads {sorted(heads)}. Check that {env} runs the migrations on the connection elefast gives "
+            "it (config.attributes['connection']) and that none of them stops early."
+        )
 
     async def migrate_async(self, connection: AsyncConnection) -> None:
         """Upgrade the database behind an async ``connection`` to ``head`` (via ``run_sync``)."""
         await connection.run_sync(self.migrate)
+
+    def _env_py(self) -> str:
+        try:
+            from alembic.script import ScriptDirectory
+
+            return repr(str(Path(ScriptDirectory.from_config(self.config()).dir) / "env.py"))
+        except Exception:
+            return "your env.py"
+
+
+def _is_package_location(value: str) -> bool:
+    """``package:folder``, Alembic's form for migrations shipped inside a package."""
+    package, sep, folder = value.partition(":")
+    return bool(sep and folder and package.replace(".", "").replace("_", "").isalnum() and len(package) > 1)
+
+
+def _options(config: Config, names: tuple) -> Dict[str, Optional[str]]:  # type: ignore[type-arg]
+    return {name: config.get_main_option(name) for name in names}
+
+
+def _restore(config: Config, options: Dict[str, Optional[str]], attributes: Dict[Any, Any]) -> None:
+    for name, value in options.items():
+        if value is None:
+            config.remove_main_option(name)
+        else:
+            config.set_main_option(name, value.replace("%", "%%"))
+    config.attributes.clear()
+    config.attributes.update(attributes)
+
+
+@contextmanager
+def _loggers_kept() -> Iterator[None]:
+    """Undo what ``fileConfig`` in an ``env.py`` does to the test process's loggers (it disables them)."""
+    manager = logging.Logger.manager
+    enabled = [logger for logger in manager.loggerDict.values()
+               if isinstance(logger, logging.Logger) and not logger.disabled]
+    try:
+        yield
+    finally:
+        for logger in enabled:
+            logger.disabled = False
+
+
+@contextmanager
+def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
+    """Alembic's own errors, and a failed connection from ``env.py``, as a MigrationError with the fix."""
+    try:
+        yield
+    except MigrationError:
+        raise
+    except CommandError as error:
+        raise MigrationError(f"Alembic could not run {migrator!r}: {error}. {_fix_for(str(error))}") from error
+    except Exception as error:
+        revision = failed_revision(error)
+        if revision is not None:
+            raise MigrationError(
+                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}"
+            ) from error
+        if isinstance(error, OperationalError):
+            raise MigrationError(
+                f"env.py could not connect while migrating with {migrator!r}: {first_line(error)}. elefast "
+                "hands env.py the template's connection (config.attributes['connection']) and points "
+                "sqlalchemy.url at it; an env.py that builds its URL from the app's settings connects "
+                f"elsewhere. Add this branch at the top of run_migrations_online():\n\n{SHARING_BRANCH}\n"
+            ) from error
+        raise
+
+
+def _fix_for(message: str) -> str:
+    if "script_location" in message:
+        return ("Set script_location in the config, or pass the migrations folder itself: "
+                "AlembicMigrator('migrations').")
+    if "Path doesn't exist" in message or "No such file" in message:
+        return ("The script_location is relative to the current directory: pass an absolute path, the "
+                "migrations folder itself, or a 'package:folder' location.")
+    return "Check the Alembic configuration named above."
 
 
 def failed_revision(error: BaseException) -> Optional[str]:
