@@ -123,6 +123,8 @@ def _function(function: types.FunctionType, where: str) -> str:
             content = cell.cell_contents
             if isinstance(content, types.FunctionType) and content is not function:  # a decorator's wrapped one
                 parts.append(_function(content, where))
+            elif isinstance(content, (type, types.ModuleType)):  # super()'s __class__, an imported name
+                parts.append(f"{type(content).__name__} {getattr(content, '__qualname__', content.__name__)}")
             else:
                 parts.append(plain(content))
         except ValueError:  # an empty cell

@@ -66,7 +66,7 @@ class MetadataMigrator:
         self.metadata = metadata
 
     def __repr__(self) -> str:
-        return f"MetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
+        return f"{type(self).__name__}(<MetaData with {len(self.metadata.tables)} tables>)"
 
     def fingerprint(self) -> str:
         """The compiled PostgreSQL DDL of the metadata: templates are reused while it is unchanged."""
@@ -103,7 +103,7 @@ class AsyncMetadataMigrator:
         self._sync = MetadataMigrator(metadata)
 
     def __repr__(self) -> str:
-        return f"AsyncMetadataMigrator(<MetaData with {len(self.metadata.tables)} tables>)"
+        return f"{type(self).__name__}(<MetaData with {len(self.metadata.tables)} tables>)"
 
     def fingerprint(self) -> str:
         """The compiled PostgreSQL DDL of the metadata (see :meth:`MetadataMigrator.fingerprint`)."""

@@ -171,7 +171,7 @@ class AlembicMigrator:
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
         try:
-            with _loggers_kept(), _as_migration_error(self):
+            with _logging_kept(), _as_migration_error(self):
                 command.upgrade(config, "head")
         finally:
             if config is self._given:  # leave the caller's Config as it was
@@ -239,16 +239,31 @@ def _restore(config: Config, options: Dict[str, Optional[str]], attributes: Dict
 
 
 @contextmanager
-def _loggers_kept() -> Iterator[None]:
-    """Undo what ``fileConfig`` in an ``env.py`` does to the test process's loggers (it disables them)."""
+def _logging_kept() -> Iterator[None]:
+    """Undo what ``fileConfig`` in an ``env.py`` does to the test process's logging.
+
+    The ``env.py`` of ``alembic init`` calls ``logging.config.fileConfig``, which replaces the
+    root logger's handlers and disables every logger that exists: fine for the ``alembic``
+    command, not inside a test run. Every logger's level, handlers, propagation and state are
+    put back afterwards; loggers the migration created are reset to the defaults.
+    """
     manager = logging.Logger.manager
-    enabled = [logger for logger in manager.loggerDict.values()
-               if isinstance(logger, logging.Logger) and not logger.disabled]
+    root = logging.getLogger()
+    before = {id(logger) for logger in manager.loggerDict.values()}
+    saved = [(logger, logger.level, list(logger.handlers), logger.propagate, logger.disabled)
+             for logger in [root, *manager.loggerDict.values()] if isinstance(logger, logging.Logger)]
     try:
         yield
     finally:
-        for logger in enabled:
-            logger.disabled = False
+        for logger, level, handlers, propagate, disabled in saved:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate, logger.disabled = propagate, disabled
+        for created in list(manager.loggerDict.values()):
+            if isinstance(created, logging.Logger) and id(created) not in before:
+                created.setLevel(logging.NOTSET)
+                created.handlers[:] = []
+                created.propagate, created.disabled = True, False
 
 
 @contextmanager

@@ -1,0 +1,181 @@
+"""Real Alembic projects as users have them: one made by ``alembic init`` and left unchanged, one whose
+``env.py`` migrates the app's own database, Flask-Migrate's folder layout, a ``Config`` object, broken
+configs. Each gives the right template or one MigrationError naming the fix, in this run and the next."""
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import textwrap
+import unittest
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from elefast import AsyncDatabaseServer, DatabaseServer
+from elefast.errors import MigrationError
+from elefast.extras.alembic import AlembicMigrator
+from tests import support
+
+REVISION = '''"""Create the authors table."""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "a1"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("authors", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(40)))
+    op.execute("INSERT INTO authors (name) VALUES ('seed')")
+
+
+def downgrade():
+    op.drop_table("authors")
+'''
+
+#: An env.py as many apps write it: the URL comes from the app's settings (here an environment variable).
+OWN_URL_ENV = '''
+import os
+from alembic import context
+from sqlalchemy import create_engine
+
+def run_migrations_online():
+    engine = create_engine(os.environ["EFT_APP_DATABASE_URL"])
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=None)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+run_migrations_online()
+'''
+
+
+def stock_project(root: Path) -> Path:
+    """``alembic init`` in ``root`` (generic template, unchanged) plus one revision; the ini's path."""
+    ini = root / "alembic.ini"
+    with contextlib.redirect_stdout(io.StringIO()):  # its "Generating ..." lines
+        command.init(Config(str(ini)), str(root / "migrations"))
+    (root / "migrations" / "versions" / "a1_authors.py").write_text(REVISION)
+    return ini
+
+
+def authors(database):
+    with database.engine.connect() as connection:
+        return connection.execute(text("SELECT name FROM authors")).scalars().all()
+
+
+class AlembicProjectTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("alp")
+        self.root = Path(tempfile.mkdtemp(prefix="elefast-alembic-"))
+        self.addCleanup(lambda: self.assertEqual(support.databases(self.prefix + "%"), []))
+        self.addCleanup(support.drop_templates, self.prefix)
+
+    def clone_once(self, migrator):
+        server = DatabaseServer(support.server_url(), schema=migrator)
+        try:
+            with server.create_database(prefix=self.prefix) as database:
+                return authors(database)
+        finally:
+            server.close()
+
+    def test_stock_alembic_init_project_works_unchanged(self):
+        """The env.py `alembic init` writes connects to sqlalchemy.url: elefast points it at the template."""
+        ini = stock_project(self.root)
+        root_handlers = list(logging.getLogger().handlers)
+        self.assertIn("driver://user:pass@localhost/dbname", ini.read_text())  # really untouched
+        for _ in range(2):  # built, then reused
+            self.assertEqual(self.clone_once(AlembicMigrator(ini)), ["seed"])
+        self.assertFalse(logging.getLogger("elefast").disabled)  # env.py's fileConfig did not silence us
+        self.assertEqual(logging.getLogger().handlers, root_handlers)  # nor replace the root's handlers
+
+    def test_migrations_folder_and_config_object(self):
+        """The folder holding env.py (Flask-Migrate's layout: no script_location) and a Config work too."""
+        ini = stock_project(self.root)
+        folder = self.root / "migrations"
+        (folder / "alembic.ini").write_text(ini.read_text().replace("script_location = %(here)s/migrations\n", "")
+                                            .replace("script_location = migrations\n", ""))
+        self.assertEqual(self.clone_once(AlembicMigrator(folder)), ["seed"])
+        config = Config(str(ini))
+        self.assertEqual(self.clone_once(AlembicMigrator(config)), ["seed"])
+        self.assertNotIn("connection", config.attributes)  # the caller's Config is left as it was
+        self.assertEqual(config.get_main_option("sqlalchemy.url"), "driver://user:pass@localhost/dbname")
+
+    def test_env_py_that_migrates_the_apps_own_database(self):
+        """Ignoring the connection migrates the developer's database: the error names env.py, nothing kept."""
+        ini = stock_project(self.root)
+        (self.root / "migrations" / "env.py").write_text(OWN_URL_ENV)
+        devdb = f"{self.prefix}_dev"
+        support.execute(f'CREATE DATABASE "{devdb}"')
+        self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{devdb}" WITH (FORCE)')
+        os.environ["EFT_APP_DATABASE_URL"] = support.url_with(database=devdb)
+        self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
+        for _ in range(2):  # the next run says the same: the empty template was not kept
+            with self.assertRaises(MigrationError) as caught:
+                self.clone_once(AlembicMigrator(ini))
+            message = str(caught.exception)
+            self.assertIn("went to another database", message)
+            self.assertIn(str(self.root / "migrations" / "env.py"), message)
+            self.assertIn('config.attributes.get("connection")', message)
+            self.assertEqual(support.databases(self.prefix + "_tpl%"), [])
+
+    def test_env_py_whose_own_database_does_not_exist(self):
+        ini = stock_project(self.root)
+        (self.root / "migrations" / "env.py").write_text(OWN_URL_ENV)
+        os.environ["EFT_APP_DATABASE_URL"] = support.url_with(database=f"{self.prefix}_nosuch")
+        self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
+        with self.assertRaises(MigrationError) as caught:
+            self.clone_once(AlembicMigrator(ini))
+        self.assertIn("env.py could not connect", str(caught.exception))
+        self.assertIn("does not exist", str(caught.exception))
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
+    def test_alembic_config_errors_are_migration_errors_with_the_fix(self):
+        no_location = self.root / "bare.ini"
+        no_location.write_text("[alembic]\n")
+        with self.assertRaisesRegex(MigrationError, "script_location.*AlembicMigrator\\('migrations'\\)"):
+            self.clone_once(AlembicMigrator(no_location))
+        missing = self.root / "missing.ini"
+        missing.write_text("[alembic]\nscript_location = no/such/place\n")
+        with self.assertRaisesRegex(MigrationError, "Path doesn't exist.*absolute path"):
+            self.clone_once(AlembicMigrator(missing))
+
+
+class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
+    async def test_stock_project_on_the_async_server(self):
+        prefix = support.unique_prefix("alpa")
+        self.addCleanup(support.drop_templates, prefix)
+        with tempfile.TemporaryDirectory() as root:
+            server = AsyncDatabaseServer(support.server_url(), schema=AlembicMigrator(stock_project(Path(root))))
+            async with await server.create_database(prefix=prefix) as database:
+                async with database.engine.connect() as connection:
+                    names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
+            await server.close()
+        self.assertEqual(names, ["seed"])
+
+    async def test_env_py_elsewhere_on_the_async_server(self):
+        prefix = support.unique_prefix("alpa")
+        with tempfile.TemporaryDirectory() as root:
+            ini = stock_project(Path(root))
+            (Path(root) / "migrations" / "env.py").write_text(textwrap.dedent(OWN_URL_ENV))
+            devdb = f"{prefix}_dev"
+            support.execute(f'CREATE DATABASE "{devdb}"')
+            self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{devdb}" WITH (FORCE)')
+            os.environ["EFT_APP_DATABASE_URL"] = support.url_with(database=devdb)
+            self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
+            server = AsyncDatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
+            with self.assertRaisesRegex(MigrationError, "went to another database"):
+                await server.create_database(prefix=prefix)
+            await server.close()
+        self.assertEqual(support.databases(prefix + "_tpl%"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
