@@ -14,7 +14,9 @@ How it works, in the order a test meets it (docs: "How it works")::
     provision/         where the server is: a URL, a throwaway local server, Docker
     sync.py asyncio.py the public servers and databases: thin facades (_facade.py)
     _core.py           the admin core: every server step once (create+mark, drop, keep, sweep)
-    _templates.py      templates found or built once under an advisory lock; migrators.py
+    _templates.py      templates found or built once under an advisory lock, then verified
+    migrators.py       what builds a template (MetaData, chains; sql_files.py, extras/alembic.py);
+                       _fingerprints.py what names a shared one
     pool.py            clones made ahead and dropped behind by threads
     ownership.py       who owns which database; the one place a database is dropped
     _sql.py errors.py  every statement; every error
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
         CanBeTurnedIntoAsyncEngine,
     )
     from elefast.errors import DatabaseNotReadyError, ElefastError
+    from elefast.migrators import ChainMigrator
+    from elefast.sql_files import SQLFileMigrator
     from elefast.sync import (
         CanBeTurnedIntoEngine,
         Database,
@@ -51,6 +55,7 @@ __all__ = [
     "AsyncPostgresTestCase",
     "CanBeTurnedIntoAsyncEngine",
     "CanBeTurnedIntoEngine",
+    "ChainMigrator",
     "Database",
     "DatabaseNotReadyError",
     "DatabaseServer",
@@ -58,6 +63,7 @@ __all__ = [
     "MetadataMigrator",
     "Migrator",
     "PostgresTestCase",
+    "SQLFileMigrator",
 ]
 
 __version__ = "0.1.0"
@@ -66,6 +72,8 @@ _HOMES = {
     "elefast.asyncio": ("AsyncDatabase", "AsyncDatabaseServer", "AsyncMetadataMigrator", "AsyncMigrator",
                         "CanBeTurnedIntoAsyncEngine"),
     "elefast.errors": ("DatabaseNotReadyError", "ElefastError"),
+    "elefast.migrators": ("ChainMigrator",),
+    "elefast.sql_files": ("SQLFileMigrator",),
     "elefast.sync": ("CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"),
     "elefast.testcase": ("AsyncPostgresTestCase", "PostgresTestCase"),
 }

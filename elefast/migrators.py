@@ -35,7 +35,7 @@ from elefast.errors import ConfigurationError, MigrationError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["AsyncMetadataMigrator", "AsyncMigrator", "MetadataMigrator", "Migrator"]
+__all__ = ["AsyncMetadataMigrator", "AsyncMigrator", "ChainMigrator", "MetadataMigrator", "Migrator"]
 
 
 @runtime_checkable
@@ -116,6 +116,67 @@ class AsyncMetadataMigrator:
     def verify(self, connection: Connection) -> None:
         """Every table of the metadata exists (see :meth:`MetadataMigrator.verify`)."""
         self._sync.verify(connection)
+
+
+class ChainMigrator:
+    """Several migrators, one after the other, for histories that do not build from empty.
+
+    Some projects' migrations start from tables an older release made with ``create_all``
+    (mlflow's do)::
+
+        schema = ChainMigrator(MetadataMigrator(InitialBase.metadata), AlembicMigrator("alembic.ini"))
+
+    Every step runs on the same connection, inside the one transaction elefast opens for
+    the build, so each sees what the earlier ones made (a step that opens a connection of
+    its own does not). The fingerprint combines every step's identity (a step that cannot
+    be fingerprinted makes the whole chain a template for this process only); the template
+    is verified by the last step that has a ``verify``. On the async server each step runs
+    ``migrate_async`` where it has one, else ``migrate`` through ``run_sync``.
+    """
+
+    _elefast_fingerprinted = ("migrators",)
+
+    def __init__(self, *migrators: Any) -> None:
+        if not migrators:
+            raise ConfigurationError("ChainMigrator needs at least one migrator.")
+        for migrator in migrators:
+            check_schema(migrator, is_async=True)
+        self.migrators = migrators
+
+    def __repr__(self) -> str:
+        return f"ChainMigrator({', '.join(repr(m) for m in self.migrators)})"
+
+    def fingerprint(self) -> Optional[str]:
+        """Every step's identity, in order; None when one of them has none."""
+        parts = []
+        for migrator in self.migrators:
+            digest, _ = _fingerprints.identity(migrator)
+            if digest is None:
+                return None
+            parts.append(digest)
+        return "chain " + " ".join(parts)
+
+    def migrate(self, connection: Connection) -> None:
+        """Run every step's ``migrate`` on ``connection``, in order."""
+        for migrator in self.migrators:
+            if not hasattr(migrator, "migrate"):
+                raise ConfigurationError(f"{migrator!r} is async only: use the chain on an async server.")
+            migrator.migrate(connection)
+
+    async def migrate_async(self, connection: AsyncConnection) -> None:
+        """Run every step in order: ``migrate_async`` where it has one, else ``migrate`` via ``run_sync``."""
+        for migrator in self.migrators:
+            if hasattr(migrator, "migrate_async"):
+                await migrator.migrate_async(connection)
+            else:
+                await connection.run_sync(migrator.migrate)
+
+    def verify(self, connection: Connection) -> None:
+        """Verify with the last step that can (the earlier steps' results may since have changed)."""
+        for migrator in reversed(self.migrators):
+            if callable(getattr(migrator, "verify", None)):
+                migrator.verify(connection)
+                return
 
 
 MetadataMigrator.__module__ = Migrator.__module__ = "elefast.sync"

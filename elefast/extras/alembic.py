@@ -209,13 +209,31 @@ class AlembicMigrator:
         """Upgrade the database behind an async ``connection`` to ``head`` (via ``run_sync``)."""
         await connection.run_sync(self.migrate)
 
-    def _env_py(self) -> str:
+    def env_py_path(self) -> Optional[Path]:
+        """The project's ``env.py``, or None when the config names no script directory that has one."""
         try:
             from alembic.script import ScriptDirectory
 
-            return repr(str(Path(ScriptDirectory.from_config(self.config()).dir) / "env.py"))
+            path = Path(ScriptDirectory.from_config(self.config()).dir) / "env.py"
         except Exception:
-            return "your env.py"
+            return None
+        return path if path.is_file() else None
+
+    def _env_py(self) -> str:
+        path = self.env_py_path()
+        return repr(str(path)) if path else "your env.py"
+
+
+def env_py_shares_connection(path: Optional[Path]) -> bool:
+    """Whether ``env.py`` reads the connection elefast hands it (``config.attributes["connection"]``).
+
+    A reading of the source, for advice only (``init``, ``doctor``, error messages): the
+    verification after each build is what decides.
+    """
+    if path is None:
+        return True
+    source = path.read_text(encoding="utf-8", errors="replace")
+    return "attributes" in source and "connection" in source
 
 
 def _is_package_location(value: str) -> bool:
@@ -278,8 +296,14 @@ def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
     except Exception as error:
         revision = failed_revision(error)
         if revision is not None:
+            hint = ""
+            if not env_py_shares_connection(migrator.env_py_path()):
+                hint = (f". Note: {migrator.env_py_path()} does not use config.attributes['connection'], so "
+                        "the migrations run on a connection of their own, which cannot see what ran before "
+                        "them in elefast's transaction (an earlier ChainMigrator step). Add this branch at "
+                        f"the top of run_migrations_online():\n\n{SHARING_BRANCH}\n")
             raise MigrationError(
-                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}"
+                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}{hint}"
             ) from error
         if isinstance(error, OperationalError):
             raise MigrationError(

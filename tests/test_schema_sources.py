@@ -1,0 +1,191 @@
+"""Schemas that are not MetaData: SQL files, a real ``pg_dump`` output, and chained migrators for
+histories that do not build from an empty database. Real servers, sync and async."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, text
+
+from elefast import AsyncDatabaseServer, ChainMigrator, DatabaseServer, MetadataMigrator, SQLFileMigrator
+from elefast._fingerprints import identity
+from elefast.errors import MigrationError
+from elefast.extras.alembic import AlembicMigrator
+from tests import support
+from tests.test_alembic_projects import stock_project
+
+TABLES = """
+-- the schema; a semicolon inside a function body must not split it
+CREATE TABLE authors (id serial PRIMARY KEY, "Full Name" text NOT NULL, note text);
+CREATE FUNCTION shout(t text) RETURNS text LANGUAGE plpgsql AS $body$
+BEGIN
+    RETURN upper(t) || '!';  -- a comment; with a semicolon
+END;
+$body$;
+/* a block comment; with /* a nested one; */ */
+"""
+DATA = "INSERT INTO authors (\"Full Name\", note) VALUES ('Ann', 'it''s; fine'), ('Bob', NULL);\n"
+
+initial = MetaData()
+Table("accounts", initial, Column("id", Integer, primary_key=True), Column("name", String(40)))
+
+ALTERS_INITIAL = '''"""Starts from the table create_all made."""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "b1"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("accounts", sa.Column("email", sa.String(80)))
+    op.execute("INSERT INTO accounts (name, email) VALUES ('seed', 'seed@example.com')")
+
+
+def downgrade():
+    op.drop_column("accounts", "email")
+'''
+
+
+def rows(database, sql):
+    with database.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(sql))]
+
+
+def make_dump(path: Path, prefix: str) -> Path:
+    """A database with tables, awkward data and a function, dumped by the real pg_dump (plain format)."""
+    source = f"{prefix}_src"
+    support.execute(f'CREATE DATABASE "{source}"')
+    try:
+        url = support.url_with(database=source)
+        from sqlalchemy import create_engine
+
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(TABLES)
+            connection.exec_driver_sql(DATA)
+            connection.exec_driver_sql("INSERT INTO authors (\"Full Name\", note) "
+                                       "VALUES (E'Tab\\there', E'line\\nbreak \\\\ slash')")
+        engine.dispose()
+        dump = path / "dump.sql"
+        subprocess.run(["pg_dump", "--dbname", support.libpq_dsn(url), "--file", str(dump)], check=True)
+        return dump
+    finally:
+        support.execute(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
+
+
+class SQLFileTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("sqlf")
+        self.dir = Path(tempfile.mkdtemp(prefix="elefast-sql-"))
+        self.addCleanup(lambda: self.assertEqual(support.databases(self.prefix + "%"), []))
+        self.addCleanup(support.drop_templates, self.prefix)
+
+    def clone_rows(self, migrator, sql):
+        server = DatabaseServer(support.server_url(), schema=migrator)
+        try:
+            with server.create_database(prefix=self.prefix) as database:
+                return rows(database, sql)
+        finally:
+            server.close()
+
+    def test_a_folder_applied_in_name_order(self):
+        (self.dir / "002_data.sql").write_text(DATA)
+        (self.dir / "001_tables.sql").write_text(TABLES)
+        got = self.clone_rows(SQLFileMigrator(self.dir), 'SELECT shout("Full Name"), note FROM authors ORDER BY id')
+        self.assertEqual(got, [("ANN!", "it's; fine"), ("BOB!", None)])
+
+    def test_a_changed_file_is_a_new_template(self):
+        (self.dir / "schema.sql").write_text(TABLES)
+        before = identity(SQLFileMigrator(self.dir / "schema.sql"))[0]
+        (self.dir / "schema.sql").write_text(TABLES + "CREATE TABLE more (id int);\n")
+        self.assertNotEqual(identity(SQLFileMigrator(self.dir / "schema.sql"))[0], before)
+
+    def test_a_real_pg_dump_with_schema_and_data(self):
+        dump = make_dump(self.dir, self.prefix)
+        self.assertIn("FROM stdin;", dump.read_text())
+        got = self.clone_rows(SQLFileMigrator(dump), 'SELECT "Full Name", note, shout(\'x\') FROM authors ORDER BY id')
+        self.assertEqual(got, [("Ann", "it's; fine", "X!"), ("Bob", None, "X!"),
+                               ("Tab\there", "line\nbreak \\ slash", "X!")])
+
+    def test_psql_meta_commands_are_refused_with_their_line(self):
+        (self.dir / "schema.sql").write_text("CREATE TABLE a (id int);\n\\connect other\nCREATE TABLE b (id int);\n")
+        with self.assertRaisesRegex(MigrationError, r"schema.sql line 2: the psql meta-command \\connect"):
+            self.clone_rows(SQLFileMigrator(self.dir / "schema.sql"), "SELECT 1")
+
+    def test_a_failing_statement_names_file_and_line(self):
+        (self.dir / "schema.sql").write_text("CREATE TABLE a (id int);\n\nINSERT INTO nowhere VALUES (1);\n")
+        with self.assertRaisesRegex(MigrationError, r"schema.sql line 3 failed: .*nowhere"):
+            self.clone_rows(SQLFileMigrator(self.dir / "schema.sql"), "SELECT 1")
+
+
+class ChainTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("chain")
+        self.addCleanup(support.drop_templates, self.prefix)
+
+    def test_create_all_then_upgrade(self):
+        """A history whose first revision alters tables create_all made (mlflow's shape)."""
+        with tempfile.TemporaryDirectory() as root:
+            ini = stock_project(Path(root))
+            os.remove(Path(root) / "migrations" / "versions" / "a1_authors.py")
+            (Path(root) / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+            shutil.copy(support.ROOT / "tests" / "alembic_project" / "migrations" / "env.py",
+                        Path(root) / "migrations" / "env.py")  # one with the sharing-a-connection branch
+            chain = ChainMigrator(MetadataMigrator(initial), AlembicMigrator(ini))
+            self.assertIsNotNone(identity(chain)[0])
+            server = DatabaseServer(support.server_url(), schema=chain)
+            with server.create_database(prefix=self.prefix) as database:
+                self.assertEqual(rows(database, "SELECT name, email FROM accounts"), [("seed", "seed@example.com")])
+                self.assertEqual(rows(database, "SELECT version_num FROM alembic_version"), [("b1",)])
+            server.close()
+
+    def test_alembic_alone_fails_where_the_chain_works(self):
+        with tempfile.TemporaryDirectory() as root:
+            ini = stock_project(Path(root))
+            os.remove(Path(root) / "migrations" / "versions" / "a1_authors.py")
+            (Path(root) / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+            server = DatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
+            with self.assertRaisesRegex(MigrationError, "revision b1"):
+                server.create_database(prefix=self.prefix)
+            server.close()
+
+    def test_a_chain_with_an_env_py_that_opens_its_own_connection(self):
+        """The stock env.py cannot see the chain's earlier steps: the error says why and what to add."""
+        with tempfile.TemporaryDirectory() as root:
+            ini = stock_project(Path(root))
+            os.remove(Path(root) / "migrations" / "versions" / "a1_authors.py")
+            (Path(root) / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+            server = DatabaseServer(support.server_url(),
+                                    schema=ChainMigrator(MetadataMigrator(initial), AlembicMigrator(ini)))
+            with self.assertRaises(MigrationError) as caught:
+                server.create_database(prefix=self.prefix)
+            server.close()
+        self.assertIn("cannot see what ran before them", str(caught.exception))
+        self.assertIn('config.attributes.get("connection")', str(caught.exception))
+
+
+class AsyncSchemaSourceTests(unittest.IsolatedAsyncioTestCase):
+    async def test_pg_dump_and_chain_on_the_async_server(self):
+        prefix = support.unique_prefix("asqlf")
+        self.addCleanup(support.drop_templates, prefix)
+        with tempfile.TemporaryDirectory() as root:
+            dump = make_dump(Path(root), prefix)
+            server = AsyncDatabaseServer(support.server_url(),
+                                         schema=ChainMigrator(SQLFileMigrator(dump), MetadataMigrator(initial)))
+            async with await server.create_database(prefix=prefix) as database:
+                async with database.engine.connect() as connection:
+                    got = (await connection.execute(text('SELECT note FROM authors ORDER BY id'))).scalars().all()
+                    accounts = (await connection.execute(text("SELECT count(*) FROM accounts"))).scalar()
+            await server.close()
+        self.assertEqual(got, ["it's; fine", None, "line\nbreak \\ slash"])
+        self.assertEqual(accounts, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
