@@ -3,7 +3,9 @@
 - ``server start|stop|status|url``: the throwaway local server;
 - ``sweep [--dry-run]``: drop databases left by test processes that are gone;
 - ``init``: write a base test module for the project in the current directory;
-- ``doctor``: where a test run would get its server, versions, what is missing.
+- ``doctor``: where a test run would get its server, versions, what is missing;
+- ``check --alembic alembic.ini --metadata app.models:Base.metadata``: build the
+  migrations into a fresh database and list every way it differs from the models.
 
 ``server start`` starts the throwaway local PostgreSQL and keeps it running
 until ``server stop``; test runs in between join it instead of starting their
@@ -123,6 +125,41 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if report.server_found else 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    import importlib
+    import os
+
+    from elefast import DatabaseServer, provision
+    from elefast.errors import ElefastError
+    from elefast.extras.alembic import AlembicMigrator, migration_differences
+
+    sys.path.insert(0, os.getcwd())
+    module_name, _, attribute = args.metadata.partition(":")
+    try:
+        target: object = importlib.import_module(module_name)
+        for part in attribute.split(".") if attribute else []:
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        print(f"error: cannot load the models' MetaData {args.metadata!r}: {error}. "
+              "Give it as package.module:attribute, e.g. app.models:Base.metadata.", file=sys.stderr)
+        return 2
+    metadata = getattr(target, "metadata", target)
+    try:
+        server = DatabaseServer(provision.resolve(args.url, timeout=args.timeout), schema=AlembicMigrator(args.alembic))
+        try:
+            with server.create_database(prefix="elefast_check") as database:
+                differences = migration_differences(database.url, metadata)
+        finally:
+            server.close()
+    except ElefastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in differences:
+        print(line)
+    print(f"{len(differences)} differences between the migrations and {args.metadata}")
+    return 1 if differences else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m elefast``."""
     parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
@@ -147,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="where tests would get a server; versions; what is missing")
     doctor.add_argument("--timeout", type=float, default=3, help="seconds to wait for a configured URL (default 3)")
     doctor.set_defaults(handler=_doctor)
+    check = commands.add_parser("check", help="do the Alembic migrations build what the models declare?")
+    check.add_argument("--alembic", default="alembic.ini", help="alembic.ini, or the migrations folder")
+    check.add_argument("--metadata", required=True, help="the models' MetaData, as package.module:attribute")
+    check.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
+    check.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
+    check.set_defaults(handler=_check)
     return parser
 
 

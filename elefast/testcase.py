@@ -106,6 +106,24 @@ class _Settings:
     def setUpTestData(cls, connection: Any) -> None:
         """Override to write rows every test of the class starts with (runs once per class)."""
 
+    def assertMigrationsMatch(self, metadata: Any) -> None:
+        """Fail, listing every difference, unless this test's migrated database matches ``metadata``.
+
+        Uses Alembic's own comparison (``compare_metadata``, with types) on the clone of the
+        class's template: with ``schema = AlembicMigrator(...)``, one test proves the
+        migrations build what the models declare. Needs the ``alembic`` extra.
+        """
+        from elefast.extras.alembic import migration_differences
+
+        database = getattr(self, "database", None)
+        if database is None:
+            raise AssertionError("assertMigrationsMatch needs self.database: call it from a test method.")
+        differences = migration_differences(database.url, metadata)
+        if differences:
+            listed = "\n  ".join(differences)
+            raise AssertionError(f"The migrations do not build what the models declare "
+                                 f"({len(differences)} differences):\n  {listed}")
+
     @classmethod
     def _elefast_server_url(cls, config: ClassConfig) -> URL:
         """Where the class's server is (see :mod:`elefast.provision`), with a driver of the right kind."""

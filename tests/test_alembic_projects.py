@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import Column, Integer, MetaData, String, Table, text
 
 from elefast import AsyncDatabaseServer, DatabaseServer
 from elefast.errors import MigrationError
@@ -55,6 +55,13 @@ def run_migrations_online():
 
 run_migrations_online()
 '''
+
+
+MODELS = MetaData()
+Table("authors", MODELS, Column("id", Integer, primary_key=True), Column("name", String(40)))
+DRIFTED = MetaData()  # what the models say after someone added a column and forgot the migration
+Table("authors", DRIFTED, Column("id", Integer, primary_key=True), Column("name", String(40)),
+      Column("email", String(80)))
 
 
 def stock_project(root: Path) -> Path:
@@ -146,6 +153,58 @@ class AlembicProjectTests(unittest.TestCase):
         missing.write_text("[alembic]\nscript_location = no/such/place\n")
         with self.assertRaisesRegex(MigrationError, "Path doesn't exist.*absolute path"):
             self.clone_once(AlembicMigrator(missing))
+
+
+class MigrationsMatchModelsTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("alm")
+        self.root = Path(tempfile.mkdtemp(prefix="elefast-alembic-"))
+        self.ini = stock_project(self.root)
+        self.addCleanup(support.drop_templates, self.prefix)
+        self.addCleanup(support.drop_templates, "elefast_check")
+
+    def test_assert_migrations_match_on_the_mixin(self):
+        from elefast import PostgresTestCase
+
+        ini = self.ini
+
+        class Check(PostgresTestCase, unittest.TestCase):
+            schema = AlembicMigrator(ini)
+            database_url = support.server_url()
+            database_prefix = self.prefix
+
+            def test_matches(self):
+                self.assertMigrationsMatch(MODELS)
+
+            def test_drifted(self):
+                self.assertMigrationsMatch(DRIFTED)
+
+        result = unittest.TestResult()
+        unittest.defaultTestLoader.loadTestsFromTestCase(Check).run(result)
+        self.assertEqual(result.errors, [])
+        self.assertEqual([test.id().rsplit(".", 1)[1] for test, _ in result.failures], ["test_drifted"])
+        message = result.failures[0][1]
+        self.assertIn("1 differences", message)
+        self.assertIn("add_column: authors", message)
+        self.assertIn("email", message)
+
+    def test_check_command(self):
+        command_line = ["-m", "elefast", "check", "--alembic", str(self.ini), "--url", support.server_url()]
+        import subprocess
+        import sys
+
+        ok = subprocess.run([sys.executable, *command_line, "--metadata", "tests.test_alembic_projects:MODELS"],
+                            cwd=str(support.ROOT), capture_output=True, text=True, timeout=120)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        self.assertIn("0 differences", ok.stdout)
+        drifted = subprocess.run([sys.executable, *command_line, "--metadata", "tests.test_alembic_projects:DRIFTED"],
+                                 cwd=str(support.ROOT), capture_output=True, text=True, timeout=120)
+        self.assertEqual(drifted.returncode, 1, drifted.stderr)
+        self.assertIn("add_column", drifted.stdout)
+        bad = subprocess.run([sys.executable, *command_line, "--metadata", "tests.no_such_module:x"],
+                             cwd=str(support.ROOT), capture_output=True, text=True, timeout=120)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("package.module:attribute", bad.stderr)
 
 
 class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
