@@ -13,6 +13,7 @@ import importlib.util
 import os
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 __all__ = ["Report", "diagnose"]
@@ -145,6 +146,15 @@ def diagnose(timeout: float = 3) -> Report:
         report.server_found, report.way = True, "local"
     if not report.server_found and way in ("", "docker") and _check_docker(report):
         report.server_found, report.way = True, "docker"
+    ini = Path.cwd() / "alembic.ini"
+    if ini.is_file():
+        from elefast._scaffold import env_py_advice
+
+        advice = env_py_advice(ini)
+        report.add("")
+        report.add(f"Alembic ({ini}): " + ("env.py takes elefast's connection." if not advice else ""))
+        for line in advice:
+            report.add("  " + line)
     report.add("")
     if report.server_found:
         report.add(f"OK: tests would use the {report.way} server.")

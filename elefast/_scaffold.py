@@ -194,4 +194,26 @@ def describe(project: Project) -> List[str]:
     if not project.has_asyncpg:
         lines.append("         (no asyncpg: no async base class; pip install 'elefast[asyncpg]' for one)")
     lines += [f"missing: {item}" for item in missing]
+    if project.alembic_ini is not None:
+        lines += env_py_advice(project.alembic_ini)
     return lines
+
+
+def env_py_advice(ini: Path) -> List[str]:
+    """What to add to the project's ``env.py`` when it does not take elefast's connection (else nothing)."""
+    try:
+        from elefast.extras.alembic import SHARING_BRANCH, AlembicMigrator, env_py_shares_connection
+
+        env_py = AlembicMigrator(ini).env_py_path()
+    except Exception:  # no Alembic installed, or a config it cannot read: the test run will say why
+        return []
+    if env_py is None or env_py_shares_connection(env_py):
+        return []
+    return [
+        f"env.py:  {env_py} does not use config.attributes['connection']. elefast points",
+        "         sqlalchemy.url at each template, which is enough if env.py connects through it;",
+        "         if env.py builds its URL from your settings, it would migrate that database",
+        "         (elefast then fails the build, naming env.py). Add this at the top of",
+        "         run_migrations_online():",
+        *("           " + line for line in SHARING_BRANCH.splitlines()),
+    ]

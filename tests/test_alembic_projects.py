@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import textwrap
 import unittest
@@ -153,6 +154,26 @@ class AlembicProjectTests(unittest.TestCase):
         missing.write_text("[alembic]\nscript_location = no/such/place\n")
         with self.assertRaisesRegex(MigrationError, "Path doesn't exist.*absolute path"):
             self.clone_once(AlembicMigrator(missing))
+
+
+class EnvPyAdviceTests(unittest.TestCase):
+    def test_init_and_doctor_say_what_to_add_to_env_py(self):
+        import subprocess
+        import sys
+
+        with tempfile.TemporaryDirectory() as root:
+            stock_project(Path(root))
+            env = dict(os.environ, PYTHONPATH=str(support.ROOT))
+            for command_line in (["init", "--yes", "--path", "tests/base.py"], ["doctor"]):
+                out = subprocess.run([sys.executable, "-m", "elefast", *command_line], cwd=root, env=env,
+                                     capture_output=True, text=True, timeout=120)
+                self.assertIn("does not use config.attributes['connection']", out.stdout, command_line)
+                self.assertIn('connection = config.attributes.get("connection")', out.stdout)
+            shutil.copy(support.ROOT / "tests" / "alembic_project" / "migrations" / "env.py",
+                        Path(root) / "migrations" / "env.py")
+            out = subprocess.run([sys.executable, "-m", "elefast", "doctor"], cwd=root, env=env,
+                                 capture_output=True, text=True, timeout=120)
+            self.assertIn("env.py takes elefast's connection", out.stdout)
 
 
 class MigrationsMatchModelsTests(unittest.TestCase):
