@@ -21,6 +21,11 @@ from elefast.errors import MigrationError
 from elefast.extras.alembic import AlembicMigrator
 from tests import support
 
+
+def psycopg_url(url):
+    """``url`` with the psycopg 3 driver (a bare postgresql:// means psycopg2 to SQLAlchemy)."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
 REVISION = '''"""Create the authors table."""
 from alembic import op
 import sqlalchemy as sa
@@ -123,7 +128,7 @@ class AlembicProjectTests(unittest.TestCase):
         devdb = f"{self.prefix}_dev"
         support.execute(f'CREATE DATABASE "{devdb}"')
         self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{devdb}" WITH (FORCE)')
-        os.environ["EFT_APP_DATABASE_URL"] = support.url_with(database=devdb)
+        os.environ["EFT_APP_DATABASE_URL"] = psycopg_url(support.url_with(database=devdb))
         self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
         for _ in range(2):  # the next run says the same: the empty template was not kept
             with self.assertRaises(MigrationError) as caught:
@@ -137,7 +142,7 @@ class AlembicProjectTests(unittest.TestCase):
     def test_env_py_whose_own_database_does_not_exist(self):
         ini = stock_project(self.root)
         (self.root / "migrations" / "env.py").write_text(OWN_URL_ENV)
-        os.environ["EFT_APP_DATABASE_URL"] = support.url_with(database=f"{self.prefix}_nosuch")
+        os.environ["EFT_APP_DATABASE_URL"] = psycopg_url(support.url_with(database=f"{self.prefix}_nosuch"))
         self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
         with self.assertRaises(MigrationError) as caught:
             self.clone_once(AlembicMigrator(ini))
@@ -248,7 +253,7 @@ class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
             devdb = f"{prefix}_dev"
             support.execute(f'CREATE DATABASE "{devdb}"')
             self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{devdb}" WITH (FORCE)')
-            os.environ["EFT_APP_DATABASE_URL"] = support.url_with(database=devdb)
+            os.environ["EFT_APP_DATABASE_URL"] = psycopg_url(support.url_with(database=devdb))
             self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
             server = AsyncDatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
             with self.assertRaisesRegex(MigrationError, "went to another database"):

@@ -65,7 +65,7 @@ def make_dump(path: Path, prefix: str) -> Path:
         url = support.url_with(database=source)
         from sqlalchemy import create_engine
 
-        engine = create_engine(url)
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
         with engine.begin() as connection:
             connection.exec_driver_sql(TABLES)
             connection.exec_driver_sql(DATA)

@@ -14,6 +14,11 @@ from elefast._fingerprints import identity
 from elefast.errors import MigrationError
 from tests import support
 
+
+def psycopg_url(url):
+    """``url`` with the psycopg 3 driver (a bare postgresql:// means psycopg2 to SQLAlchemy)."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("body", String(50)))
 SEED_SUFFIX = "!"  # a module global that Seeded.migrate reads
@@ -42,7 +47,7 @@ class HoldsAnEngine(MetadataMigrator):
 
     def __init__(self, metadata):
         super().__init__(metadata)
-        self.engine = create_engine(support.server_url())
+        self.engine = create_engine(psycopg_url(support.server_url()))
 
 
 class MigratesElsewhere(MetadataMigrator):
@@ -51,7 +56,7 @@ class MigratesElsewhere(MetadataMigrator):
     target = ""
 
     def migrate(self, connection):
-        engine = create_engine(self.target)
+        engine = create_engine(psycopg_url(self.target))
         with engine.begin() as own:
             metadata.create_all(own)
         engine.dispose()
