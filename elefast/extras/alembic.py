@@ -75,6 +75,10 @@ class AlembicMigrator:
             a ``package:folder`` script location. A relative ``script_location``
             that does not exist from the current directory is looked up next to
             the config file, so tests run from anywhere.
+        app: for Flask-Migrate: the Flask app, or a function that makes one (an app
+            factory, called once). Its ``env.py`` runs unchanged inside the app's
+            context, with Flask-SQLAlchemy's default engine standing in for the
+            template being built (keyword only).
 
     The migrations run up to ``head`` on the connection elefast passes, inside
     one transaction; then elefast checks the template is at the scripts' heads
@@ -83,11 +87,15 @@ class AlembicMigrator:
     as a :class:`~elefast.errors.MigrationError` with its cause and the fix.
     """
 
-    _elefast_fingerprinted = ("config_path", "_given", "_location")
+    _elefast_fingerprinted = ("config_path", "_given", "_location", "_app", "_factory")
 
-    def __init__(self, config_path: Union[os.PathLike[str], str, Config]) -> None:
+    def __init__(self, config_path: Union[os.PathLike[str], str, Config], *, app: Any = None) -> None:
         self._given: Optional[Config] = None
         self._location: Optional[str] = None
+        self._app = app if app is not None and hasattr(app, "app_context") else None
+        self._factory = app if app is not None and self._app is None else None
+        if self._factory is not None and not callable(self._factory):
+            raise ConfigurationError(f"app= must be a Flask app or a function returning one, not {app!r}.")
         if isinstance(config_path, Config):
             self._given = config_path
             self.config_path: Optional[Path] = (
@@ -171,7 +179,7 @@ class AlembicMigrator:
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
         try:
-            with _logging_kept(), _as_migration_error(self):
+            with _logging_kept(), _as_migration_error(self), self._flask_app_on(url):
                 command.upgrade(config, "head")
         finally:
             if config is self._given:  # leave the caller's Config as it was
@@ -208,6 +216,37 @@ class AlembicMigrator:
     async def migrate_async(self, connection: AsyncConnection) -> None:
         """Upgrade the database behind an async ``connection`` to ``head`` (via ``run_sync``)."""
         await connection.run_sync(self.migrate)
+
+    def flask_app(self) -> Any:
+        """The Flask app given as ``app=`` (made by its factory on first use), or None."""
+        if self._app is None and self._factory is not None:
+            self._app = self._factory()
+            if not hasattr(self._app, "app_context"):
+                raise ConfigurationError(f"app= factory {self._factory!r} returned {self._app!r}, not a Flask app.")
+        return self._app
+
+    @contextmanager
+    def _flask_app_on(self, url: str) -> Iterator[None]:
+        """Inside the app's context, with Flask-SQLAlchemy's default engine on ``url`` (no app: nothing)."""
+        app = self.flask_app()
+        if app is None:
+            yield
+            return
+        from sqlalchemy import NullPool, create_engine
+
+        with app.app_context():
+            extension = app.extensions.get("sqlalchemy")
+            engines = extension.engines if extension is not None else None  # Flask-SQLAlchemy 3's mapping
+            if not isinstance(engines, dict) or None not in engines:
+                yield
+                return
+            original, stand_in = engines[None], create_engine(url, poolclass=NullPool)
+            engines[None] = stand_in
+            try:
+                yield
+            finally:
+                engines[None] = original
+                stand_in.dispose()
 
     def env_py_path(self) -> Optional[Path]:
         """The project's ``env.py``, or None when the config names no script directory that has one."""
@@ -342,6 +381,11 @@ def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
                         f"the top of run_migrations_online():\n\n{SHARING_BRANCH}\n")
             raise MigrationError(
                 f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}{hint}"
+            ) from error
+        if isinstance(error, RuntimeError) and "application context" in str(error):
+            raise MigrationError(
+                f"env.py needs a Flask application context (Flask-Migrate's does): {first_line(error)}. "
+                "Give the app: AlembicMigrator('migrations', app=create_app) (the app, or its factory)."
             ) from error
         if isinstance(error, OperationalError):
             raise MigrationError(
