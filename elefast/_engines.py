@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Union
 from sqlalchemy import URL, Engine, event, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from elefast.errors import DriverNotInstalledError, InvalidURLError, WrongDriverKindError
+from elefast.errors import DriverNotInstalledError, InvalidURLError, NotAURLError, WrongDriverKindError
 
 #: Driver used for a bare ``postgresql://`` URL by the sync classes.
 DEFAULT_SYNC_DRIVER = "psycopg"
@@ -63,7 +63,7 @@ def parse_url(value: Union[URL, str], *, is_async: bool, swap_kind: bool = False
     elif isinstance(value, URL):
         url = value
     else:
-        raise InvalidURLError(
+        raise NotAURLError(
             f"Expected a database URL (str or sqlalchemy.URL) or an engine, got {type(value).__name__}."
         )
     backend, _, driver = url.drivername.partition("+")

@@ -105,7 +105,7 @@ class ServerBase(Generic[E]):
 
     def _clone_now(self, prefix: str, encoding: str) -> str:
         """Create a clone of the schema's template (built first if need be); return its name."""
-        _sql.validate_prefix(prefix)
+        prefix = _sql.safe_prefix(prefix)
         _sql.validate_encoding(encoding)
         template = self._core.templates.get(prefix, encoding)
         name = _sql.database_name(prefix)

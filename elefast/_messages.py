@@ -19,7 +19,7 @@ def first_line(error: BaseException) -> str:
 def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> str:
     """Why :meth:`ensure_is_ready` gave up, and what to do."""
     return (
-        f"PostgreSQL at {_engines.safe_url(url)} did not answer within {timeout:g} s "
+        f"PostgreSQL at {_engines.safe_url(url)} did not answer within the timeout of {timeout:g} s "
         f"({attempts} attempts; last error: {_sql.hide_secret(first_line(error), url.password)}). "
         "Start the server, or fix the host and port in the URL."
     )

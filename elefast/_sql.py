@@ -48,23 +48,37 @@ def quote_literal(value: str) -> str:
 
 
 def validate_prefix(prefix: str) -> str:
-    """Return ``prefix`` if it is safe as the start of a database name, else raise.
+    """Return the safe form of ``prefix`` for the start of a database name (see :func:`safe_prefix`)."""
+    return safe_prefix(prefix)
 
-    Safe means ASCII letters, digits, ``_`` and ``-`` only: names elefast makes
-    must be recognisable, greppable and free of quotes. Length is not checked
-    here: :func:`database_name` shortens long prefixes.
+
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_prefix(prefix: str) -> str:
+    """``prefix`` made safe as the start of a database name: every run of other characters
+    than ASCII letters, digits, ``_`` and ``-`` becomes one ``_``.
+
+    A pytest node name (``test_get_posts[1-2]``) becomes ``test_get_posts_1-2``: names elefast
+    makes stay recognisable, greppable and free of quotes, and stay unique through their
+    random part. A prefix that is not a ``str``, or that has nothing safe in it, is refused
+    with :class:`InvalidPrefixError`. Length is not checked here: :func:`database_name`
+    shortens long prefixes.
     """
     if not isinstance(prefix, str):
         raise InvalidPrefixError(
             f"The database name prefix must be a str, got {type(prefix).__name__}. "
             "Pass a short name such as prefix='myapp'."
         )
-    if not prefix or not _PREFIX_RE.match(prefix):
+    if _PREFIX_RE.match(prefix):
+        return prefix
+    safe = _UNSAFE_RUN.sub("_", prefix).strip("_")
+    if not safe:
         raise InvalidPrefixError(
-            f"The database name prefix {prefix!r} is unsafe: use only ASCII letters, "
+            f"The database name prefix {prefix!r} has nothing to build a name from: use ASCII letters, "
             "digits, '_' and '-' (for example prefix='myapp_tests')."
         )
-    return prefix
+    return safe
 
 
 def random_part() -> str:
@@ -75,11 +89,11 @@ def random_part() -> str:
 def database_name(prefix: str = DEFAULT_PREFIX, infix: str = "", suffix: Optional[str] = None) -> str:
     """Build ``<prefix>_<infix><random>`` that fits PostgreSQL's 63-byte limit.
 
-    The prefix is validated and shortened when needed; the random part (or the
+    The prefix is made safe (:func:`safe_prefix`) and shortened when needed; the random part (or the
     given ``suffix``) is always kept whole, so two names never collide because
     of truncation.
     """
-    validate_prefix(prefix)
+    prefix = safe_prefix(prefix)
     tail = f"_{infix}{suffix if suffix is not None else random_part()}"
     room = MAX_IDENTIFIER_BYTES - len(tail.encode())
     if room < 1:

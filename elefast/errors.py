@@ -9,9 +9,10 @@ with how to fix the problem; they never contain a password.
     ElefastError
     ├── ConfigurationError        bad input: a URL, a prefix, a schema, a setting
     │   ├── InvalidURLError       not a PostgreSQL URL, or not parseable
-    │   │   └── WrongDriverKindError  a sync driver for the async API, or the other way round
+    │   │   ├── WrongDriverKindError  a sync driver for the async API, or the other way round
+    │   │   └── NotAURLError      neither an engine, a URL nor a str (also a TypeError)
     │   ├── DriverNotInstalledError  the URL's driver cannot be imported
-    │   ├── InvalidPrefixError    a database name prefix that is unsafe
+    │   ├── InvalidPrefixError    a database name prefix with nothing safe in it
     │   ├── ServerNotConfiguredError  no server was given and none could be found
     │   ├── BinariesNotFoundError no PostgreSQL binaries for a throwaway local server
     │   └── DockerUnavailableError  the docker extra is missing, or no daemon answers
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidURLError",
     "LocalServerError",
     "MigrationError",
+    "NotAURLError",
     "ServerLostError",
     "ServerNotConfiguredError",
     "ServerRejectedError",
@@ -59,6 +61,12 @@ class ConfigurationError(ElefastError, ValueError):
 
 class InvalidURLError(ConfigurationError):
     """A database URL that cannot be parsed or does not point at PostgreSQL."""
+
+    __module__ = "elefast.errors"
+
+
+class NotAURLError(InvalidURLError, TypeError):
+    """Given something that is neither an engine, a ``URL`` nor a ``str``; also a ``TypeError``, as upstream raises."""
 
     __module__ = "elefast.errors"
 

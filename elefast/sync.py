@@ -118,10 +118,13 @@ class DatabaseServer(ServerBase[Engine]):
     ) -> None:
         if isinstance(engine, Engine):
             _engines.check_driver(engine.url, is_async=False)
+            admin = _engines.mark_admin(create_engine(  # its own: the user's may say isolation_level="autocommit"
+                engine.url, isolation_level="AUTOCOMMIT", poolclass=NullPool,
+                connect_args=_engines.remember_connect_args(engine)))
         else:
             url = _engines.parse_url(engine, is_async=False)
-            engine = _engines.mark_admin(create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool))
-        super().__init__(engine, schema, debug, sessionmaker_factory, engine, engine, SYNC)
+            engine = admin = _engines.mark_admin(create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool))
+        super().__init__(engine, schema, debug, sessionmaker_factory, admin, engine, SYNC)
 
     def __enter__(self) -> Self:
         return self

@@ -80,8 +80,7 @@ class ClassConfig:
         if factory is not None and not callable(factory):
             raise ConfigurationError(f"{name}.sessionmaker_factory must be callable (engine -> sessionmaker), "
                                      f"not {type(factory).__name__}.")
-        prefix = getattr(owner, "database_prefix", _sql.DEFAULT_PREFIX)
-        _sql.validate_prefix(prefix)
+        prefix = _sql.safe_prefix(getattr(owner, "database_prefix", _sql.DEFAULT_PREFIX))
         return cls(check_schema(getattr(owner, "schema", None), is_async=is_async), url,
                    isolation_named(getattr(owner, "isolation", "database"), name), prefix, float(timeout), factory)
 

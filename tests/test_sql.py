@@ -1,5 +1,6 @@
 """Tests of elefast._sql: statements, names, quoting and error triage (no I/O)."""
 
+import re
 import unittest
 
 import psycopg
@@ -34,9 +35,19 @@ class NameTests(unittest.TestCase):
         self.assertEqual(_sql.template_name("app", "abc"), "app_tpl_abc")
         self.assertLessEqual(len(_sql.template_name("a" * 100)), 63)
 
-    def test_unsafe_prefixes_are_refused_with_the_fix(self):
-        """Quotes, spaces, unicode and empty prefixes raise InvalidPrefixError naming the rule."""
-        for bad in ['my"app', "my app", "drop;", "données", "", "a'b"]:
+    def test_unsafe_prefixes_are_made_safe(self):
+        """Quotes, spaces, brackets and unicode become '_': the name stays greppable and unique."""
+        cases = {'my"app': "my_app", "my app": "my_app", "drop;": "drop", "données": "donn_es", "a'b": "a_b",
+                 "test_get_posts[1-2]": "test_get_posts_1-2",
+                 'x"; DROP DATABASE postgres; --': "x_DROP_DATABASE_postgres_--"}
+        for given, safe in cases.items():
+            with self.subTest(prefix=given):
+                name = _sql.database_name(given)
+                self.assertRegex(name, "^" + re.escape(safe) + "_[0-9a-f]{16}$")
+                self.assertNotEqual(name, _sql.database_name(given))  # unique through the random part
+
+    def test_prefixes_with_nothing_safe_are_refused(self):
+        for bad in ["", "[]", "é"]:
             with self.subTest(prefix=bad):
                 with self.assertRaises(InvalidPrefixError) as caught:
                     _sql.database_name(bad)

@@ -205,10 +205,13 @@ class DatabaseServerTests(ServerTestCase):
         self.assertIsInstance(SeededMigrator(), Migrator)
 
     def test_bad_prefix_and_encoding(self):
-        """Unsafe prefixes and encodings are refused before anything is created."""
+        """An unsafe prefix is made safe (upstream's prefix=request.node.name works); a bad encoding
+        and a prefix with nothing safe in it are refused before anything is created."""
         server = self.server()
+        with server.create_database(prefix=self.prefix + '[1-2]"; DROP DATABASE postgres; --') as database:
+            self.assertRegex(database.name, "^" + self.prefix + "_1-2_DROP_DATABASE_postgres_--_[0-9a-f]{16}$")
         with self.assertRaises(InvalidPrefixError):
-            server.create_database(prefix='x"; DROP DATABASE postgres; --')
+            server.create_database(prefix="[]")
         with self.assertRaises(ConfigurationError):
             server.create_database(prefix=self.prefix, encoding="utf8'")
 
