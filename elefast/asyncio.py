@@ -152,11 +152,15 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
         async with self._engine.connect() as connection:
             await connection.execute(text(_sql.SELECT_ONE))
 
-    async def create_database(self, prefix: str = "elefast", encoding: str = "utf8") -> AsyncDatabase:
+    async def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *,
+                              keep: bool = False) -> AsyncDatabase:
         """Create a fresh database with the schema applied; see :meth:`DatabaseServer.create_database`."""
         name = await _aio.to_thread(self._clone_now, prefix, encoding)
         engine = create_async_engine(self._core.database_url(name), **self._core.engine_options())
-        return AsyncDatabase(engine, self, self.sessionmaker_factory)
+        database = AsyncDatabase(engine, self, self.sessionmaker_factory)
+        if keep:
+            await database.keep()
+        return database
 
     async def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it."""

@@ -78,9 +78,14 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"Nothing to sweep: no --url, no {ENV_URL}, and no local server running.", file=sys.stderr)
             return 1
         url = local.ensure_local_server()
+    from elefast import ownership
+    from elefast._core import core_of
+
     try:
         server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)
         names = server.sweep_orphans(dry_run=args.dry_run)
+        with core_of(server).connect() as connection:
+            kept = ownership.find_kept(connection) if args.dry_run else []
         server.close()
     except ElefastError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -88,6 +93,8 @@ def _sweep(args: argparse.Namespace) -> int:
     verb = "would drop" if args.dry_run else "dropped"
     for name in names:
         print(f"{verb} {name}")
+    for name in kept:
+        print(f"kept {name} (never swept; drop it yourself when done)")
     print(f"{len(names)} orphaned database(s) found; {'none dropped (dry run)' if args.dry_run else 'all dropped'}",
           file=sys.stderr)
     return 0

@@ -26,7 +26,8 @@ from sqlalchemy import Connection, text
 from elefast import _sql
 from elefast._process import leave_to_parent
 
-__all__ = ["Ledger", "Owner", "create_marked", "drop", "find_orphans", "mark_kept", "mark_owned", "owner_key", "sweep"]
+__all__ = ["Ledger", "Owner", "create_marked", "drop", "find_kept", "find_orphans", "mark_kept", "mark_owned",
+           "owner_key", "sweep"]
 
 owner_key = _sql.owner_key
 
@@ -223,6 +224,11 @@ class Ledger:
 
 def _marked(connection: Connection) -> List[str]:
     return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all())
+
+
+def find_kept(connection: Connection) -> List[str]:
+    """Databases kept past their process (``keep()``, ``ELEFAST_KEEP_FAILED``): never swept."""
+    return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.KEPT_MARK + "%"}).scalars().all())
 
 
 def find_orphans(connection: Connection) -> List[str]:

@@ -160,16 +160,23 @@ class DatabaseServer(ServerBase[Engine]):
             if probe is not self._engine:
                 probe.dispose()
 
-    def create_database(self, prefix: str = "elefast", encoding: str = "utf8") -> Database:
+    def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *, keep: bool = False) -> Database:
         """Create a fresh database with the schema applied and return it.
 
         The name is ``<prefix>_<random>``, shortened to fit PostgreSQL's 63
-        bytes with the random part intact. Use the result as a context manager
-        (or call :meth:`Database.drop`) to drop it.
+        bytes with the random part intact (other characters than ASCII letters,
+        digits, ``_`` and ``-`` in ``prefix`` become ``_``). Use the result as a
+        context manager (or call :meth:`Database.drop`) to drop it. With
+        ``keep=True`` (keyword only) it outlives the process, as after
+        :meth:`Database.keep`: marked kept, never swept, listed by
+        ``python -m elefast sweep --dry-run``.
         """
         name = self._clone_now(prefix, encoding)
         engine = create_engine(self._core.database_url(name), **self._core.engine_options())
-        return Database(engine, self, self.sessionmaker_factory)
+        database = Database(engine, self, self.sessionmaker_factory)
+        if keep:
+            database.keep()
+        return database
 
     def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it.

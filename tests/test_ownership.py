@@ -82,6 +82,19 @@ class OwnershipTests(unittest.TestCase):
             self.assertIsNone(connection.execute(text(comment), {"n": name}).scalar())
             self.assertEqual(connection.execute(text("SELECT 1")).scalar(), 1)  # the connection is usable
 
+    def test_create_database_keep_outlives_the_server_and_is_listed(self):
+        """Upstream's "persistent databases" recipe: keep=True survives close(), a sweep, and the CLI lists it."""
+        database = self.server.create_database(prefix=self.prefix, keep=True)
+        self.server.close()
+        self.assertEqual(support.databases(database.name), [database.name])
+        out = subprocess.run([sys.executable, "-m", "elefast", "sweep", "--dry-run", "--url", support.server_url()],
+                             cwd=str(support.ROOT), capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(f"kept {database.name}", out.stdout)
+        self.assertNotIn(f"would drop {database.name}", out.stdout)
+        database.drop()  # after keep(), only the engine is disposed
+        self.assertEqual(support.databases(database.name), [database.name])
+
     def test_kept_databases_are_never_swept(self):
         """A database kept for inspection is not an orphan."""
         database = self.server.create_database(prefix=self.prefix)
