@@ -2,7 +2,8 @@
 
 - ``server start|stop|status|url``: the throwaway local server;
 - ``sweep [--dry-run]``: drop databases left by test processes that are gone;
-- ``init``: write a base test module for the project in the current directory;
+- ``init``: write a base test module for the project in the current directory
+  (``init --pytest`` prints a ``conftest.py`` with fixtures on stdout instead);
 - ``doctor``: where a test run would get its server, versions, what is missing;
 - ``check --alembic alembic.ini --metadata app.models:Base.metadata``: build the
   migrations into a fresh database and list every way it differs from the models.
@@ -100,6 +101,16 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdout_is_a_python_file() -> bool:
+    """``init >> tests/conftest.py`` (upstream's README): stdout is a ``.py`` file."""
+    import os
+
+    try:
+        return os.readlink("/proc/self/fd/1").endswith(".py")
+    except OSError:
+        return False
+
+
 def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -107,6 +118,15 @@ def _init(args: argparse.Namespace) -> int:
 
     root = Path.cwd()
     project = _scaffold.detect(root)
+    upstream_flags = args.async_preference or args.driver or args.no_interaction
+    if args.pytest or upstream_flags or _stdout_is_a_python_file():
+        use_async = _scaffold.wants_async(args.driver, args.async_preference or [])
+        for line in _scaffold.describe(project):
+            print(line, file=sys.stderr)
+        sys.stdout.write(_scaffold.pytest_conftest(project, use_async, args.driver or ""))
+        if use_async:
+            print("note: the async fixtures need pytest-asyncio (pip install pytest-asyncio)", file=sys.stderr)
+        return 0
     for line in _scaffold.describe(project):
         print(line)
     target = Path(args.path)
@@ -187,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--path", default="tests/base.py", help="where to write it (default tests/base.py)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.add_argument("--yes", action="store_true", help="ask nothing, even on a terminal")
+    init.add_argument("--pytest", action="store_true",
+                      help="print a conftest.py with pytest fixtures (db_server, db, db_connection, db_session) "
+                           "on stdout instead: python -m elefast init --pytest >> tests/conftest.py")
+    init.add_argument("--async", action="append_const", dest="async_preference", const=True,
+                      help="(--pytest) async fixtures (AsyncDatabaseServer, pytest-asyncio)")
+    init.add_argument("--sync", action="append_const", dest="async_preference", const=False,
+                      help="(--pytest) sync fixtures (the default, unless --driver is async-only)")
+    init.add_argument("--driver", help="(--pytest) the driver you use: asyncpg implies --async")
+    init.add_argument("--no-interaction", action="store_true", help="(--pytest) ask nothing (it never asks)")
     init.set_defaults(handler=_init)
     doctor = commands.add_parser("doctor", help="where tests would get a server; versions; what is missing")
     doctor.add_argument("--timeout", type=float, default=3, help="seconds to wait for a configured URL (default 3)")
