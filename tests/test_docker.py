@@ -150,7 +150,20 @@ class PostgresContainerTests(unittest.TestCase):
         with self.assertRaises(ConfigurationError) as caught:
             postgres("psycopg", docker=self.client, config=self.config())
         self.assertIn("did not create", str(caught.exception))
+        self.assertIn(f"docker rm -f {self.name}", str(caught.exception))  # the one line to write
         self.assertEqual(self.client.containers.get(self.name).id, foreign.id)
+
+    def test_host_port_from_the_environment(self):
+        """Upstream's ELEFAST_HOST_PORT fixes the host port; a bad value is refused with the fix."""
+        port = support.free_port()
+        with mock.patch.dict(os.environ, {"ELEFAST_HOST_PORT": str(port)}):
+            url = postgres("psycopg", docker=self.client, config=self.config())
+        self.assertEqual(url.port, port)
+        with self.connect(url) as connection:
+            self.assertEqual(connection.execute("select 1").fetchone()[0], 1)
+        with mock.patch.dict(os.environ, {"ELEFAST_HOST_PORT": "fifty"}):
+            with self.assertRaisesRegex(ConfigurationError, "ELEFAST_HOST_PORT='fifty' is not a port"):
+                postgres("psycopg", docker=self.client, config=self.config())
 
     def test_concurrent_processes_share_one_container(self):
         """Two processes asking at once (cross-process lock): one container, one port."""

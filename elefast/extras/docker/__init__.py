@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sqlalchemy import URL
 
@@ -106,10 +107,25 @@ def _host_port(container: Any, container_port: int) -> int:
     raise RuntimeError(f"container {container.name} publishes no port for {container_port}/tcp")
 
 
+#: Publish the container's PostgreSQL on this host port (upstream's variable), when the config names none.
+ENV_HOST_PORT = "ELEFAST_HOST_PORT"
+
+
+def _ports(config: Configuration) -> Tuple[int, Optional[int]]:
+    """(container port, host port or None for any free one): the config's, else ``ELEFAST_HOST_PORT``."""
+    container_port, host_port = config.container.database_port or (5432, None)
+    value = os.environ.get(ENV_HOST_PORT, "").strip()
+    if host_port is None and value:
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ConfigurationError(f"{ENV_HOST_PORT}={value!r} is not a port number: set it to one, e.g. 5432.")
+        host_port = int(value)
+    return container_port, host_port
+
+
 def _start(client: DockerClient, config: Configuration, digest: str) -> Any:
     image = f"{config.container.image}:{config.container.version}"
     _ensure_image(client, image)
-    container_port, host_port = config.container.database_port or (5432, None)
+    container_port, host_port = _ports(config)
     command: List[str] = []
     for setting in config.optimizations.settings():
         command += ["-c", setting]
@@ -173,9 +189,9 @@ def postgres(
     client = docker or docker_sdk.from_env()
     config = config or Configuration()
     config.optimizations.validate()
-    digest = config_hash(config)
+    container_port, host_port = _ports(config)
+    digest = config_hash(config) + (f"-port{host_port}" if host_port and not config.container.database_port else "")
     name = config.container.name
-    container_port = (config.container.database_port or (5432, None))[0]
     lock_name = f"elefast-docker-{hashlib.sha256(name.encode()).hexdigest()[:8]}.lock"
     lock = Path(tempfile.gettempdir()) / lock_name
     with FileLock(str(lock), timeout=120):
@@ -203,8 +219,10 @@ def _existing(client: DockerClient, name: str, digest: str) -> Optional[Any]:
     labels = container.labels or {}
     if labels.get(MANAGED_LABEL) != "1":
         raise ConfigurationError(
-            f"A container named {name!r} exists that elefast did not create; elefast will not touch it. "
-            "Remove it, or use Container(name='another-name')."
+            f"A container named {name!r} exists that elefast did not create (upstream elefast's is named "
+            f"'elefast' too); elefast will not touch it. Remove it: docker rm -f {name} (its data goes with "
+            "it), or give elefast another name: postgres(driver, config=Configuration(container="
+            "Container(name='elefast-tests')))."
         )
     if labels.get(CONFIG_LABEL) != digest:
         container.remove(force=True)  # ours, with an older image or settings: replace it
