@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
@@ -72,6 +72,7 @@ class ServerCore:
         self._lock = threading.Lock()
         self._pool: Optional[ClonePool] = None
         self._local = threading.local()  # the pool workers' own admin connections
+        self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
         self._connections: List[Connection] = []  # every one of those, closed at the end
         self.ledger = ownership.Ledger(ownership.Owner(self.connect))
         self.templates = Templates(self)
@@ -151,6 +152,32 @@ class ServerCore:
             self.on_admin(lambda connection: ownership.drop(connection, name, self.log), long_lived)
             self.ledger.disown(name)
 
+    def drop_soon(self, name: str) -> None:
+        """Make ``name`` gone now, and drop it in the background (the public ``drop()``).
+
+        It is renamed to an owned, marked ``elefast_gone_<random>`` (a catalog change: no
+        checkpoint, no waiting on the pool's creates), which the pool's dropper drops
+        behind; a process killed before that leaves it to the next sweep. If sessions
+        stay on it, it is dropped here, ending them.
+        """
+        if not self.ledger.droppable(name, self):
+            return
+        gone = _sql.database_name(_sql.DEFAULT_PREFIX, infix="gone_")
+        self.ledger.own(gone)  # claimed before the name exists, as for any database elefast makes
+        renamed: List[bool] = []
+        try:
+            self.on_admin(lambda connection: renamed.append(ownership.rename_when_idle(connection, name, gone)),
+                          long_lived=True)  # the caller's thread keeps one admin connection for its drops
+        except Exception:
+            renamed = []
+        if not renamed or not renamed[0]:
+            self.ledger.disown(gone)
+            self.drop(name)
+            return
+        self.log(_sql.rename_database(name, gone))
+        self.ledger.disown(name)
+        self.pool.release(gone)
+
     def keep(self, name: str) -> None:
         """Keep ``name`` past the process: mark it kept, give up ownership; it is never dropped or swept."""
         def mark(connection: Connection) -> None:
@@ -229,6 +256,16 @@ class ServerCore:
     def take(self, template: Optional[str], prefix: str, encoding: str, ahead: bool = True) -> Tuple[str, Any]:
         """A fresh clone of ``template`` from the pool: (name, what ``EngineKind.prepare`` made)."""
         return self.pool.take(template, prefix, encoding, ahead)
+
+    def take_for_caller(self, template: Optional[str], prefix: str, encoding: str) -> Tuple[str, Any]:
+        """A clone for the public ``create_database()``: from the pool, kept ahead from the second
+        request of the same template, prefix and encoding on (a prefix used once, such as a test's
+        own name, never leaves unused clones behind)."""
+        key = (template, prefix, encoding)
+        with self._lock:
+            again = key in self._asked
+            self._asked.add(key)
+        return self.pool.take(template, prefix, encoding, ahead=again)
 
     def release(self, name: str) -> None:
         """Hand a clone back to the pool, to be dropped in the background."""

@@ -9,7 +9,7 @@ methods that return values or coroutines.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, Tuple, TypeVar
 
 from sqlalchemy import URL, Engine
 
@@ -103,11 +103,10 @@ class ServerBase(Generic[E]):
         """The engine elefast uses to create and drop databases."""
         return self._engine
 
-    def _clone_now(self, prefix: str, encoding: str) -> str:
-        """Create a clone of the schema's template (built first if need be); return its name."""
+    def _take(self, prefix: str, encoding: str) -> Tuple[str, Any]:
+        """A clone of the schema's template (built first if need be) from the clone pool:
+        (its name, the warm engine the pool made for it, or None)."""
         prefix = _sql.safe_prefix(prefix)
         _sql.validate_encoding(encoding)
         template = self._core.templates.get(prefix, encoding)
-        name = _sql.database_name(prefix)
-        self._core.create(name, template, encoding)
-        return name
+        return self._core.take_for_caller(template, prefix, encoding)

@@ -162,6 +162,15 @@ def drop_steps(name: str, server_version: Optional[Tuple[Any, ...]]) -> List[Tup
 
 #: Ends every other session on a database; bind ``:name``. Used before a plain
 #: DROP on servers older than 13, which lack ``WITH (FORCE)``.
+#: Sessions on database ``:name`` other than ours.
+SESSIONS_ON = "SELECT count(*) FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"
+
+
+def rename_database(old: str, new: str) -> str:
+    """``ALTER DATABASE old RENAME TO new`` (catalog only: instant, but only with no session on it)."""
+    return f"ALTER DATABASE {quote_identifier(old)} RENAME TO {quote_identifier(new)}"
+
+
 TERMINATE_BACKENDS = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
     "WHERE datname = :name AND pid <> pg_backend_pid()"
@@ -334,6 +343,8 @@ KEPT_MARK = "elefast kept"
 #: Marks are committed durably even on a server tuned with ``synchronous_commit=off`` (the
 #: throwaway servers are): a mark lost in a crash would leave an orphan nobody may sweep.
 DURABLE_COMMIT = "SET synchronous_commit TO on"
+#: For a change whose loss in a crash is harmless (renaming a database on its way out).
+LAZY_COMMIT = "SET synchronous_commit TO off"
 #: Databases carrying a mark that starts with ``:mark`` (bind it with a trailing ``%``).
 LIST_MARKED = (
     "SELECT d.datname FROM pg_database d "

@@ -155,7 +155,7 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
     async def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *,
                               keep: bool = False) -> AsyncDatabase:
         """Create a fresh database with the schema applied; see :meth:`DatabaseServer.create_database`."""
-        name = await _aio.to_thread(self._clone_now, prefix, encoding)
+        name, _ = await _aio.to_thread(self._take, prefix, encoding)  # the pool's work stays off the loop
         engine = create_async_engine(self._core.database_url(name), **self._core.engine_options())
         database = AsyncDatabase(engine, self, self.sessionmaker_factory)
         if keep:
@@ -164,7 +164,7 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
 
     async def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it."""
-        await _aio.to_thread(self._core.drop, name)
+        await _aio.to_thread(self._core.drop_soon, name)
 
     async def close(self) -> None:
         """Drop every template and database this server created and still owns."""

@@ -27,7 +27,7 @@ from elefast import _sql
 from elefast._process import leave_to_parent
 
 __all__ = ["Ledger", "Owner", "create_marked", "drop", "find_kept", "find_orphans", "mark_kept", "mark_owned",
-           "owner_key", "sweep"]
+           "owner_key", "rename_when_idle", "sweep"]
 
 owner_key = _sql.owner_key
 
@@ -205,7 +205,8 @@ class Ledger:
         with self._lock:
             if name not in self._created:
                 raise ValueError(
-                    f"elefast only drops databases it created; {name!r} was not created by {server!r}."
+                    f"elefast only drops databases it created; {name!r} was not created by {server!r}. "
+                    f"To drop it anyway, run: DROP DATABASE {_sql.quote_identifier(name)} WITH (FORCE)"
                 )
             return name in self._owned
 
@@ -224,6 +225,35 @@ class Ledger:
 
 def _marked(connection: Connection) -> List[str]:
     return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all())
+
+
+def rename_when_idle(connection: Connection, old: str, new: str, patience: float = 0.5) -> bool:
+    """Rename ``old`` to ``new`` once no session is on it; True if done.
+
+    A client that just disconnected leaves its server process for a millisecond or two:
+    this waits for it, ends any session still there after a tenth of ``patience``, and gives
+    up (False) when sessions remain after ``patience`` seconds.
+    """
+    import time
+
+    started = time.monotonic()
+    terminated = False
+    while connection.execute(text(_sql.SESSIONS_ON), {"name": old}).scalar():
+        waited = time.monotonic() - started
+        if waited > patience:
+            return False
+        if waited > patience / 10 and not terminated:
+            connection.execute(text(_sql.TERMINATE_BACKENDS), {"name": old})
+            terminated = True
+        time.sleep(0.002)
+    try:
+        connection.execute(text(_sql.LAZY_COMMIT))  # a rename lost in a crash leaves an owned orphan: swept
+        connection.execute(text(_sql.rename_database(old, new)))
+    except Exception:  # a session arrived in between: the caller drops it the slow way
+        return False
+    finally:
+        connection.execute(text(_sql.DURABLE_COMMIT))
+    return True
 
 
 def find_kept(connection: Connection) -> List[str]:

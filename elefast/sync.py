@@ -163,7 +163,10 @@ class DatabaseServer(ServerBase[Engine]):
     def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *, keep: bool = False) -> Database:
         """Create a fresh database with the schema applied and return it.
 
-        The name is ``<prefix>_<random>``, shortened to fit PostgreSQL's 63
+        Clones come from the server's pool: once the same prefix and encoding
+        were asked for before, the next ones are made ahead in the background,
+        so this returns at once. :meth:`Database.drop` drops the database
+        before it returns. The name is ``<prefix>_<random>``, shortened to fit PostgreSQL's 63
         bytes with the random part intact (other characters than ASCII letters,
         digits, ``_`` and ``-`` in ``prefix`` become ``_``). Use the result as a
         context manager (or call :meth:`Database.drop`) to drop it. With
@@ -171,8 +174,9 @@ class DatabaseServer(ServerBase[Engine]):
         :meth:`Database.keep`: marked kept, never swept, listed by
         ``python -m elefast sweep --dry-run``.
         """
-        name = self._clone_now(prefix, encoding)
-        engine = create_engine(self._core.database_url(name), **self._core.engine_options())
+        name, engine = self._take(prefix, encoding)  # from the pool, made ahead in the background
+        if engine is None:
+            engine = create_engine(self._core.database_url(name), **self._core.engine_options())
         database = Database(engine, self, self.sessionmaker_factory)
         if keep:
             database.keep()
@@ -181,11 +185,14 @@ class DatabaseServer(ServerBase[Engine]):
     def drop_database(self, name: str) -> None:
         """Drop a database this server created, ending any connection still open to it.
 
-        Uses ``DROP DATABASE ... WITH (FORCE)`` on PostgreSQL 13 and newer, and
-        ends the other sessions first on older servers. Names this server did
-        not create are refused: elefast never drops what it does not own.
+        The name is gone when this returns: the database is renamed (instantly,
+        once the sessions on it are gone; a straggler is ended) and dropped in the
+        background, or, if sessions stay, dropped here with ``DROP DATABASE ...
+        WITH (FORCE)`` (PostgreSQL 13+; older servers: sessions ended first). Names
+        this server did not create are refused: elefast never drops what it does not
+        own (the error gives the ``DROP DATABASE`` line to run yourself).
         """
-        self._core.drop(name)
+        self._core.drop_soon(name)
 
     def close(self) -> None:
         """Drop every template and database this server created and still owns."""

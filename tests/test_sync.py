@@ -129,6 +129,11 @@ class DatabaseServerTests(ServerTestCase):
             with second.session() as session:  # isolated from the first
                 self.assertEqual(session.execute(select(func.count()).select_from(users)).scalar(), 0)
             self.assertEqual(len(support.databases(self.prefix + "_%")), 3)  # two clones + template
+        left = support.databases(self.prefix + "_________________")
+        self.assertNotIn(first.name, left)  # gone by name when drop() returns
+        self.assertNotIn(second.name, left)
+        self.assertLessEqual(len(left), 2)  # what the pool keeps ahead for the next call (same prefix)
+        server.close()
         self.assertEqual(support.databases(self.prefix + "_________________"), [])
 
     def test_migration_rows_are_in_every_clone(self):
