@@ -1,0 +1,229 @@
+"""A pytest suite whose fixture calls ``create_database()`` per test: this package vs upstream elefast.
+
+The same suite (N tests, each inserting into 3 of the 20 indexed tables of ``workload.py``,
+committing and counting) runs under pytest twice per round, once on this package and once on
+upstream elefast 0.1.0a5 (its own venv, see ``bench.py``), on the same server, alternating,
+``--rounds`` times. Each suite's fixture is the one upstream's README shows::
+
+    @pytest.fixture
+    def db(db_server):
+        with db_server.create_database() as database:
+            yield database
+
+Printed per server: the median wall time of each suite (process start to exit), per test, the
+ratio, the floor (the same pytest run with tests that take no database), and the server's own
+limit for a per-test clone in the foreground: sequential ``CREATE DATABASE ... TEMPLATE`` +
+``DROP DATABASE`` pairs per second from one client on the same template.
+
+    python benchmarks/fixture_api.py [--tests 100] [--rounds 3] [--url URL] [--local] [--body sleep50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench import DEFAULT_URL, upstream_python  # noqa: E402
+
+CONFTEST = '''
+import os
+
+import pytest
+from workload import metadata
+
+URL = os.environ["BENCH_URL"]
+
+if os.environ["BENCH_IMPL"] == "upstream":
+    from elefast import DatabaseServer
+
+    def make_server():
+        return DatabaseServer(URL, metadata=metadata)
+else:
+    from elefast import DatabaseServer, MetadataMigrator
+
+    def make_server():
+        return DatabaseServer(URL, schema=MetadataMigrator(metadata))
+
+
+@pytest.fixture(scope="session")
+def db_server():
+    server = make_server()
+    server.ensure_is_ready()  # upstream's returns None, this package's the server
+    return server
+
+
+@pytest.fixture
+def db(db_server):
+    with db_server.create_database() as database:
+        yield database
+
+
+@pytest.fixture
+def db_session(db):
+    with db.session() as session:
+        yield session
+'''
+
+TESTS = '''
+import pytest
+from workload import body
+
+
+@pytest.mark.parametrize("number", range(int(__import__("os").environ["BENCH_TESTS"])))
+def test_work(db_session, number):
+    body(db_session, __import__("os").environ["BENCH_BODY"])
+'''
+
+FLOOR_TESTS = '''
+import pytest
+
+
+@pytest.mark.parametrize("number", range(int(__import__("os").environ["BENCH_TESTS"])))
+def test_nothing(number):
+    assert number >= 0
+'''
+
+
+BODY = ["work"]  # set from --body
+
+
+def ensure_pytest(python: str) -> None:
+    found = subprocess.run([python, "-c", "import pytest"], capture_output=True)
+    if found.returncode != 0:
+        subprocess.run([python, "-m", "pip", "install", "-q", "pytest"], check=True, capture_output=True)
+
+
+def run_suite(python: str, impl: str, url: str, tests: int, floor: bool = False) -> float:
+    """Wall seconds of one pytest run of the suite (raises if a test failed)."""
+    with tempfile.TemporaryDirectory(prefix="elefast-fixture-bench-") as directory:
+        folder = Path(directory)
+        if not floor:
+            (folder / "conftest.py").write_text(CONFTEST)
+        (folder / "test_suite.py").write_text(FLOOR_TESTS if floor else TESTS)
+        env = dict(os.environ, BENCH_URL=url, BENCH_IMPL=impl, BENCH_TESTS=str(tests), BENCH_BODY=BODY[0],
+                   PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1")
+        started = time.perf_counter()
+        result = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(folder)],
+                                cwd=directory, env=env, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{impl} suite failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+    return wall
+
+
+def raw_clone_rate(url: str, pairs: int = 20) -> float:
+    """Sequential CREATE DATABASE ... TEMPLATE + DROP pairs per second on the 20-table schema."""
+    import sqlalchemy as sa
+    from workload import metadata
+
+    parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    template = f"bench_raw_tpl_{os.getpid()}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{template}"'))
+    engine = sa.create_engine(parsed.set(database=template), poolclass=sa.NullPool)
+    metadata.create_all(engine)
+    engine.dispose()
+    try:
+        with admin.connect() as c:
+            started = time.perf_counter()
+            for number in range(pairs):
+                c.execute(sa.text(f'CREATE DATABASE "bench_raw_{os.getpid()}_{number}" TEMPLATE "{template}"'))
+                c.execute(sa.text(f'DROP DATABASE "bench_raw_{os.getpid()}_{number}"'))
+            elapsed = time.perf_counter() - started
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+        admin.dispose()
+    return pairs / elapsed
+
+
+def measure(label: str, url: str, tests: int, rounds: int, upstream: str) -> List[str]:
+    walls: Dict[str, List[float]] = {"elefast": [], "upstream": [], "floor": []}
+    run_suite(sys.executable, "elefast", url, 2)  # build (or find) this package's template once
+    for _ in range(rounds):
+        walls["elefast"].append(run_suite(sys.executable, "elefast", url, tests))
+        walls["upstream"].append(run_suite(upstream, "upstream", url, tests))
+        walls["floor"].append(run_suite(sys.executable, "floor", url, tests, floor=True))
+    rate = raw_clone_rate(url)
+    median = {name: statistics.median(values) for name, values in walls.items()}
+    limit_ms = 1000 / rate
+    lines = [
+        f"## {label}",
+        "",
+        f"{tests} tests per suite (body: {BODY[0]}), {rounds} rounds, median wall time (pytest start to exit).",
+        "",
+        "| suite | median wall s | per test ms (above the floor) | x vs upstream |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name in ("elefast", "upstream"):
+        per_test = (median[name] - median["floor"]) * 1000 / tests
+        lines.append(f"| {name} | {median[name]:.2f} | {per_test:.1f} | {median['upstream'] / median[name]:.2f} |")
+    lines.append(f"| floor: the same pytest run, tests without a database | {median['floor']:.2f} | 0.0 | |")
+    lines += [
+        "",
+        f"Server's own limit for a clone made and dropped in the foreground, per test: {limit_ms:.1f} ms "
+        f"({rate:.1f} CREATE ... TEMPLATE + DROP pairs per second, one client, same 20-table template).",
+        "",
+    ]
+    return lines
+
+
+def local_server_url() -> Optional[str]:
+    """The throwaway local server's URL (started for this benchmark, kept until ``server stop``)."""
+    started = subprocess.run([sys.executable, "-m", "elefast", "server", "start"], capture_output=True, text=True,
+                             timeout=120)
+    if started.returncode != 0:
+        return None
+    url = subprocess.run([sys.executable, "-m", "elefast", "server", "url"], capture_output=True, text=True,
+                         timeout=60)
+    return url.stdout.strip() or None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--url", default=os.environ.get("ELEFAST_DATABASE_URL", DEFAULT_URL),
+                        help="the disk server (default: ELEFAST_DATABASE_URL, else the machine's)")
+    parser.add_argument("--local", action="store_true", help="also run on the throwaway local server (tmpfs)")
+    parser.add_argument("--body", default="work", choices=["work", "sleep50"],
+                        help="each test's work: insert, commit, count (work), plus 50 ms of app time (sleep50)")
+    args = parser.parse_args()
+    BODY[0] = args.body
+    upstream, why = upstream_python()
+    if upstream is None:
+        print(f"upstream elefast is not available: {why}", file=sys.stderr)
+        return 1
+    ensure_pytest(upstream)
+    print("# create_database() per test from a pytest fixture: this package vs upstream elefast 0.1.0a5")
+    print(f"Python {platform.python_version()} (upstream: its own venv), {os.cpu_count()} CPUs, {platform.platform()}")
+    print()
+    disk = args.url.replace("postgresql://", "postgresql+psycopg://", 1)
+    print("\n".join(measure(f"{args.url.split('@')[-1]} (the machine's server, disk)", disk, args.tests,
+                            args.rounds, upstream)))
+    if args.local:
+        local = local_server_url()
+        if local is None:
+            print("## throwaway local server: could not start it (see python -m elefast doctor)")
+        else:
+            print("\n".join(measure("throwaway local server (tmpfs, fsync off)", local, args.tests, args.rounds,
+                                    upstream)))
+            subprocess.run([sys.executable, "-m", "elefast", "server", "stop"], capture_output=True, timeout=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
