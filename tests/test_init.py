@@ -137,6 +137,15 @@ class PublicAPITests(unittest.TestCase):
 
         self.assertTrue((pathlib.Path(elefast.__file__).parent / "py.typed").is_file())
 
+    def test_no_module_over_400_lines(self):
+        """Small modules (the layout rule of DESIGN.md): none of the package's is over 400 lines."""
+        import pathlib
+
+        package = pathlib.Path(elefast.__file__).parent
+        long = {str(path.relative_to(package)): n for path in package.rglob("*.py")
+                if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
+        self.assertEqual(long, {})
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -33,7 +33,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Union
+from typing import Any, Dict, Iterator, Optional, Set, Union
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
@@ -43,6 +43,7 @@ from elefast import _sql
 from elefast._engines import sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
+from elefast.extras.alembic_check import migration_differences  # re-exported: part of this extra
 
 try:
     from alembic import command
@@ -261,44 +262,6 @@ class AlembicMigrator:
     def _env_py(self) -> str:
         path = self.env_py_path()
         return repr(str(path)) if path else "your env.py"
-
-
-def migration_differences(url: Any, metadata: Any) -> List[str]:
-    """How the migrated database at ``url`` differs from ``metadata`` (Alembic's own comparison).
-
-    ``url`` is a database elefast migrated (``self.database.url`` in a test); the result is
-    one line per difference (a table, column, index, constraint or type that the models
-    declare and the migrations do not make, or the other way round), empty when they match.
-    Alembic's ``alembic_version`` table is ignored.
-    """
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import NullPool, create_engine
-
-    engine = create_engine(sync_url(url), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
-            found = compare_metadata(context, metadata)
-    finally:
-        engine.dispose()
-    return [_describe(difference) for difference in found]
-
-
-def _describe(difference: Any) -> str:
-    """One line for one of ``compare_metadata``'s differences (a tuple, or a list of modify tuples)."""
-    if isinstance(difference, list):
-        return "; ".join(_describe(part) for part in difference)
-    action, *rest = difference
-    parts = []
-    for item in rest:
-        if item is None:
-            continue  # the default schema
-        name = getattr(item, "name", None)
-        table = getattr(getattr(item, "table", None), "name", None)
-        parts.append(f"{table}.{name}" if table and name else str(name if name is not None else item))
-    named = [part for part in parts if not any(other.startswith(part + ".") for other in parts)]
-    return f"{action}: {', '.join(named)}"
 
 
 def env_py_shares_connection(path: Optional[Path]) -> bool:
