@@ -126,28 +126,10 @@ def run_suite(python: str, impl: str, url: str, tests: int, floor: bool = False)
 def raw_clone_rate(url: str, pairs: int = 20) -> float:
     """Sequential CREATE DATABASE ... TEMPLATE + DROP pairs per second on the 20-table schema."""
     import sqlalchemy as sa
-    from workload import metadata
+    from clone_rate import on_template, pair_ms
 
     parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    template = f"bench_raw_tpl_{os.getpid()}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{template}"'))
-    engine = sa.create_engine(parsed.set(database=template), poolclass=sa.NullPool)
-    metadata.create_all(engine)
-    engine.dispose()
-    try:
-        with admin.connect() as c:
-            started = time.perf_counter()
-            for number in range(pairs):
-                c.execute(sa.text(f'CREATE DATABASE "bench_raw_{os.getpid()}_{number}" TEMPLATE "{template}"'))
-                c.execute(sa.text(f'DROP DATABASE "bench_raw_{os.getpid()}_{number}"'))
-            elapsed = time.perf_counter() - started
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
-        admin.dispose()
-    return pairs / elapsed
+    return 1000 / on_template(parsed, lambda admin, template: pair_ms(admin, template, None, 1, pairs))
 
 
 def measure(label: str, url: str, tests: int, rounds: int, upstream: str) -> List[str]:

@@ -52,6 +52,14 @@ def downgrade():
 '''
 
 
+def altering_project(root: Path) -> Path:
+    """A stock ``alembic init`` project whose only revision alters a table create_all made; its ini."""
+    ini = stock_project(root)
+    os.remove(root / "migrations" / "versions" / "a1_authors.py")
+    (root / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+    return ini
+
+
 def rows(database, sql):
     with database.engine.connect() as connection:
         return [tuple(row) for row in connection.execute(text(sql))]
@@ -132,9 +140,7 @@ class ChainTests(unittest.TestCase):
     def test_create_all_then_upgrade(self):
         """A history whose first revision alters tables create_all made (mlflow's shape)."""
         with tempfile.TemporaryDirectory() as root:
-            ini = stock_project(Path(root))
-            os.remove(Path(root) / "migrations" / "versions" / "a1_authors.py")
-            (Path(root) / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+            ini = altering_project(Path(root))
             shutil.copy(support.ROOT / "tests" / "alembic_project" / "migrations" / "env.py",
                         Path(root) / "migrations" / "env.py")  # one with the sharing-a-connection branch
             chain = ChainMigrator(MetadataMigrator(initial), AlembicMigrator(ini))
@@ -147,9 +153,7 @@ class ChainTests(unittest.TestCase):
 
     def test_alembic_alone_fails_where_the_chain_works(self):
         with tempfile.TemporaryDirectory() as root:
-            ini = stock_project(Path(root))
-            os.remove(Path(root) / "migrations" / "versions" / "a1_authors.py")
-            (Path(root) / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+            ini = altering_project(Path(root))
             server = DatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
             with self.assertRaisesRegex(MigrationError, "revision b1"):
                 server.create_database(prefix=self.prefix)
@@ -158,9 +162,7 @@ class ChainTests(unittest.TestCase):
     def test_a_chain_with_an_env_py_that_opens_its_own_connection(self):
         """The stock env.py cannot see the chain's earlier steps: the error says why and what to add."""
         with tempfile.TemporaryDirectory() as root:
-            ini = stock_project(Path(root))
-            os.remove(Path(root) / "migrations" / "versions" / "a1_authors.py")
-            (Path(root) / "migrations" / "versions" / "b1_email.py").write_text(ALTERS_INITIAL)
+            ini = altering_project(Path(root))
             server = DatabaseServer(support.server_url(),
                                     schema=ChainMigrator(MetadataMigrator(initial), AlembicMigrator(ini)))
             with self.assertRaises(MigrationError) as caught:
