@@ -153,6 +153,8 @@ def diagnose(timeout: float = 3) -> Report:
         advice = env_py_advice(ini)
         report.add("")
         report.add(f"Alembic ({ini}): " + ("env.py takes elefast's connection." if not advice else ""))
+        if advice and advice[0].startswith("env.py:  could not be read"):
+            report.add("  (install the alembic extra: pip install 'elefast[alembic]', then run doctor again)")
         for line in advice:
             report.add("  " + line)
     report.add("")

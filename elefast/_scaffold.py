@@ -205,8 +205,8 @@ def env_py_advice(ini: Path) -> List[str]:
         from elefast.extras.alembic import SHARING_BRANCH, AlembicMigrator, env_py_shares_connection
 
         env_py = AlembicMigrator(ini).env_py_path()
-    except Exception:  # no Alembic installed, or a config it cannot read: the test run will say why
-        return []
+    except Exception as error:  # no Alembic installed, or a config it cannot read: say so, do not reassure
+        return [f"env.py:  could not be read ({type(error).__name__}: {str(error).splitlines()[0][:160]})"]
     if env_py is None or env_py_shares_connection(env_py):
         return []
     return [

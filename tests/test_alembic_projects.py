@@ -162,6 +162,34 @@ class AlembicProjectTests(unittest.TestCase):
 
 
 class EnvPyAdviceTests(unittest.TestCase):
+    def test_reading_env_py(self):
+        """Only an env.py that reads config.attributes["connection"] counts as taking it."""
+        from elefast.extras.alembic import env_py_shares_connection
+
+        with tempfile.TemporaryDirectory() as root:
+            path = Path(root) / "env.py"
+            for source, shares in (
+                ('connection = config.attributes.get("connection")\n', True),
+                ("connectable = config.attributes['connection']\n", True),
+                ('"""uses config attributes"""\nwith engine.connect() as connection:\n    pass\n', False),
+                ("with connectable.connect() as connection:\n    context.configure(connection=connection)\n", False),
+            ):
+                path.write_text(source)
+                self.assertIs(env_py_shares_connection(path), shares, source)
+
+    def test_the_alembic_extra_imports_without_greenlet(self):
+        """A sync-only project (SQLAlchemy 2.1 installs no greenlet) can import AlembicMigrator."""
+        import subprocess
+        import sys
+
+        code = ("import sys; sys.modules['greenlet'] = None\n"
+                "from elefast.extras.alembic import AlembicMigrator\n"
+                "print('imported', AlembicMigrator.__name__)")
+        out = subprocess.run([sys.executable, "-c", code], cwd=str(support.ROOT), capture_output=True, text=True,
+                             timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("imported AlembicMigrator", out.stdout)
+
     def test_init_and_doctor_say_what_to_add_to_env_py(self):
         import subprocess
         import sys

@@ -31,19 +31,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Set, Union
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from elefast import _sql
 from elefast._engines import sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras.alembic_check import migration_differences  # re-exported: part of this extra
+
+if TYPE_CHECKING:  # a sync-only project may not have greenlet, which sqlalchemy.ext.asyncio needs
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 try:
     from alembic import command
@@ -264,6 +267,9 @@ class AlembicMigrator:
         return repr(str(path)) if path else "your env.py"
 
 
+_READS_CONNECTION = re.compile(r"""attributes\s*(?:\.get\(\s*|\[\s*)["']connection["']""")
+
+
 def env_py_shares_connection(path: Optional[Path]) -> bool:
     """Whether ``env.py`` reads the connection elefast hands it (``config.attributes["connection"]``).
 
@@ -273,7 +279,7 @@ def env_py_shares_connection(path: Optional[Path]) -> bool:
     if path is None:
         return True
     source = path.read_text(encoding="utf-8", errors="replace")
-    return "attributes" in source and "connection" in source
+    return _READS_CONNECTION.search(source) is not None
 
 
 def _is_package_location(value: str) -> bool:
