@@ -47,11 +47,6 @@ def quote_literal(value: str) -> str:
     return "'" + quoted + "'"
 
 
-def validate_prefix(prefix: str) -> str:
-    """Return the safe form of ``prefix`` for the start of a database name (see :func:`safe_prefix`)."""
-    return safe_prefix(prefix)
-
-
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
 
 

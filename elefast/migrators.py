@@ -22,7 +22,6 @@ neither.
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Set
 
 from sqlalchemy import Connection, MetaData
@@ -259,12 +258,6 @@ def check_schema(schema: Any, *, is_async: bool) -> Any:
 def non_public_schemas(metadata: MetaData) -> List[str]:
     """The schema names tables in ``metadata`` use, other than ``public``, sorted."""
     return sorted({str(t.schema) for t in metadata.tables.values() if t.schema and t.schema != "public"})
-
-
-def fingerprint(schema: Any) -> Optional[str]:
-    """The sha256 of the migrator's own ``fingerprint()``, or None when it has none."""
-    value = _fingerprints.own_fingerprint(schema)
-    return None if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
 def metadata_ddl(metadata: MetaData) -> str:

@@ -56,7 +56,7 @@ class NameTests(unittest.TestCase):
     def test_non_string_prefix(self):
         """A prefix that is not a str is refused."""
         with self.assertRaises(InvalidPrefixError):
-            _sql.validate_prefix(5)  # type: ignore[arg-type]
+            _sql.safe_prefix(5)  # type: ignore[arg-type]
 
     def test_hyphen_and_digits_allowed(self):
         """Hyphens, digits and underscores are fine (names are always quoted)."""
