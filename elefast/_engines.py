@@ -148,7 +148,10 @@ def _creator_params(engine: Engine) -> Dict[str, Any]:
 
 def mark_admin(engine: Engine) -> Engine:
     """Flag an engine elefast built itself (AUTOCOMMIT, NullPool) for admin work."""
+    from elefast._guard import trust
+
     setattr(engine, _ADMIN_ENGINE_MARK, True)
+    trust(engine.dialect)  # the guard lets its connections through
     return engine
 
 

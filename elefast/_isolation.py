@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from elefast import _outcome
+from elefast import _app_engines, _guard, _outcome
 from elefast._provider import AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
 
@@ -39,6 +39,10 @@ class ClassState:
     pid: int = 0
     clone: Optional[str] = None  # transaction mode: the class's database
     clone_database: Any = None  # transaction mode, sync: its Database (the engine outlives the tests)
+    app_engines: List[Any] = field(default_factory=list)  # resolved _app_engines.AppEngine objects
+    url_env: Optional[str] = None
+    guard: bool = False
+    owner: str = ""
 
     def __post_init__(self) -> None:
         self.pid = os.getpid()
@@ -74,6 +78,8 @@ class DatabaseIsolation(Isolation):
         test.database, test.engine = database, database.engine
         test.session = database.session()
         test.addCleanup(test.session.close)
+        _app_engines.steer_to_database(test, state.app_engines, database.url)
+        _around_test(test, state, database.url)
 
     async def set_up_test_async(self, test: Any, state: ClassState) -> None:
         provider = state.provider
@@ -83,6 +89,8 @@ class DatabaseIsolation(Isolation):
         test.database, test.engine = database, database.engine
         test.session = database.session()
         test.addAsyncCleanup(test.session.close)
+        await _app_engines.steer_to_database_async(test, state.app_engines, database.url)
+        _around_test(test, state, database.url)
 
 
 class TransactionIsolation(Isolation):
@@ -107,6 +115,10 @@ class TransactionIsolation(Isolation):
         test.addCleanup(_rollback, transaction)
         test.session = _joined_session(state.sessionmaker_factory, database.engine, test.connection)
         test.addCleanup(test.session.close)
+        if state.app_engines:
+            dbapi_connection = test.connection.connection.dbapi_connection
+            _app_engines.share_connection(test, state.app_engines, dbapi_connection, state.owner)
+        _around_test(test, state, database.url)
 
     async def set_up_test_async(self, test: Any, state: ClassState) -> None:
         provider = state.provider
@@ -120,6 +132,17 @@ class TransactionIsolation(Isolation):
         test.addAsyncCleanup(_rollback_async, transaction)
         test.session = _joined_session(state.sessionmaker_factory, database.engine, test.connection, is_async=True)
         test.addAsyncCleanup(test.session.close)
+        if state.app_engines:
+            await _app_engines.share_connection_async(test, state.app_engines, test.connection, state.owner)
+        _around_test(test, state, database.url)
+
+
+def _around_test(test: Any, state: ClassState, url: Any) -> None:
+    """The last steps of a test's set-up: its URL in the class's variable, the guard."""
+    if state.url_env:
+        _app_engines.set_url_variable(test, state.url_env, url)
+    if state.guard:
+        _guard.guard_test(test, url.database)
 
 
 def _rollback(transaction: Any) -> None:

@@ -20,6 +20,8 @@ with how to fix the problem; they never contain a password.
     ├── ServerRejectedError       the server answered but refused us (password, role, ...)
     ├── ServerLostError           the server went away during the run (killed, crashed, stopped)
     ├── LocalServerError          the throwaway local server could not be started
+    ├── SandboxBusyError          an app engine waited too long for the test's shared connection
+    ├── GuardError                a test's code connected to a database that is not the test's
     └── MigrationError            the schema could not be applied to a template
 
 Every class lives here, so each one pickles (pytest-xdist and stestr send errors
@@ -35,11 +37,13 @@ __all__ = [
     "DockerUnavailableError",
     "DriverNotInstalledError",
     "ElefastError",
+    "GuardError",
     "InvalidPrefixError",
     "InvalidURLError",
     "LocalServerError",
     "MigrationError",
     "NotAURLError",
+    "SandboxBusyError",
     "ServerLostError",
     "ServerNotConfiguredError",
     "ServerRejectedError",
@@ -140,5 +144,21 @@ class LocalServerError(ElefastError):
 
 class MigrationError(ElefastError):
     """Applying the schema to a template database failed; nothing was left behind."""
+
+    __module__ = "elefast.errors"
+
+
+class SandboxBusyError(ElefastError):
+    """In transaction mode, an app engine waited too long for its turn on the test's one connection."""
+
+    __module__ = "elefast.errors"
+
+
+class GuardError(ElefastError):
+    """With the guard on, code under test connected somewhere other than the test's database.
+
+    The message names the engine's URL (password hidden) and the fix: add the engine to
+    ``app_engines``.
+    """
 
     __module__ = "elefast.errors"

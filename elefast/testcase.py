@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
-from elefast import _engines, _outcome, _sql, provision
+from elefast import _app_engines, _engines, _guard, _outcome, _sql, provision
 from elefast._isolation import ENCODING, ClassState, Isolation, isolation_named
 from elefast._provider import SHARED, AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
@@ -64,6 +64,9 @@ class ClassConfig:
     prefix: str
     connect_timeout: float
     sessionmaker_factory: Optional[Callable[..., Any]]
+    app_engines: Tuple[Any, ...] = ()
+    database_url_env: Optional[str] = None
+    guard: bool = False
 
     @classmethod
     def of(cls, owner: type, *, is_async: bool) -> ClassConfig:
@@ -81,8 +84,15 @@ class ClassConfig:
             raise ConfigurationError(f"{name}.sessionmaker_factory must be callable (engine -> sessionmaker), "
                                      f"not {type(factory).__name__}.")
         prefix = _sql.safe_prefix(getattr(owner, "database_prefix", _sql.DEFAULT_PREFIX))
+        app_engines = getattr(owner, "app_engines", ())
+        _app_engines.check_spec(app_engines, name)
+        url_env = getattr(owner, "database_url_env", None)
+        if url_env is not None and (not isinstance(url_env, str) or not url_env):
+            raise ConfigurationError(f"{name}.database_url_env must be the name of an environment variable "
+                                     f"(a non-empty str, e.g. 'DATABASE_URL') or None, not {url_env!r}.")
         return cls(check_schema(getattr(owner, "schema", None), is_async=is_async), url,
-                   isolation_named(getattr(owner, "isolation", "database"), name), prefix, float(timeout), factory)
+                   isolation_named(getattr(owner, "isolation", "database"), name), prefix, float(timeout), factory,
+                   tuple(app_engines or ()), url_env, _guard.guard_wanted(getattr(owner, "guard", None)))
 
 
 class _Settings:
@@ -94,6 +104,9 @@ class _Settings:
     database_prefix: ClassVar[str] = _sql.DEFAULT_PREFIX
     connect_timeout: ClassVar[float] = 10.0
     sessionmaker_factory: ClassVar[Optional[Callable[..., Any]]] = None
+    app_engines: ClassVar[Tuple[Any, ...]] = ()
+    database_url_env: ClassVar[Optional[str]] = None
+    guard: ClassVar[Optional[bool]] = None
     _elefast_is_async: ClassVar[bool] = False
     _elefast_class_state: ClassVar[Optional[ClassState]] = None
 
@@ -149,7 +162,8 @@ class _Settings:
             template = provider.class_template(template, config.prefix, ENCODING, cls.setUpTestData)
             cls._elefast_add_class_cleanup(provider.retire, template)
         state = ClassState(provider, template, config.prefix, config.sessionmaker_factory or default_factory,
-                           config.isolation)
+                           config.isolation, app_engines=_app_engines.resolve(config.app_engines, cls.__name__),
+                           url_env=config.database_url_env, guard=config.guard, owner=cls.__name__)
         config.isolation.set_up_class(cls, state)
         cls._elefast_class_state = state
         cls._elefast_add_class_cleanup(_forget, cls)  # a rerun of the class starts anew
@@ -190,6 +204,14 @@ class PostgresTestCase(_Settings, _TestCase):
     - ``connect_timeout``: seconds to wait for the server in ``setUpClass`` (default 10).
     - ``sessionmaker_factory``: builds ``self.session``'s factory from the engine
       (default ``sqlalchemy.orm.sessionmaker``).
+    - ``app_engines``: the app's own engines, steered onto each test's database
+      (a tuple of ``Engine`` / ``AsyncEngine`` objects, Flask-SQLAlchemy ``db``
+      objects, or ``"package.module:attribute"`` strings); in transaction mode they
+      share the test's connection and transaction. See :mod:`elefast._app_engines`.
+    - ``database_url_env``: an environment variable (e.g. ``"DATABASE_URL"``) that
+      holds the test database's URL, password included, during each test.
+    - ``guard``: True to fail any connection a test makes to a database other than
+      its own (default: ``ELEFAST_GUARD=1`` in the environment).
 
     Override the ``setUpTestData(cls, connection)`` classmethod to write rows once
     per class: they go into a per-class template, so every test starts with them.

@@ -4,6 +4,7 @@ stestr --concurrency 4 and pytest -n 4 all pass, build the template once, leave 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,13 +64,39 @@ class ParallelRunnerTests(unittest.TestCase):
                 conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
                 conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
+    def run_or_explain_hang(self, command, timeout=300):
+        """Run ``command``; if it hangs, fail with what every process and session was waiting on."""
+        env = dict(self.env, PYTHONFAULTHANDLER="1")
+        with tempfile.TemporaryFile("w+") as log:
+            process = subprocess.Popen(command, cwd=str(support.ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True)
+            try:
+                returncode = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                sessions = self.sessions()
+                os.killpg(process.pid, signal.SIGABRT)  # faulthandler prints every thread's stack
+                time.sleep(2)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                log.seek(0)
+                self.fail(f"{command[2]} hung for {timeout} s.\nServer sessions:\n{sessions}\n"
+                          f"Output and stacks:\n{log.read()[-20000:]}")
+            log.seek(0)
+            return returncode, log.read()
+
+    def sessions(self):
+        with psycopg.connect(**self.conninfo) as conn:
+            rows = conn.execute("select pid, datname, state, wait_event_type, wait_event, left(query, 120), "
+                                "(select string_agg(locktype || ':' || mode || ':' || granted::text, ',') "
+                                "from pg_locks l where l.pid = a.pid) from pg_stat_activity a "
+                                "where backend_type = 'client backend' and pid <> pg_backend_pid()").fetchall()
+        return "\n".join(" | ".join(map(str, row)) for row in rows)
+
     def run_runner(self, command, check_leftovers=True):
         self.drop_templates()  # a fresh start: the run must build the template exactly once
         started = time.monotonic()
-        result = subprocess.run(command, cwd=str(support.ROOT), env=self.env, capture_output=True, text=True,
-                                timeout=600)
-        output = result.stdout + result.stderr
-        self.assertEqual(result.returncode, 0, output[-3000:])
+        returncode, output = self.run_or_explain_hang(command)
+        self.assertEqual(returncode, 0, output[-3000:])
         self.assertNotIn("being accessed by other users", output)
         if not check_leftovers:
             return output, time.monotonic() - started

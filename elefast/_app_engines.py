@@ -1,0 +1,258 @@
+"""The app's own engines (``app_engines``): steered onto each test's database.
+
+An app that builds its engine at import time (``engine = create_engine(settings.URL)``)
+keeps using that object, whatever imported it. elefast never replaces the object; it
+changes where the object's connections go, for the length of one test:
+
+- database mode: a ``do_connect`` hook rewrites the connection's host, port, database,
+  user and password to the test's database (the app's driver and options stay); the
+  engine's pool is emptied before and after the test, so no connection serves two tests;
+- transaction mode: the engine's pool is swapped for a :class:`~elefast._sandbox.SandboxPool`
+  whose connections all share the test's one connection, inside its transaction.
+
+Outside the class's tests the engine behaves as before. What ``app_engines`` may hold:
+``Engine`` and ``AsyncEngine`` objects, Flask-SQLAlchemy extension objects (every engine
+of every app and bind), and ``"package.module:attribute"`` import strings naming either.
+"""
+
+from __future__ import annotations
+
+import importlib
+import weakref
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional
+
+from sqlalchemy import URL, Engine, event
+
+from elefast._engines import safe_url
+from elefast.errors import ConfigurationError
+
+__all__ = ["AppEngine", "check_spec", "resolve", "steering"]
+
+#: The keys of a driver's connect parameters that say where a connection goes.
+IDENTITY_KEYS = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service", "dsn")
+
+
+@dataclass(frozen=True)
+class AppEngine:
+    """One of the app's engines: its sync ``Engine`` (an ``AsyncEngine``'s ``sync_engine``)."""
+
+    engine: Engine
+    is_async: bool
+    label: str
+    outer: Any  # what the test steps call: the Engine or the AsyncEngine
+
+
+class Steering:
+    """Where one engine's new connections go while a test runs (None: where the app said)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.target: Optional[Dict[str, Any]] = None
+        self.target_url: Optional[URL] = None
+        self.connected = 0  # connections made since the target was set
+        event.listen(engine, "do_connect", self._redirect)
+
+    def point_at(self, url: Optional[URL]) -> None:
+        """Send new connections to ``url`` (the app's driver kept), or back where the app said."""
+        if url is None:
+            self.target = self.target_url = None
+            return
+        url = url.set(drivername=self.engine.url.drivername)
+        params = self.engine.dialect.create_connect_args(url)[1]
+        self.target = {key: value for key, value in params.items() if key in IDENTITY_KEYS}
+        self.target_url, self.connected = url, 0
+
+    def _redirect(self, dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> None:
+        target = self.target
+        if target is None:
+            return
+        for key in IDENTITY_KEYS:
+            cparams.pop(key, None)
+        cparams.update(target)
+        self.connected += 1
+
+
+_STEERING: weakref.WeakKeyDictionary[Engine, Steering] = weakref.WeakKeyDictionary()
+
+
+def steering(engine: Engine) -> Steering:
+    """The one :class:`Steering` of ``engine`` (made on first use)."""
+    found = _STEERING.get(engine)
+    if found is None:
+        found = _STEERING[engine] = Steering(engine)
+    return found
+
+
+def is_steered(dialect: Any) -> bool:
+    """Whether ``dialect`` belongs to an app engine elefast steers."""
+    return any(engine.dialect is dialect for engine in list(_STEERING))
+
+
+def check_spec(specs: Any, owner: str) -> None:
+    """At class creation: ``app_engines`` is a tuple of engines, extension objects or import strings."""
+    if specs is None:
+        return
+    if not isinstance(specs, (tuple, list)):
+        raise ConfigurationError(f"{owner}.app_engines must be a tuple (engines, a Flask-SQLAlchemy db, or "
+                                 f"'package.module:attribute' strings), not {type(specs).__name__}.")
+    for spec in specs:
+        if isinstance(spec, str) and ":" not in spec:
+            raise ConfigurationError(f"{owner}.app_engines: {spec!r} is not an import string: write "
+                                     f"'package.module:attribute' (a colon before the attribute).")
+
+
+def resolve(specs: Iterable[Any], owner: str) -> List[AppEngine]:
+    """The engines ``specs`` name (in ``setUpClass``); a clear :class:`ConfigurationError` for bad ones."""
+    found: List[AppEngine] = []
+    for spec in specs:
+        label = spec if isinstance(spec, str) else type(spec).__name__
+        value = _imported(spec, owner) if isinstance(spec, str) else spec
+        for engine in _engines_of(value, label, owner):
+            if all(known.engine is not engine.engine for known in found):
+                found.append(engine)
+    return found
+
+
+def _imported(spec: str, owner: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        value: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigurationError(f"{owner}.app_engines: {spec!r}: module {module_name!r} does not import "
+                                 f"({error}).") from error
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise ConfigurationError(f"{owner}.app_engines: {spec!r}: {module_name} has no attribute "
+                                     f"{attribute!r}.") from None
+    return value
+
+
+def _engines_of(value: Any, label: str, owner: str) -> List[AppEngine]:
+    if isinstance(value, Engine):
+        return [_checked(AppEngine(value, False, label, value), owner)]
+    sync_engine = getattr(value, "sync_engine", None)
+    if isinstance(sync_engine, Engine) and type(value).__name__ == "AsyncEngine":
+        return [_checked(AppEngine(sync_engine, True, label, value), owner)]
+    per_app = getattr(value, "_app_engines", None)  # Flask-SQLAlchemy 3: {app: {bind key: engine}}
+    if per_app is not None and hasattr(value, "session"):
+        engines = [engine for binds in list(per_app.values()) for engine in binds.values()]
+        if not engines:
+            raise ConfigurationError(f"{owner}.app_engines: {label} has no engines yet: call "
+                                     f"db.init_app(app) (or create the app) before the class is set up.")
+        return [_checked(AppEngine(engine, False, f"{label} ({safe_url(engine.url)})", engine), owner)
+                for engine in engines]
+    raise ConfigurationError(f"{owner}.app_engines: {label} is a {type(value).__name__}, not an Engine, an "
+                             f"AsyncEngine or a Flask-SQLAlchemy extension.")
+
+
+def _checked(app_engine: AppEngine, owner: str) -> AppEngine:
+    dialect = app_engine.engine.dialect.name
+    if dialect != "postgresql":
+        raise ConfigurationError(
+            f"{owner}.app_engines: {app_engine.label} is a {dialect} engine ({safe_url(app_engine.engine.url)}); "
+            "elefast can only steer PostgreSQL engines. Give the app a postgresql:// URL in tests "
+            "(any host and database: elefast sends its connections to each test's database)."
+        )
+    return app_engine
+
+
+# -- each test ------------------------------------------------------------------------
+
+
+def steer_to_database(test: Any, engines: List[AppEngine], url: URL) -> None:
+    """Database mode, sync test: the engines connect to ``url`` until the test's cleanup."""
+    for app_engine in engines:
+        engine, steer = app_engine.engine, steering(app_engine.engine)
+        engine.dispose(close=not app_engine.is_async)  # nothing pooled before the test serves it
+        steer.point_at(url)
+        test.addCleanup(_unsteer, app_engine, steer)
+
+
+def _unsteer(app_engine: AppEngine, steer: Steering) -> None:
+    steer.point_at(None)
+    app_engine.engine.dispose(close=not app_engine.is_async)  # its connections go before the database does
+    _report_unused(app_engine, steer)
+
+
+async def steer_to_database_async(test: Any, engines: List[AppEngine], url: URL) -> None:
+    """Database mode, async test: as :func:`steer_to_database`; async engines close on the test's loop."""
+    for app_engine in engines:
+        steer = steering(app_engine.engine)
+        app_engine.engine.dispose(close=not app_engine.is_async)  # an earlier loop's connections: let go
+        steer.point_at(url)
+        test.addAsyncCleanup(_unsteer_async, app_engine, steer)
+
+
+async def _unsteer_async(app_engine: AppEngine, steer: Steering) -> None:
+    steer.point_at(None)
+    if app_engine.is_async:
+        await app_engine.outer.dispose()  # closed on the loop that opened them
+    else:
+        app_engine.engine.dispose()
+    _report_unused(app_engine, steer)
+
+
+def _report_unused(app_engine: AppEngine, steer: Steering) -> None:
+    if not steer.connected:
+        from elefast._logging import logger
+
+        logger.debug("app engine %s did not connect during the test", app_engine.label)
+
+
+def share_connection(test: Any, engines: List[AppEngine], dbapi_connection: Any, owner: str) -> None:
+    """Transaction mode, sync test: every engine's connections share the test's, in its transaction."""
+    from elefast._sandbox import SandboxPool, ThreadTurns
+
+    turns = ThreadTurns()
+    for app_engine in engines:
+        if app_engine.is_async:
+            raise ConfigurationError(
+                f"{owner}.app_engines: {app_engine.label} is an AsyncEngine; in transaction mode it cannot share a "
+                "sync test's connection. Use AsyncPostgresTestCase, or isolation = 'database'."
+            )
+        _swap_pool(test.addCleanup, app_engine, SandboxPool(dbapi_connection, turns, app_engine.engine.pool))
+
+
+async def share_connection_async(test: Any, engines: List[AppEngine], connection: Any, owner: str) -> None:
+    """Transaction mode, async test: the engines' connections share the test's ``AsyncConnection``."""
+    from elefast._sandbox import SandboxPool, TaskTurns
+
+    raw = await connection.get_raw_connection()
+    turns = TaskTurns()
+    for app_engine in engines:
+        if not app_engine.is_async:
+            raise ConfigurationError(
+                f"{owner}.app_engines: {app_engine.label} is a sync Engine; in transaction mode it cannot share an "
+                "async test's connection. Use PostgresTestCase, or isolation = 'database'."
+            )
+        _swap_pool(test.addCleanup, app_engine, SandboxPool(raw.dbapi_connection, turns, app_engine.engine.pool))
+
+
+def _swap_pool(add_cleanup: Any, app_engine: AppEngine, sandbox: Any) -> None:
+    engine = app_engine.engine
+    original = engine.pool
+    engine.pool = sandbox
+
+    def put_back() -> None:
+        engine.pool = original
+
+    add_cleanup(put_back)  # runs before the test's transaction is rolled back
+
+
+def set_url_variable(test: Any, name: str, url: URL) -> None:
+    """``os.environ[name]`` holds ``url`` (with its password) for the test; restored afterwards."""
+    import os
+
+    before = os.environ.get(name)
+    os.environ[name] = url.render_as_string(hide_password=False)
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+    test.addCleanup(restore)

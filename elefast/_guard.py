@@ -1,0 +1,72 @@
+"""The guard: while a test runs, no engine may connect anywhere but the test's database.
+
+Opt-in (``guard = True`` on a class, or ``ELEFAST_GUARD=1``). One ``do_connect`` hook
+on every SQLAlchemy dialect checks each new connection while a guarded test runs; it
+lets through the test's own database, elefast's own admin engines and its background
+threads, and the app engines elefast steers (they go to the test's database anyway).
+Anything else fails at once with :class:`~elefast.errors.GuardError`, naming the URL
+(password hidden) and the fix, so a suite cannot write to a developer's or a shared
+database by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any, Dict, List, Optional
+
+from sqlalchemy import URL, event
+from sqlalchemy.engine import Dialect
+
+from elefast.errors import GuardError
+
+__all__ = ["guard_test", "guard_wanted", "trust"]
+
+_TRUSTED: weakref.WeakSet[Any] = weakref.WeakSet()
+_state: Dict[str, Optional[str]] = {"database": None, "owner": None}
+_installed = threading.Lock()
+_hooked: List[bool] = []
+
+
+def guard_wanted(attribute: Any) -> bool:
+    """Whether a class asked for the guard (its attribute, else ``ELEFAST_GUARD``)."""
+    if attribute is not None:
+        return bool(attribute)
+    return os.environ.get("ELEFAST_GUARD", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def trust(dialect: Any) -> None:
+    """Let connections of ``dialect`` (an elefast admin engine's) through while tests are guarded."""
+    _TRUSTED.add(dialect)
+
+
+def guard_test(test: Any, database: str) -> None:
+    """Guard the rest of ``test``: connections anywhere but ``database`` fail until its cleanup."""
+    with _installed:
+        if not _hooked:
+            event.listen(Dialect, "do_connect", _check)
+            _hooked.append(True)
+    _state.update(database=database, owner=type(test).__name__)
+    test.addCleanup(_state.update, database=None, owner=None)
+
+
+def _check(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> None:
+    allowed = _state["database"]
+    if allowed is None or dialect in _TRUSTED or threading.current_thread().name.startswith("elefast-"):
+        return
+    from elefast._app_engines import is_steered
+
+    if is_steered(dialect):
+        return
+    target = cparams.get("dbname", cparams.get("database"))
+    if target == allowed:
+        return
+    url = URL.create(f"{dialect.name}+{dialect.driver}", username=cparams.get("user"), password=None,
+                     host=cparams.get("host"), port=cparams.get("port"), database=target)
+    raise GuardError(
+        f"{_state['owner']}: while a guarded test runs, an engine connected to "
+        f"{url.render_as_string(hide_password=True)}, not to the test's database {allowed}. "
+        "Add that engine to the class's app_engines (it will then follow each test's database), "
+        "or build it from self.database.url."
+    )

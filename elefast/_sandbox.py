@@ -1,0 +1,169 @@
+"""The transaction-mode sandbox: an app's engine shares the test's one connection.
+
+While a test runs, :class:`SandboxPool` stands in for the app engine's pool. Every
+connection the engine gives out is a :class:`SharedConnection` over the test's own DBAPI
+connection, which sits inside the test's transaction:
+
+- the app's work runs in a savepoint of its own, begun at its first statement;
+- the app's ``commit()`` releases that savepoint (its rows stay in the test's
+  transaction, visible to the test), its ``rollback()`` rolls back to it;
+- closing (returning to the pool) rolls back whatever it left open;
+- isolation-level and autocommit changes are ignored: the test's transaction decides.
+
+One connection serves every thread, so a checkout holds a lock until it is returned:
+threads take turns (a thread may nest checkouts). A checkout that cannot get its turn
+within :data:`TURN_TIMEOUT` seconds fails, naming the likely cause, instead of hanging.
+With an async engine, turns are per task, on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from typing import Any, Callable, Optional
+
+from sqlalchemy.pool import NullPool
+
+from elefast.errors import SandboxBusyError
+
+__all__ = ["TURN_TIMEOUT", "SandboxPool", "SharedConnection", "TaskTurns", "ThreadTurns"]
+
+#: Seconds a checkout waits for its turn on the test's connection before failing.
+TURN_TIMEOUT = 30.0
+
+_IGNORED = frozenset({"autocommit", "isolation_level", "read_only", "readonly", "deferrable"})
+_names = itertools.count(1)
+
+
+class ThreadTurns:
+    """Turns on the shared connection between threads (re-entrant per thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def take(self) -> None:
+        """Wait for this thread's turn; fail after :data:`TURN_TIMEOUT` seconds."""
+        if not self._lock.acquire(timeout=TURN_TIMEOUT):
+            raise SandboxBusyError(_busy_message("thread"))
+
+    def give_back(self) -> None:
+        """End this thread's turn (one level of nesting)."""
+        self._lock.release()
+
+
+class TaskTurns:
+    """Turns on the shared connection between asyncio tasks (re-entrant per task).
+
+    Taken from inside SQLAlchemy's greenlet bridge, so it may wait on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._owner: Optional[Any] = None
+        self._depth = 0
+        self._free = asyncio.Event()
+        self._free.set()
+
+    def take(self) -> None:
+        """Wait for this task's turn; fail after :data:`TURN_TIMEOUT` seconds."""
+        from sqlalchemy.util import await_only
+
+        task = asyncio.current_task()
+        while self._owner is not None and self._owner is not task:
+            try:
+                await_only(asyncio.wait_for(self._free.wait(), TURN_TIMEOUT))
+            except asyncio.TimeoutError:
+                raise SandboxBusyError(_busy_message("task")) from None
+        self._owner, self._depth = task, self._depth + 1
+        self._free.clear()
+
+    def give_back(self) -> None:
+        """End this task's turn (one level of nesting)."""
+        self._depth -= 1
+        if self._depth <= 0:
+            self._owner, self._depth = None, 0
+            self._free.set()
+
+
+def _busy_message(who: str) -> str:
+    return (f"An app engine waited {TURN_TIMEOUT:g} s for its turn on the test's connection (transaction "
+            f"mode shares one connection, one {who} at a time). Another {who} holds a connection it has not "
+            "returned: close sessions and connections when done, or use isolation = 'database', where "
+            "each connection is its own.")
+
+
+class SharedConnection:
+    """A DBAPI connection for the app that is really the test's, inside a savepoint of its own."""
+
+    def __init__(self, real: Any, turns: Any) -> None:
+        turns.take()
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_turns", turns)
+        object.__setattr__(self, "_savepoint", None)
+        object.__setattr__(self, "_closed", False)
+
+    def _run(self, statement: str) -> None:
+        cursor = self._real.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+
+    def _begin(self) -> None:
+        if self._savepoint is None:
+            name = f"elefast_app_{next(_names)}"
+            self._run(f"SAVEPOINT {name}")
+            object.__setattr__(self, "_savepoint", name)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """A cursor of the test's connection; the app's savepoint begins first."""
+        self._begin()
+        return self._real.cursor(*args, **kwargs)
+
+    def commit(self) -> None:
+        """The app's commit: release its savepoint (the rows stay in the test's transaction)."""
+        if self._savepoint is not None:
+            name = self._savepoint
+            object.__setattr__(self, "_savepoint", None)
+            self._run(f"RELEASE SAVEPOINT {name}")
+
+    def rollback(self) -> None:
+        """The app's rollback: back to its savepoint."""
+        if self._savepoint is not None:
+            name = self._savepoint
+            object.__setattr__(self, "_savepoint", None)
+            self._run(f"ROLLBACK TO SAVEPOINT {name}")
+            self._run(f"RELEASE SAVEPOINT {name}")
+
+    def close(self) -> None:
+        """Back to the pool: undo what was left open and end this turn; the test's connection stays."""
+        if self._closed:
+            return
+        object.__setattr__(self, "_closed", True)
+        try:
+            self.rollback()
+        finally:
+            self._turns.give_back()
+
+    def set_isolation_level(self, level: Any) -> None:
+        """Ignored: the test's transaction sets the isolation level."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _IGNORED:
+            return  # the test's transaction decides
+        setattr(self._real, name, value)
+
+
+class SandboxPool(NullPool):
+    """A pool whose every connection is a :class:`SharedConnection` over ``real``."""
+
+    def __init__(self, real: Any, turns: Any, like: Any) -> None:
+        def creator() -> SharedConnection:
+            return SharedConnection(real, turns)
+
+        super().__init__(creator, reset_on_return="rollback", echo=like.echo, logging_name=like._orig_logging_name,
+                         _dispatch=like.dispatch, dialect=like._dialect, pre_ping=False)
+        self.real: Callable[[], Any] = lambda: real
