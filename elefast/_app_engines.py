@@ -41,6 +41,7 @@ class AppEngine:
     is_async: bool
     label: str
     outer: Any  # what the test steps call: the Engine or the AsyncEngine
+    stands_in: Any = None  # (binds dict, key, the app's own engine): swapped in for each test
 
 
 class Steering:
@@ -138,14 +139,26 @@ def _engines_of(value: Any, label: str, owner: str) -> List[AppEngine]:
         return [_checked(AppEngine(sync_engine, True, label, value), owner)]
     per_app = getattr(value, "_app_engines", None)  # Flask-SQLAlchemy 3: {app: {bind key: engine}}
     if per_app is not None and hasattr(value, "session"):
-        engines = [engine for binds in list(per_app.values()) for engine in binds.values()]
-        if not engines:
+        found = [_flask_engine(binds, key, label, owner) for binds in list(per_app.values()) for key in list(binds)]
+        if not found:
             raise ConfigurationError(f"{owner}.app_engines: {label} has no engines yet: call "
                                      f"db.init_app(app) (or create the app) before the class is set up.")
-        return [_checked(AppEngine(engine, False, f"{label} ({safe_url(engine.url)})", engine), owner)
-                for engine in engines]
+        return found
     raise ConfigurationError(f"{owner}.app_engines: {label} is a {type(value).__name__}, not an Engine, an "
                              f"AsyncEngine or a Flask-SQLAlchemy extension.")
+
+
+def _flask_engine(binds: Dict[Any, Engine], key: Any, label: str, owner: str) -> AppEngine:
+    """One bind of a Flask-SQLAlchemy app; one on another database (a test config on ``sqlite://``)
+    gets a PostgreSQL engine that stands in for it during each test."""
+    from sqlalchemy import create_engine
+
+    engine = binds[key]
+    where = f"{label} (bind {key!r}, {safe_url(engine.url)})"
+    if engine.dialect.name == "postgresql":
+        return _checked(AppEngine(engine, False, where, engine), owner)
+    stand_in = create_engine("postgresql+psycopg://elefast@stand-in.invalid/stand_in")  # steered, never used as is
+    return AppEngine(stand_in, False, where, stand_in, stands_in=(binds, key, engine))
 
 
 def _checked(app_engine: AppEngine, owner: str) -> AppEngine:
@@ -162,8 +175,18 @@ def _checked(app_engine: AppEngine, owner: str) -> AppEngine:
 # -- each test ------------------------------------------------------------------------
 
 
+def stand_in(test: Any, engines: List[AppEngine]) -> None:
+    """Put each stand-in engine in its app's place for the test (Flask-SQLAlchemy binds)."""
+    for app_engine in engines:
+        if app_engine.stands_in is not None:
+            binds, key, original = app_engine.stands_in
+            binds[key] = app_engine.engine
+            test.addCleanup(binds.__setitem__, key, original)
+
+
 def steer_to_database(test: Any, engines: List[AppEngine], url: URL) -> None:
     """Database mode, sync test: the engines connect to ``url`` until the test's cleanup."""
+    stand_in(test, engines)
     for app_engine in engines:
         engine, steer = app_engine.engine, steering(app_engine.engine)
         engine.dispose(close=not app_engine.is_async)  # nothing pooled before the test serves it
@@ -202,33 +225,63 @@ def _report_unused(app_engine: AppEngine, steer: Steering) -> None:
         logger.debug("app engine %s did not connect during the test", app_engine.label)
 
 
-def share_connection(test: Any, engines: List[AppEngine], dbapi_connection: Any, owner: str) -> None:
+def share_connection(test: Any, engines: List[AppEngine], connection: Any, url: URL, owner: str) -> None:
     """Transaction mode, sync test: every engine's connections share the test's, in its transaction."""
-    from elefast._sandbox import SandboxPool, ThreadTurns
+    from elefast._sandbox import SandboxPool, Savepoints, ThreadTurns
 
-    turns = ThreadTurns()
+    turns, savepoints = ThreadTurns(), Savepoints()
+    savepoints.follow(connection)
+    dbapi_connection = connection.connection.dbapi_connection
+    stand_in(test, engines)
     for app_engine in engines:
         if app_engine.is_async:
             raise ConfigurationError(
                 f"{owner}.app_engines: {app_engine.label} is an AsyncEngine; in transaction mode it cannot share a "
                 "sync test's connection. Use AsyncPostgresTestCase, or isolation = 'database'."
             )
-        _swap_pool(test.addCleanup, app_engine, SandboxPool(dbapi_connection, turns, app_engine.engine.pool))
+        if _needs_first_connect(app_engine):  # the dialect learns the server on a real connection of its own
+            steer = steering(app_engine.engine)
+            steer.point_at(url)
+            try:
+                with app_engine.engine.connect():
+                    pass
+            finally:
+                steer.point_at(None)
+                app_engine.engine.dispose()
+        _swap_pool(test.addCleanup, app_engine, SandboxPool(dbapi_connection, turns, savepoints,
+                                                            app_engine.engine.pool))
 
 
-async def share_connection_async(test: Any, engines: List[AppEngine], connection: Any, owner: str) -> None:
+async def share_connection_async(test: Any, engines: List[AppEngine], connection: Any, url: URL,
+                                 owner: str) -> None:
     """Transaction mode, async test: the engines' connections share the test's ``AsyncConnection``."""
-    from elefast._sandbox import SandboxPool, TaskTurns
+    from elefast._sandbox import SandboxPool, Savepoints, TaskTurns
 
     raw = await connection.get_raw_connection()
-    turns = TaskTurns()
+    turns, savepoints = TaskTurns(), Savepoints()
+    savepoints.follow(connection.sync_connection)
     for app_engine in engines:
         if not app_engine.is_async:
             raise ConfigurationError(
                 f"{owner}.app_engines: {app_engine.label} is a sync Engine; in transaction mode it cannot share an "
                 "async test's connection. Use PostgresTestCase, or isolation = 'database'."
             )
-        _swap_pool(test.addCleanup, app_engine, SandboxPool(raw.dbapi_connection, turns, app_engine.engine.pool))
+        if _needs_first_connect(app_engine):
+            steer = steering(app_engine.engine)
+            steer.point_at(url)
+            try:
+                async with app_engine.outer.connect():
+                    pass
+            finally:
+                steer.point_at(None)
+                await app_engine.outer.dispose()
+        _swap_pool(test.addCleanup, app_engine, SandboxPool(raw.dbapi_connection, turns, savepoints,
+                                                            app_engine.engine.pool))
+
+
+def _needs_first_connect(app_engine: AppEngine) -> bool:
+    """Whether the engine's dialect has never met a server (it initializes on its first connection)."""
+    return getattr(app_engine.engine.dialect, "server_version_info", None) is None
 
 
 def _swap_pool(add_cleanup: Any, app_engine: AppEngine, sandbox: Any) -> None:

@@ -116,8 +116,7 @@ class TransactionIsolation(Isolation):
         test.session = _joined_session(state.sessionmaker_factory, database.engine, test.connection)
         test.addCleanup(test.session.close)
         if state.app_engines:
-            dbapi_connection = test.connection.connection.dbapi_connection
-            _app_engines.share_connection(test, state.app_engines, dbapi_connection, state.owner)
+            _app_engines.share_connection(test, state.app_engines, test.connection, database.url, state.owner)
         _around_test(test, state, database.url)
 
     async def set_up_test_async(self, test: Any, state: ClassState) -> None:
@@ -133,7 +132,8 @@ class TransactionIsolation(Isolation):
         test.session = _joined_session(state.sessionmaker_factory, database.engine, test.connection, is_async=True)
         test.addAsyncCleanup(test.session.close)
         if state.app_engines:
-            await _app_engines.share_connection_async(test, state.app_engines, test.connection, state.owner)
+            await _app_engines.share_connection_async(test, state.app_engines, test.connection, database.url,
+                                                      state.owner)
         _around_test(test, state, database.url)
 
 

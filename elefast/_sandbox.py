@@ -7,7 +7,9 @@ connection, which sits inside the test's transaction:
 - the app's work runs in a savepoint of its own, begun at its first statement;
 - the app's ``commit()`` releases that savepoint (its rows stay in the test's
   transaction, visible to the test), its ``rollback()`` rolls back to it;
-- closing (returning to the pool) rolls back whatever it left open;
+- closing (returning to the pool) rolls back whatever it left open, unless the test
+  opened a savepoint of its own after the app's began (:class:`Savepoints`): then the
+  app's savepoint stays open until the test's transaction is rolled back;
 - isolation-level and autocommit changes are ignored: the test's transaction decides.
 
 One connection serves every thread, so a checkout holds a lock until it is returned:
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from sqlalchemy.pool import NullPool
 
@@ -92,11 +94,45 @@ def _busy_message(who: str) -> str:
             "each connection is its own.")
 
 
+class Savepoints:
+    """The savepoints open on the shared connection, oldest first: the app's and the test's own.
+
+    Releasing or rolling back to a savepoint also ends every later one, so the app's
+    savepoint is only ended while it is the newest: one the test opened a savepoint above
+    (its session began meanwhile) is left open for the test's rollback to end.
+    """
+
+    def __init__(self) -> None:
+        self.open: List[str] = []
+
+    def opened(self, name: str) -> None:
+        """Note a new savepoint."""
+        self.open.append(name)
+
+    def ended(self, name: str) -> None:
+        """Note that ``name`` and every later savepoint are gone."""
+        if name in self.open:
+            del self.open[self.open.index(name):]
+
+    def newest(self, name: str) -> bool:
+        """Whether ``name`` is the newest open savepoint."""
+        return bool(self.open) and self.open[-1] == name
+
+    def follow(self, connection: Any) -> None:
+        """Track the savepoints ``connection`` (the test's sync ``Connection``) opens and ends."""
+        from sqlalchemy import event
+
+        event.listen(connection, "savepoint", lambda conn, name: self.opened(name))
+        event.listen(connection, "release_savepoint", lambda conn, name, context: self.ended(name))
+        event.listen(connection, "rollback_savepoint", lambda conn, name, context: self.ended(name))
+
+
 class SharedConnection:
     """A DBAPI connection for the app that is really the test's, inside a savepoint of its own."""
 
-    def __init__(self, real: Any, turns: Any) -> None:
+    def __init__(self, real: Any, turns: Any, savepoints: Savepoints) -> None:
         turns.take()
+        object.__setattr__(self, "_savepoints", savepoints)
         object.__setattr__(self, "_real", real)
         object.__setattr__(self, "_turns", turns)
         object.__setattr__(self, "_savepoint", None)
@@ -113,6 +149,7 @@ class SharedConnection:
         if self._savepoint is None:
             name = f"elefast_app_{next(_names)}"
             self._run(f"SAVEPOINT {name}")
+            self._savepoints.opened(name)
             object.__setattr__(self, "_savepoint", name)
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
@@ -122,16 +159,18 @@ class SharedConnection:
 
     def commit(self) -> None:
         """The app's commit: release its savepoint (the rows stay in the test's transaction)."""
-        if self._savepoint is not None:
-            name = self._savepoint
-            object.__setattr__(self, "_savepoint", None)
+        name = self._savepoint
+        object.__setattr__(self, "_savepoint", None)
+        if name is not None and self._savepoints.newest(name):
+            self._savepoints.ended(name)
             self._run(f"RELEASE SAVEPOINT {name}")
 
     def rollback(self) -> None:
         """The app's rollback: back to its savepoint."""
-        if self._savepoint is not None:
-            name = self._savepoint
-            object.__setattr__(self, "_savepoint", None)
+        name = self._savepoint
+        object.__setattr__(self, "_savepoint", None)
+        if name is not None and self._savepoints.newest(name):
+            self._savepoints.ended(name)
             self._run(f"ROLLBACK TO SAVEPOINT {name}")
             self._run(f"RELEASE SAVEPOINT {name}")
 
@@ -160,9 +199,9 @@ class SharedConnection:
 class SandboxPool(NullPool):
     """A pool whose every connection is a :class:`SharedConnection` over ``real``."""
 
-    def __init__(self, real: Any, turns: Any, like: Any) -> None:
+    def __init__(self, real: Any, turns: Any, savepoints: Savepoints, like: Any) -> None:
         def creator() -> SharedConnection:
-            return SharedConnection(real, turns)
+            return SharedConnection(real, turns, savepoints)
 
         super().__init__(creator, reset_on_return="rollback", echo=like.echo, logging_name=like._orig_logging_name,
                          _dispatch=like.dispatch, dialect=like._dialect, pre_ping=False)

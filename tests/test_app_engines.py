@@ -88,6 +88,15 @@ class TransactionModeTests(_Shop, PostgresTestCase, unittest.TestCase):
         db.rename_in_block("chair", "stool")
         self.assertEqual(self.names(), ["stool"])
 
+    def test_an_app_transaction_left_open_under_the_test_session(self):
+        app_session = db.Session()
+        app_session.execute(select(db.Item.name)).all()  # the app's savepoint is open, then the test's begins
+        self.session.add(db.Item(name="chair"))
+        self.session.flush()
+        db.Session.remove()  # the app gives its connection back while the test's savepoint is above its own
+        self.session.commit()
+        self.assertEqual(self.names(), ["chair"])
+
     def test_the_app_engine_is_on_the_class_database(self):
         self.assertEqual(db.current_database(), self.database.url.database)
 

@@ -1,0 +1,32 @@
+"""The examples' own unittest suites pass as a user would run them."""
+
+import subprocess
+import sys
+import unittest
+
+from tests import support
+
+
+def have(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+class ExampleSuiteTests(unittest.TestCase):
+    def run_suite(self, folder):
+        result = subprocess.run([sys.executable, "-m", "unittest", "discover", "-s", folder, "-t", "."],
+                                cwd=str(support.ROOT), capture_output=True, text=True, timeout=300)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output[-3000:])
+        self.assertRegex(output, r"Ran \d+ tests")
+        self.assertIn("\nOK", output)
+
+    @unittest.skipUnless(have("flask_sqlalchemy"), "flask-sqlalchemy is not installed")
+    def test_flask_app(self):
+        """A Flask-SQLAlchemy app configured for SQLite runs its tests on PostgreSQL, both modes."""
+        self.run_suite("examples/flask_app/tests")
+
+
+if __name__ == "__main__":
+    unittest.main()
