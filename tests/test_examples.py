@@ -27,6 +27,11 @@ class ExampleSuiteTests(unittest.TestCase):
         """A Flask-SQLAlchemy app configured for SQLite runs its tests on PostgreSQL, both modes."""
         self.run_suite("examples/flask_app/tests")
 
+    @unittest.skipUnless(have("fastapi") and have("sqlmodel") and have("httpx"), "fastapi, sqlmodel or httpx missing")
+    def test_fastapi_app(self):
+        """A FastAPI + SQLModel app's import-time engine, through TestClient's thread, both modes."""
+        self.run_suite("examples/fastapi_app/tests")
+
 
 if __name__ == "__main__":
     unittest.main()
