@@ -1,4 +1,4 @@
-"""The command line: ``python -m elefast server|sweep|init|doctor`` (also the ``elefast`` script).
+"""The command line: ``python -m elefast server|sweep|init|doctor|check|run`` (also the ``elefast`` script).
 
 - ``server start|stop|status|url``: the throwaway local server;
 - ``sweep [--dry-run]``: drop databases left by test processes that are gone;
@@ -6,7 +6,9 @@
   (``init --pytest`` prints a ``conftest.py`` with fixtures on stdout instead);
 - ``doctor``: where a test run would get its server, versions, what is missing;
 - ``check --alembic alembic.ini --metadata app.models:Base.metadata``: build the
-  migrations into a fresh database and list every way it differs from the models.
+  migrations into a fresh database and list every way it differs from the models;
+- ``run --env DATABASE_URL -- python -m unittest``: run a command with the URL of an empty
+  scratch database in a variable (for apps that connect when imported), dropped afterwards.
 
 ``server start`` starts the throwaway local PostgreSQL and keeps it running
 until ``server stop``; test runs in between join it instead of starting their
@@ -187,6 +189,39 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if differences else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run a command with ``--env NAME`` holding the URL of a scratch database, dropped afterwards."""
+    import os
+    import subprocess
+
+    from elefast import DatabaseServer, provision
+    from elefast.errors import ElefastError
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not command:
+        print("error: give the command after --, e.g. python -m elefast run --env DATABASE_URL -- "
+              "python -m unittest", file=sys.stderr)
+        return 2
+    try:
+        server_url = provision.resolve(args.url, timeout=args.timeout)
+        server = DatabaseServer(server_url)
+        database = server.create_database(prefix="elefast_scratch")
+    except ElefastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env[args.env] = database.url.render_as_string(hide_password=False)
+    env.setdefault("ELEFAST_DATABASE_URL", server.url.render_as_string(hide_password=False))  # tests: same server
+    try:
+        return subprocess.call(command, env=env)
+    except OSError as error:
+        print(f"error: cannot run {command[0]!r}: {error}", file=sys.stderr)
+        return 127
+    finally:
+        database.drop()
+        server.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m elefast``."""
     parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
@@ -226,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
     check.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
     check.set_defaults(handler=_check)
+    run = commands.add_parser("run", help="run a command with a scratch database's URL in an environment variable")
+    run.add_argument("--env", default="DATABASE_URL", help="the variable to set (default DATABASE_URL)")
+    run.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
+    run.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
+    run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- then the command, e.g. python -m unittest")
+    run.set_defaults(handler=_run)
     return parser
 
 

@@ -161,3 +161,25 @@ class ConsoleScriptTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RunTests(unittest.TestCase):
+    """``run --env NAME -- command``: a scratch database for apps that connect when imported."""
+
+    def test_the_command_gets_a_scratch_database_that_is_gone_afterwards(self):
+        probe = ("import os, sqlalchemy as sa; e = sa.create_engine(os.environ['SCRATCH_URL']); "
+                 "c = e.connect(); print(c.exec_driver_sql('select current_database()').scalar()); "
+                 "print(os.environ['ELEFAST_DATABASE_URL']); c.close(); raise SystemExit(3)")
+        result = elefast("run", "--env", "SCRATCH_URL", "--url", support.server_url(), "--",
+                         sys.executable, "-c", probe, cwd=support.ROOT,
+                         env={"ELEFAST_DATABASE_URL": support.server_url()})
+        self.assertEqual(result.returncode, 3, result.stderr)  # the command's own exit code
+        name, server = result.stdout.split()
+        self.assertRegex(name, r"^elefast_scratch_[0-9a-f]{16}$")
+        self.assertEqual(server, support.server_url())  # set already: left as it was
+        self.assertNotIn(name, support.databases("elefast_scratch%"))
+
+    def test_no_command(self):
+        result = elefast("run", "--url", support.server_url(), cwd=support.ROOT)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("give the command after --", result.stderr)

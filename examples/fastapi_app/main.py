@@ -1,6 +1,6 @@
 """The app: create and list heroes."""
 
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy.exc import IntegrityError
@@ -15,10 +15,11 @@ class Hero(SQLModel, table=True):
 
 
 app = FastAPI()
+Db = Annotated[Session, Depends(get_db)]
 
 
 @app.post("/heroes", status_code=201)
-def create_hero(hero: Hero, db: Session = Depends(get_db)) -> Hero:
+def create_hero(hero: Hero, db: Db) -> Hero:
     db.add(hero)
     try:
         db.commit()
@@ -30,5 +31,5 @@ def create_hero(hero: Hero, db: Session = Depends(get_db)) -> Hero:
 
 
 @app.get("/heroes")
-def list_heroes(db: Session = Depends(get_db)) -> List[str]:
+def list_heroes(db: Db) -> List[str]:
     return sorted(db.exec(select(Hero.name)).all())
