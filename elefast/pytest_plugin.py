@@ -13,6 +13,10 @@ Fixtures (sync):
 - ``elefast_database``: a fresh :class:`~elefast.sync.Database` cloned from the template,
   dropped after the test.
 - ``elefast_session``: a ``Session`` on it, closed after the test.
+- ``elefast_app_engines`` (session): the app's own engines, ``()`` by default; override it to
+  return what a class's ``app_engines`` would hold (engines, a Flask-SQLAlchemy ``db``,
+  ``"package.module:attribute"`` strings), and during each test that asks for
+  ``elefast_database`` (or the async one) their connections go to the test's database.
 
 Async (need ``pytest-asyncio``; mark the tests ``@pytest.mark.asyncio``):
 ``elefast_async_server``, ``elefast_async_database``, ``elefast_async_session``.
@@ -36,7 +40,7 @@ Async (need ``pytest-asyncio``; mark the tests ``@pytest.mark.asyncio``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from elefast.sync import Database, DatabaseServer
 
 __all__ = [
+    "elefast_app_engines",
     "elefast_async_database",
     "elefast_async_server",
     "elefast_async_session",
@@ -85,18 +90,57 @@ def elefast_server(elefast_schema: Any) -> Iterator[DatabaseServer]:
     server.close()
 
 
+class _Cleanups:
+    """``addCleanup`` / ``addAsyncCleanup`` for a fixture, run last-in first-out at its teardown."""
+
+    def __init__(self) -> None:
+        self.steps: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = []
+
+    def addCleanup(self, function: Callable[..., Any], *args: Any) -> None:
+        self.steps.append((function, args))
+
+    addAsyncCleanup = addCleanup
+
+    def run(self) -> None:
+        while self.steps:
+            function, args = self.steps.pop()
+            function(*args)
+
+    async def run_async(self) -> None:
+        import inspect
+
+        while self.steps:
+            function, args = self.steps.pop()
+            result = function(*args)
+            if inspect.isawaitable(result):
+                await result
+
+
+@pytest.fixture(scope="session")
+def elefast_app_engines() -> Any:
+    """The app's own engines, steered onto each test's database: ``()``. Override it in ``conftest.py``."""
+    return ()
+
+
 @pytest.fixture
-def elefast_database(elefast_server: DatabaseServer) -> Iterator[Database]:
+def elefast_database(elefast_server: DatabaseServer, elefast_app_engines: Any) -> Iterator[Database]:
     """A fresh database cloned from the template (taken from the clone pool), dropped after the test."""
+    from elefast import _app_engines
     from elefast._provider import SyncProvider
 
+    engines = _app_engines.resolve(elefast_app_engines or (), "elefast_app_engines")
     provider = SyncProvider(elefast_server)
     template = provider.template(PREFIX, ENCODING)
     database = provider.database(template, PREFIX, ENCODING, elefast_server.sessionmaker_factory)
+    cleanups = _Cleanups()
     try:
+        _app_engines.steer_to_database(cleanups, engines, database.url)
         yield database
     finally:
-        database.drop()
+        try:
+            cleanups.run()  # the app's connections go before the database does
+        finally:
+            database.drop()
 
 
 @pytest.fixture
@@ -132,18 +176,25 @@ except ImportError:  # the async fixtures say what to install
 if HAVE_PYTEST_ASYNCIO:
 
     @pytest_asyncio.fixture
-    async def elefast_async_database(elefast_async_server: AsyncDatabaseServer) -> AsyncIterator[AsyncDatabase]:
+    async def elefast_async_database(elefast_async_server: AsyncDatabaseServer,
+                                     elefast_app_engines: Any) -> AsyncIterator[AsyncDatabase]:
         """A fresh database for an async test, dropped after it."""
-        from elefast import _aio
+        from elefast import _aio, _app_engines
         from elefast._provider import AsyncProvider
 
+        engines = _app_engines.resolve(elefast_app_engines or (), "elefast_app_engines")
         provider = AsyncProvider(elefast_async_server)
         template = await _aio.to_thread(provider.template, PREFIX, ENCODING)
         database = await provider.database(template, PREFIX, ENCODING, elefast_async_server.sessionmaker_factory)
+        cleanups = _Cleanups()
         try:
+            await _app_engines.steer_to_database_async(cleanups, engines, database.url)
             yield database
         finally:
-            await database.drop()
+            try:
+                await cleanups.run_async()
+            finally:
+                await database.drop()
 
     @pytest_asyncio.fixture
     async def elefast_async_session(elefast_async_database: AsyncDatabase) -> AsyncIterator[AsyncSession]:

@@ -55,6 +55,37 @@ TESTS = textwrap.dedent('''
 ''')
 
 
+APP_CONFTEST = textwrap.dedent('''
+    import pytest
+
+    from elefast import MetadataMigrator
+    from tests.legacy_shop import db
+
+
+    @pytest.fixture(scope="session")
+    def elefast_schema():
+        return MetadataMigrator(db.Base.metadata)
+
+
+    @pytest.fixture(scope="session")
+    def elefast_app_engines():
+        return ("tests.legacy_shop.db:engine",)
+''')
+
+APP_TESTS = textwrap.dedent('''
+    import pytest
+
+    from tests.legacy_shop import db
+
+
+    @pytest.mark.parametrize("name", ["lamp", "lamp"])
+    def test_the_apps_engine_is_on_the_tests_database(elefast_database, name):
+        assert db.current_database() == elefast_database.name
+        db.add_item(name)  # the same unique name in each test: a database each
+        assert db.count_items() == 1
+''')
+
+
 def pytest_run(*args, cwd):
     env = dict(os.environ, PYTHONPATH=f"{cwd}{os.pathsep}{support.ROOT}")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=str(cwd),
@@ -82,6 +113,16 @@ class PytestTests(unittest.TestCase):
         self.assertIn("5 passed", result.stdout)
         left = [name for name in support.databases("elefast!_%") if name not in before and "_tpl_" not in name]
         self.assertEqual(left, [])
+
+    def test_app_engines_fixture(self):
+        """Overriding ``elefast_app_engines`` steers an import-time engine onto each test's database."""
+        project = Path(tempfile.mkdtemp(prefix="elefast-pytest-"))
+        self.addCleanup(shutil.rmtree, project, ignore_errors=True)
+        (project / "conftest.py").write_text(APP_CONFTEST)
+        (project / "test_app.py").write_text(APP_TESTS)
+        result = pytest_run(cwd=project)
+        self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-2000:])
+        self.assertIn("2 passed", result.stdout)
 
     def test_plugin_is_registered(self):
         """``pytest --fixtures`` lists elefast's fixtures with their docstrings."""
