@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup bench-fixture docs clean
+.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup bench-fixture bench-app docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -49,6 +49,9 @@ bench-startup: install  ## Time the no-setup server: local server start, first t
 
 bench-fixture: install  ## create_database() per test from a pytest fixture: this package vs upstream, disk and tmpfs
 	$(PY) benchmarks/fixture_api.py --local
+
+bench-app: install  ## Transaction mode with the app's own engine vs plain transaction mode vs the rollback floor
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/app_engines.py
 
 docs: install  ## Build the documentation site into build/site (mkdocs, strict: any warning fails)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet -f docs/mkdocs.yml

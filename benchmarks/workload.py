@@ -4,7 +4,7 @@
 one JSON line with per-test timings. Run by ``bench.py``; the ``upstream`` mode runs in a venv of
 its own holding upstream elefast 0.1.0a5 (so ``import elefast`` there is upstream's).
 
-MODE: elefast-database | elefast-transaction | upstream | janitor | naive | rollback
+MODE: elefast-database | elefast-transaction | elefast-transaction-app | upstream | janitor | naive | rollback
 BODY: ``work`` (insert a row into 3 tables, commit, count), ``nothing`` (SELECT 1) or
 ``sleep50`` (``work`` plus 50 ms of pretend application work).
 
@@ -108,6 +108,36 @@ def elefast_suite(url: str, count: int, kind: str, isolation: str) -> unittest.T
     Base.schema = schema
     Base.isolation = isolation
     assert elefast.__file__
+    return make_suite(Base, count, kind)
+
+
+def elefast_app_suite(url: str, count: int, kind: str) -> unittest.TestSuite:
+    """Transaction mode where the body runs on the app's own engine (made at import, a host that does
+    not exist), named in ``app_engines``: every commit of the app is a savepoint of the test's transaction."""
+    from sqlalchemy.orm import sessionmaker
+
+    from elefast import MetadataMigrator, PostgresTestCase
+
+    app_engine = sa.create_engine("postgresql+psycopg://app:secret@app-db.invalid:5432/app")
+    AppSession = sessionmaker(bind=app_engine)
+
+    class Base(PostgresTestCase, unittest.TestCase):
+        database_url = url
+        database_prefix = "bench"
+        schema = MetadataMigrator(metadata)
+        isolation = "transaction"
+        app_engines = (app_engine,)
+
+        def _elefast_set_up(self):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            super()._elefast_set_up()
+            self.app_session = AppSession()
+            self.addCleanup(self.app_session.close)
+            self._wait = time.perf_counter() - start
+
+        def target(self):  # type: ignore[no-untyped-def]
+            return self.app_session
+
     return make_suite(Base, count, kind)
 
 
@@ -253,6 +283,7 @@ def main(argv: list) -> int:
     builders = {
         "elefast-database": lambda: elefast_suite(url, count, kind, "database"),
         "elefast-transaction": lambda: elefast_suite(url, count, kind, "transaction"),
+        "elefast-transaction-app": lambda: elefast_app_suite(url, count, kind),
         "upstream": lambda: upstream_suite(url, count, kind),
         "janitor": lambda: janitor_suite(url, count, kind),
         "naive": lambda: naive_suite(url, count, kind),
