@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import DEFAULT_URL, run_mode  # noqa: E402
+from bench import DEFAULT_URL, run_mode
 
 MODES = ["rollback", "elefast-transaction", "elefast-transaction-app"]
 
