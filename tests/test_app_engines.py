@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from elefast import AsyncPostgresTestCase, MetadataMigrator, PostgresTestCase
 from elefast.errors import ConfigurationError, GuardError
 from tests import support
-from tests.legacy_shop import adb, db
+from examples.legacy_shop import adb, db
 
 SCHEMA = MetadataMigrator(db.Base.metadata)
 
@@ -20,7 +20,7 @@ SCHEMA = MetadataMigrator(db.Base.metadata)
 class _Shop:
     schema = SCHEMA
     database_url = support.server_url()
-    app_engines = ("tests.legacy_shop.db:engine",)
+    app_engines = ("examples.legacy_shop.db:engine",)
 
     def names(self):
         return sorted(self.session.execute(select(db.Item.name)).scalars())
@@ -199,11 +199,11 @@ class BadInputTests(unittest.TestCase):
 
     def test_each_bad_entry_is_named(self):
         cases = [
-            (("tests.legacy_shop.db.engine",), "a colon before the attribute"),
-            (("tests.legacy_shop.nothing:engine",), "does not import"),
-            (("tests.legacy_shop.db:motor",), "has no attribute 'motor'"),
-            (("tests.legacy_shop.other:settings",), "not an Engine"),
-            (("tests.legacy_shop.other:sqlite_engine",), "sqlite engine"),
+            (("examples.legacy_shop.db.engine",), "a colon before the attribute"),
+            (("examples.legacy_shop.nothing:engine",), "does not import"),
+            (("examples.legacy_shop.db:motor",), "has no attribute 'motor'"),
+            (("examples.legacy_shop.other:settings",), "not an Engine"),
+            (("examples.legacy_shop.other:sqlite_engine",), "sqlite engine"),
         ]
         for entry, message in cases:
             with self.subTest(entry=entry):

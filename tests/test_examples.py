@@ -22,6 +22,10 @@ class ExampleSuiteTests(unittest.TestCase):
         self.assertRegex(output, r"Ran \d+ tests")
         self.assertIn("\nOK", output)
 
+    def test_legacy_shop(self):
+        """A module-level engine and scoped_session, on each test's database, writes from a thread."""
+        self.run_suite("examples/legacy_shop/tests")
+
     @unittest.skipUnless(have("flask_sqlalchemy"), "flask-sqlalchemy is not installed")
     def test_flask_app(self):
         """A Flask-SQLAlchemy app configured for SQLite runs its tests on PostgreSQL, both modes."""

@@ -59,7 +59,7 @@ APP_CONFTEST = textwrap.dedent('''
     import pytest
 
     from elefast import MetadataMigrator
-    from tests.legacy_shop import db
+    from examples.legacy_shop import db
 
 
     @pytest.fixture(scope="session")
@@ -69,13 +69,13 @@ APP_CONFTEST = textwrap.dedent('''
 
     @pytest.fixture(scope="session")
     def elefast_app_engines():
-        return ("tests.legacy_shop.db:engine",)
+        return ("examples.legacy_shop.db:engine",)
 ''')
 
 APP_TESTS = textwrap.dedent('''
     import pytest
 
-    from tests.legacy_shop import db
+    from examples.legacy_shop import db
 
 
     @pytest.mark.parametrize("name", ["lamp", "lamp"])

@@ -3,7 +3,7 @@
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from tests.legacy_shop.db import Item
+from examples.legacy_shop.db import Item
 
 engine = create_async_engine("postgresql+asyncpg://shop:s3cret@shop-db.invalid:6543/shop_dev")
 Session = async_sessionmaker(engine, expire_on_commit=False)

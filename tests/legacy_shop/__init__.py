@@ -1,2 +1,0 @@
-"""A legacy app for the app-engine tests: engines built at import time from settings that name a
-server and database that do not exist on the test server (nothing here knows about elefast)."""
