@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from elefast import AsyncPostgresTestCase, MetadataMigrator, PostgresTestCase
 from elefast.errors import ConfigurationError, GuardError
-from tests import support
 from examples.legacy_shop import adb, db
+from tests import support
 
 SCHEMA = MetadataMigrator(db.Base.metadata)
 

@@ -3,6 +3,8 @@ test's database (and, in the second class, in one transaction rolled back after 
 
 import unittest
 
+from sqlalchemy.exc import IntegrityError
+
 from elefast import MetadataMigrator, PostgresTestCase
 from examples.legacy_shop import db
 
@@ -17,7 +19,7 @@ class ItemTests(PostgresTestCase, unittest.TestCase):
 
     def test_names_are_unique(self):
         db.add_item("lamp")
-        with self.assertRaises(Exception):
+        with self.assertRaises(IntegrityError):
             db.add_item("lamp")
         db.rename_in_block("lamp", "bulb")
         self.assertEqual([item.name for item in self.session.query(db.Item)], ["bulb"])
