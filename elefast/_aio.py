@@ -42,7 +42,7 @@ def run(awaitable: Awaitable[T]) -> T:
         except BaseException as error:  # re-raised in the caller's thread
             outcome.append((False, error))
 
-    thread = threading.Thread(target=target, name="elefast-async")
+    thread = threading.Thread(target=target, name="elefast-async", daemon=True)  # never holds up an exit
     thread.start()
     thread.join()
     ok, value = outcome[0]

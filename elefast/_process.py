@@ -94,8 +94,11 @@ def _exit_cleanly_on_sigterm() -> None:
         return
 
     def exit_now(signum: int, frame: Any) -> None:
+        from multiprocessing import util
+
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already: let the cleanup finish
-        if not _CLEANING_UP.is_set():  # a worker that ended on its own is in its cleanup: let it be
+        exiting = getattr(util, "_exiting", False)  # the worker's exit handlers have begun: let them run
+        if not _CLEANING_UP.is_set() and not exiting:  # a worker that ended on its own is in its cleanup
             raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, exit_now)

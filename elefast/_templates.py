@@ -100,7 +100,9 @@ class Templates:
     def _build_locked(self, connection: Connection, name: str, prefix: str, encoding: str,
                       fingerprint: str) -> TemplateSlot:
         key = _sql.advisory_key(name)
-        connection.execute(text(_sql.ADVISORY_LOCK), {"key": key})
+        ready = _lock_or_ready(connection, key, name)
+        if ready is not None:
+            return ready
         try:
             slot = _when_ready(connection, name)  # another process built it meanwhile
             if slot is None:
@@ -173,6 +175,32 @@ def shared_name(connection: Connection, prefix: str, encoding: str, fingerprint:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: Seconds to wait for another process building the same template before giving up.
+BUILD_WAIT = 600.0
+
+
+def _lock_or_ready(connection: Connection, key: int, name: str) -> Optional[TemplateSlot]:
+    """Take the build lock of ``name``, or return its slot as soon as another process made it ready.
+
+    Never a blocking ``pg_advisory_lock``: every process using a ready template holds the
+    same key shared until it exits, so a builder that asked just after the template became
+    ready would wait for those processes to end, and they (workers of one parallel run)
+    may be waiting for it.
+    """
+    deadline = time.monotonic() + BUILD_WAIT
+    while not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+        slot = _when_ready(connection, name)
+        if slot is not None:
+            return slot
+        if time.monotonic() > deadline:
+            raise MigrationError(
+                f"Waited {BUILD_WAIT:g} s for another process to build the template {name}. If no other test "
+                f"run is migrating it, a stuck process holds its lock: python -m elefast sweep, or end that process."
+            )
+        time.sleep(0.05)
+    return None
 
 
 def _when_ready(connection: Connection, name: str) -> Optional[TemplateSlot]:

@@ -112,6 +112,30 @@ class TemplateTrustTests(unittest.TestCase):
         self.addCleanup(server.close)
         return server
 
+    def test_a_late_builder_does_not_wait_for_the_templates_users(self):
+        """A process that saw the template unready just before another made it ready, and asks for the
+        build lock while users hold it shared (until they exit), takes the ready template instead of
+        waiting for them (a parallel run's workers deadlocked on this)."""
+        import threading
+
+        user = self.server(MetadataMigrator(metadata))
+        with user.create_database(prefix=self.prefix):
+            pass  # the template is ready, and `user` holds its key shared until it closes
+        name = next(n for n in support.databases(self.prefix + "%") if "_tpl_" in n)
+        late = self.server(MetadataMigrator(metadata))
+        core, outcome = core_of(late), []
+
+        def build_late():
+            with core.connect() as connection:
+                outcome.append(core.templates._build_locked(connection, name, self.prefix, "utf8", "f"))
+
+        thread = threading.Thread(target=build_late, daemon=True)
+        thread.start()
+        thread.join(15)
+        self.assertFalse(thread.is_alive(), "the late builder waited for the template's users")
+        self.assertTrue(outcome[0].reused)
+        self.assertEqual(outcome[0].name, name)
+
     def test_seeds_are_not_shared_in_one_run_or_the_next(self):
         """Seeded('A'), Seeded('B') and a plain migrator each see their own rows, every time."""
         for _ in range(2):  # the second round reuses the kept templates
