@@ -13,7 +13,9 @@ upstream elefast 0.1.0a5 (its own venv, see ``bench.py``), on the same server, a
 Printed per server: the median wall time of each suite (process start to exit), per test, the
 ratio, the floor (the same pytest run with tests that take no database), and the server's own
 limit for a per-test clone in the foreground: sequential ``CREATE DATABASE ... TEMPLATE`` +
-``DROP DATABASE`` pairs per second from one client on the same template.
+``DROP DATABASE`` pairs per second from one client on the same template; and its throughput with
+clones made in the background (the best of 2 and 3 clients at once), which bounds any package that
+gives each test a fresh clone: the most it can gain over upstream is printed beside the ratio.
 
     python benchmarks/fixture_api.py [--tests 100] [--rounds 3] [--url URL] [--local] [--body sleep50]
 """

@@ -29,6 +29,7 @@ from elefast._engine_kinds import EngineKind, Work
 from elefast._logging import logger
 from elefast._process import at_process_exit, leave_to_parent, reset_in_forked_child
 from elefast._templates import Templates
+from elefast.errors import ServerFullError
 from elefast.pool import ClonePool
 
 __all__ = ["ServerCore", "core_of"]
@@ -144,7 +145,14 @@ class ServerCore:
         except DBAPIError as error:
             self.ledger.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
+            self.raise_if_full(error)
             raise
+
+    def raise_if_full(self, error: BaseException) -> None:
+        """Raise :class:`~elefast.errors.ServerFullError` (with the server's numbers) if ``error``
+        says the server had no free connection."""
+        if _sql.is_server_full(error):
+            raise ServerFullError(_messages.server_full(self.url, self.ledger.owner.server_load())) from error
 
     def drop(self, name: str, *, long_lived: bool = False) -> None:
         """Drop ``name`` if this server created it and still owns it; refuse any other name."""

@@ -25,6 +25,22 @@ def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> 
     )
 
 
+def server_full(url: URL, load: Optional[Any] = None, waited: Optional[float] = None) -> str:
+    """The server had no free connection: its numbers when known, elefast's share, the fix."""
+    from elefast.pool import pool_workers
+
+    numbers = f": {load[0]} client connections in use of max_connections = {load[1]}" if load else ""
+    during = f" for {waited:g} s" if waited is not None else ""
+    own = pool_workers() + 3  # clone makers, the dropper, the admin and the ownership connections
+    return (
+        f"PostgreSQL at {_engines.safe_url(url)} has no free connections{during} (too many clients "
+        f"already){numbers}. It is running but full. elefast holds about {own} connections per test "
+        f"process, plus one per ready clone and per open test connection. Lower the number of test "
+        f"workers (or ELEFAST_POOL_WORKERS=1), close connections other programs keep open, or raise "
+        f"max_connections on the server."
+    )
+
+
 def rejected(url: URL, reason: str, action: str) -> str:
     """The server refused us for a reason that retrying cannot fix."""
     user = url.username or "(default user)"

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import URL
 
-from elefast.errors import ElefastError, ServerLostError
+from elefast.errors import ElefastError, ServerFullError, ServerLostError
 
 __all__ = ["ENV_KEEP_FAILED", "explaining_loss", "failed", "finish", "finish_async", "say_if_server_lost"]
 
@@ -41,14 +41,18 @@ def failed(test: Any) -> bool:
 
 @contextlib.contextmanager
 def explaining_loss(url: URL) -> Iterator[None]:
-    """Turn a failure caused by the server going away into a :class:`ServerLostError` saying so."""
+    """Turn a failure caused by the server going away into a :class:`ServerLostError` saying so
+    (and one caused by a full server into a :class:`ServerFullError`)."""
     try:
         yield
     except ElefastError:
         raise
     except Exception as error:
+        from elefast import _messages, _sql
         from elefast.provision.lost import explain_lost
 
+        if _sql.is_server_full(error):  # running, but no free connection: not "lost", not "start it"
+            raise ServerFullError(_messages.server_full(url)) from error
         message = explain_lost(url)
         if message is not None:
             raise ServerLostError(message) from error

@@ -3,7 +3,8 @@
 Only "not reachable yet" is retried. A wrong password, an unknown role or database, or
 a missing permission raise :class:`~elefast.errors.ServerRejectedError` at once; when the
 time is up, :class:`~elefast.errors.DatabaseNotReadyError` is raised, chained to the last
-error. The sync and async servers differ only in how they probe and sleep.
+error (:class:`~elefast.errors.ServerFullError` when the server answered but was full).
+The sync and async servers differ only in how they probe and sleep.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 
 from sqlalchemy import URL
 
-from elefast import _messages
-from elefast.errors import DatabaseNotReadyError
+from elefast import _messages, _sql
+from elefast.errors import DatabaseNotReadyError, ServerFullError
 
 __all__ = ["Attempts"]
 
@@ -35,5 +36,7 @@ class Attempts:
         """Seconds to wait before the next attempt, or raise: the error is final, or time is up."""
         _messages.raise_if_fatal(error, self.url)
         if time.monotonic() + self.interval >= self.deadline:
+            if _sql.is_server_full(error):  # it answered: "did not answer" would point the wrong way
+                raise ServerFullError(_messages.server_full(self.url, waited=self.timeout)) from error
             raise DatabaseNotReadyError(_messages.not_ready(self.url, self.timeout, self.count, error)) from error
         return self.interval

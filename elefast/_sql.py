@@ -236,6 +236,22 @@ def fatal_reason(error: BaseException) -> Optional[str]:
     return None
 
 
+_FULL_PATTERN = re.compile(r"too many clients already|remaining connection slots are reserved", re.I)
+
+#: The server's connections, for the full-server message: (client sessions, max_connections).
+SERVER_LOAD = ("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), "
+               "current_setting('max_connections')::int FROM pg_stat_activity")
+
+
+def is_server_full(error: BaseException) -> bool:
+    """Whether ``error`` says the server has no free connection slot (SQLSTATE 53300)."""
+    for exc in _walk_causes(error):
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if sqlstate == "53300" or _FULL_PATTERN.search(str(exc)):
+            return True
+    return False
+
+
 def hide_secret(text: str, secret: Optional[str]) -> str:
     """Replace every occurrence of ``secret`` in ``text`` with ``***``."""
     if secret:

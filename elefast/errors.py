@@ -17,6 +17,7 @@ with how to fix the problem; they never contain a password.
     │   ├── BinariesNotFoundError no PostgreSQL binaries for a throwaway local server
     │   └── DockerUnavailableError  the docker extra is missing, or no daemon answers
     ├── DatabaseNotReadyError     the server did not answer within the timeout
+    │   └── ServerFullError       it answered, but had no free connection (max_connections)
     ├── ServerRejectedError       the server answered but refused us (password, role, ...)
     ├── ServerLostError           the server went away during the run (killed, crashed, stopped)
     ├── LocalServerError          the throwaway local server could not be started
@@ -44,6 +45,7 @@ __all__ = [
     "MigrationError",
     "NotAURLError",
     "SandboxBusyError",
+    "ServerFullError",
     "ServerLostError",
     "ServerNotConfiguredError",
     "ServerRejectedError",
@@ -113,6 +115,16 @@ class DockerUnavailableError(ConfigurationError):
 
 class DatabaseNotReadyError(ElefastError):
     """The server could not be reached before the timeout ran out."""
+
+    __module__ = "elefast.errors"
+
+
+class ServerFullError(DatabaseNotReadyError):
+    """The server answered but had no free connection slot (``too many clients already``).
+
+    The message gives the server's numbers when elefast could still read them, what one
+    test process of elefast holds, and the fix: fewer workers, or a higher ``max_connections``.
+    """
 
     __module__ = "elefast.errors"
 

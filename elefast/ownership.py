@@ -151,6 +151,19 @@ class Owner:
             except Exception:
                 pass  # a lost connection released every lock anyway
 
+    def server_load(self) -> Optional[Tuple[int, int]]:
+        """(client connections in use, max_connections), read on the open control connection; None
+        when there is none (a full server refuses a new one) or it fails."""
+        with self._lock:
+            connection = self._connection
+            if connection is None or connection.closed or connection.invalidated or self._pid != os.getpid():
+                return None
+            try:
+                used, most = connection.execute(text(_sql.SERVER_LOAD)).one()
+            except Exception:
+                return None
+            return int(used), int(most)
+
     def close(self) -> None:
         """Close the control connection (every lock it held goes with it)."""
         with self._lock:

@@ -90,10 +90,10 @@ def postgres_bindir() -> Optional[Path]:
 
 
 @contextlib.contextmanager
-def password_server(password: str) -> Iterator[str]:
+def password_server(password: str, **settings: str) -> Iterator[str]:
     """A private PostgreSQL that requires ``password`` (scram) for user ``postgres``.
 
-    Yields its URL. Needs the server binaries; runs them as the ``postgres``
+    Yields its URL. ``settings`` are server settings (``max_connections="6"``). Needs the server binaries; runs them as the ``postgres``
     user when the tests run as root. Raises ``unittest.SkipTest`` otherwise.
     """
     import unittest
@@ -128,7 +128,8 @@ def password_server(password: str) -> Iterator[str]:
         with open(base / "log", "wb") as log:
             proc = subprocess.Popen(
                 [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(base),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                 *[part for key, value in settings.items() for part in ("-c", f"{key}={value}")]],
                 stdout=log, stderr=subprocess.STDOUT, **as_user,  # type: ignore[arg-type]
             )
         url = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"

@@ -1,0 +1,91 @@
+"""A full server (every connection slot taken) gets its own error, never "did not answer ... Start the
+server": at start, and in the middle of a run, sync and async. A real private server with
+max_connections = 6."""
+
+import time
+import unittest
+
+import psycopg
+
+from elefast import AsyncDatabaseServer, DatabaseServer
+from elefast.errors import DatabaseNotReadyError, ServerFullError
+from tests import support
+
+
+class FullServerTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        context = support.password_server("pw", max_connections="6", superuser_reserved_connections="0")
+        cls.url = context.__enter__()
+        cls.addClassCleanup(context.__exit__, None, None, None)
+
+    def fill(self):
+        """Take every free slot; give them back after the test."""
+        held = []
+        while True:
+            try:
+                held.append(psycopg.connect(self.url, connect_timeout=3))
+            except psycopg.OperationalError as error:
+                self.assertIn("too many clients", str(error))
+                break
+        self.assertGreater(len(held), 0)
+        self.addCleanup(lambda: [conn.close() for conn in held])
+        return held
+
+    def assert_says_full(self, error, with_numbers=False):
+        message = str(error)
+        self.assertIn("has no free connections", message)
+        self.assertIn("max_connections", message)
+        self.assertNotIn("did not answer", message)
+        self.assertNotIn("Start the server", message)
+        self.assertNotIn("pw@", message)  # never the password
+        if with_numbers:
+            self.assertIn("in use of max_connections = 6", message)
+
+    def test_at_start(self):
+        self.fill()
+        server = DatabaseServer(self.url)
+        self.addCleanup(server.close)
+        started = time.monotonic()
+        with self.assertRaises(ServerFullError) as caught:
+            server.ensure_is_ready(timeout=1)
+        self.assertLess(time.monotonic() - started, 5)  # within the stated timeout, give or take a probe
+        self.assertIsInstance(caught.exception, DatabaseNotReadyError)  # who catches that still does
+        self.assert_says_full(caught.exception)
+
+    def test_in_the_middle_of_a_run(self):
+        server = DatabaseServer(self.url)
+        self.addCleanup(server.close)
+        with server.create_database():
+            pass  # the server works; elefast's control connection is open
+        self.fill()
+        with self.assertRaises(ServerFullError) as caught:
+            server.create_database(prefix="full")
+        self.assert_says_full(caught.exception, with_numbers=True)
+
+
+class AsyncFullServerTests(unittest.IsolatedAsyncioTestCase):
+    async def test_at_start(self):
+        with support.password_server("pw", max_connections="6", superuser_reserved_connections="0") as url:
+            held = []
+            try:
+                while True:
+                    try:
+                        held.append(psycopg.connect(url, connect_timeout=3))
+                    except psycopg.OperationalError:
+                        break
+                server = AsyncDatabaseServer(url)
+                try:
+                    with self.assertRaises(ServerFullError) as caught:
+                        await server.ensure_is_ready(timeout=1)
+                finally:
+                    await server.close()
+            finally:
+                for conn in held:
+                    conn.close()
+        self.assertIn("has no free connections", str(caught.exception))
+        self.assertNotIn("did not answer", str(caught.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
