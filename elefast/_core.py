@@ -259,7 +259,11 @@ class ServerCore:
         return pool
 
     def _prepare(self, name: str) -> Any:
-        return self.kind.prepare(self.database_url(name), self.engine_options())
+        try:
+            return self.kind.prepare(self.database_url(name), self.engine_options())
+        except DBAPIError as error:
+            self.raise_if_full(error)
+            raise
 
     def take(self, template: Optional[str], prefix: str, encoding: str, ahead: bool = True) -> Tuple[str, Any]:
         """A fresh clone of ``template`` from the pool: (name, what ``EngineKind.prepare`` made)."""
