@@ -93,7 +93,8 @@ def postgres_bindir() -> Optional[Path]:
 def password_server(password: str, **settings: str) -> Iterator[str]:
     """A private PostgreSQL that requires ``password`` (scram) for user ``postgres``.
 
-    Yields its URL. ``settings`` are server settings (``max_connections="6"``). Needs the server binaries; runs them as the ``postgres``
+    Yields its URL. ``settings`` are server settings (``max_connections="6"``). Needs the
+    server binaries; runs them as the ``postgres``
     user when the tests run as root. Raises ``unittest.SkipTest`` otherwise.
     """
     import unittest
