@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
 
-from elefast import _engines, _messages, _sql, ownership
+from elefast import _budget, _engines, _messages, _sql, ownership
 from elefast._engine_kinds import EngineKind, Work
 from elefast._logging import logger
 from elefast._process import at_process_exit, leave_to_parent, reset_in_forked_child
@@ -219,7 +219,9 @@ class ServerCore:
         The pool's workers send one statement per clone; a new connection each time would
         cost more than the statement.
         """
-        if not long_lived:
+        if not long_lived or _budget.is_lean():  # a full server: hold a connection only while it works
+            if long_lived:
+                self._close_thread_connection()
             with self.connect() as fresh:
                 work(fresh)
             return
@@ -256,6 +258,7 @@ class ServerCore:
                                                                      fast=True, long_lived=True),
                         lambda name: self.drop(name, long_lived=True),
                         self._prepare, finish=self._close_thread_connection, sweep=self.sweep)
+                    _budget.on_lean(pool.let_go_of_idle)
         return pool
 
     def _prepare(self, name: str) -> Any:

@@ -16,6 +16,7 @@ from sqlalchemy import URL, Engine, create_engine
 from typing_extensions import Protocol
 
 from elefast import _aio
+from elefast._budget import is_lean, wait_when_full
 from elefast.errors import ConfigurationError
 
 __all__ = ["ASYNC", "SYNC", "EngineKind", "Work"]
@@ -47,7 +48,7 @@ class _SyncEngines:
                 f"{getattr(work, '__qualname__', work)!r} is a coroutine function, but this is a sync server. "
                 "Use AsyncPostgresTestCase (or AsyncDatabaseServer) for async code, or make it a plain function."
             )
-        engine = create_engine(url, **options)
+        engine = wait_when_full(create_engine(url, **options))
         try:
             with engine.begin() as connection:
                 work(connection)
@@ -55,9 +56,10 @@ class _SyncEngines:
             engine.dispose()
 
     def prepare(self, url: URL, options: Dict[str, Any]) -> Engine:
-        engine = create_engine(url, **options)
-        with engine.connect():
-            pass  # one connection made ahead, left idle in the engine's pool
+        engine = wait_when_full(create_engine(url, **options))
+        if not is_lean():  # on a full server a ready clone waits without a connection of its own
+            with engine.connect():
+                pass  # one connection made ahead, left idle in the engine's pool
         return engine
 
 
@@ -70,7 +72,7 @@ class _AsyncEngines:
         from sqlalchemy.ext.asyncio import create_async_engine  # only async users pay for the import
 
         async def run() -> None:
-            engine = create_async_engine(url, **options)
+            engine = wait_when_full(create_async_engine(url, **options))
             try:
                 async with engine.begin() as connection:
                     if inspect.iscoroutinefunction(work):

@@ -148,10 +148,12 @@ def _creator_params(engine: Engine) -> Dict[str, Any]:
 
 def mark_admin(engine: Engine) -> Engine:
     """Flag an engine elefast built itself (AUTOCOMMIT, NullPool) for admin work."""
+    from elefast._budget import wait_when_full
     from elefast._guard import trust
 
     setattr(engine, _ADMIN_ENGINE_MARK, True)
     trust(engine.dialect)  # the guard lets its connections through
+    wait_when_full(engine)  # a full server: wait for a slot (parallel workers free them all the time)
     return engine
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Optional, Tuple
 from sqlalchemy import URL
 
 from elefast import _aio
+from elefast._budget import wait_when_full
 from elefast._core import ServerCore, core_of
 from elefast.migrators import schema_key
 
@@ -86,7 +87,7 @@ class SyncProvider(_Provider):
 
         from elefast.sync import Database
 
-        engine = create_engine(self.core.database_url(name), **self.core.engine_options())
+        engine = wait_when_full(create_engine(self.core.database_url(name), **self.core.engine_options()))
         return Database(engine, self.server, sessionmaker_factory, on_drop=_keep_database)
 
 
@@ -112,7 +113,7 @@ class AsyncProvider(_Provider):
 
         from elefast.asyncio import AsyncDatabase
 
-        engine = create_async_engine(self.core.database_url(name), **self.core.engine_options())
+        engine = wait_when_full(create_async_engine(self.core.database_url(name), **self.core.engine_options()))
         return AsyncDatabase(engine, self.server, sessionmaker_factory, on_drop=on_drop)
 
 

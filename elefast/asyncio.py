@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from typing_extensions import Self, TypeAlias
 
 from elefast import _aio, _engines, _sql
+from elefast._budget import not_waiting, wait_when_full
 from elefast._engine_kinds import ASYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
@@ -149,14 +150,15 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
                 await asyncio.sleep(attempts.failed(error))
 
     async def _probe(self) -> None:
-        async with self._engine.connect() as connection:
-            await connection.execute(text(_sql.SELECT_ONE))
+        with not_waiting():  # readiness keeps its own timeout
+            async with self._engine.connect() as connection:
+                await connection.execute(text(_sql.SELECT_ONE))
 
     async def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *,
                               keep: bool = False) -> AsyncDatabase:
         """Create a fresh database with the schema applied; see :meth:`DatabaseServer.create_database`."""
         name, _ = await _aio.to_thread(self._take, prefix, encoding)  # the pool's work stays off the loop
-        engine = create_async_engine(self._core.database_url(name), **self._core.engine_options())
+        engine = wait_when_full(create_async_engine(self._core.database_url(name), **self._core.engine_options()))
         database = AsyncDatabase(engine, self, self.sessionmaker_factory)
         if keep:
             await database.keep()

@@ -155,6 +155,18 @@ class ClonePool:
             self._start()
             self._cond.notify_all()
 
+    def let_go_of_idle(self) -> None:
+        """Close the connections ready clones keep open (they reconnect when taken): the server is full."""
+        with self._cond:
+            prepared = [item for queue in self._ready.values() for _name, item in queue]
+        for item in prepared:
+            dispose = getattr(item, "dispose", None)
+            if dispose is not None and not asyncio.iscoroutinefunction(dispose):
+                try:
+                    dispose()  # an Engine stays usable: its pool starts empty
+                except Exception:
+                    pass
+
     def drain(self, timeout: float = 60) -> None:
         """Stop keeping clones ahead and wait until every pending drop is done (tests, sweeps)."""
         with self._cond:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import Self, TypeAlias
 
 from elefast import _engines, _sql
+from elefast._budget import not_waiting, wait_when_full
 from elefast._engine_kinds import SYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
@@ -154,7 +155,7 @@ class DatabaseServer(ServerBase[Engine]):
             probe = create_engine(self.url, poolclass=NullPool,
                                   connect_args={"connect_timeout": max(1, math.ceil(seconds))})
         try:
-            with probe.connect() as connection:
+            with not_waiting(), probe.connect() as connection:  # readiness keeps its own timeout
                 connection.execute(text(_sql.SELECT_ONE))
         finally:
             if probe is not self._engine:
@@ -176,7 +177,7 @@ class DatabaseServer(ServerBase[Engine]):
         """
         name, engine = self._take(prefix, encoding)  # from the pool, made ahead in the background
         if engine is None:
-            engine = create_engine(self._core.database_url(name), **self._core.engine_options())
+            engine = wait_when_full(create_engine(self._core.database_url(name), **self._core.engine_options()))
         database = Database(engine, self, self.sessionmaker_factory)
         if keep:
             database.keep()

@@ -2,8 +2,11 @@
 server": at start, and in the middle of a run, sync and async. A real private server with
 max_connections = 6."""
 
+import os
+import threading
 import time
 import unittest
+from unittest import mock
 
 import psycopg
 
@@ -59,9 +62,23 @@ class FullServerTests(unittest.TestCase):
         with server.create_database():
             pass  # the server works; elefast's control connection is open
         self.fill()
-        with self.assertRaises(ServerFullError) as caught:
-            server.create_database(prefix="full")
+        started = time.monotonic()
+        with mock.patch.dict(os.environ, {"ELEFAST_FULL_WAIT": "1"}):
+            with self.assertRaises(ServerFullError) as caught:
+                server.create_database(prefix="full")
+        self.assertGreater(time.monotonic() - started, 0.9)  # it waited for a slot first
         self.assert_says_full(caught.exception, with_numbers=True)
+
+    def test_a_slot_that_frees_up_in_time_is_taken(self):
+        server = DatabaseServer(self.url)
+        self.addCleanup(server.close)
+        with server.create_database():
+            pass
+        held = self.fill()
+        threading.Timer(0.5, lambda: [conn.close() for conn in held[:3]]).start()  # a worker's drops
+        with server.create_database(prefix="waited") as database:  # waits, then works
+            with database.engine.connect() as connection:
+                self.assertEqual(connection.exec_driver_sql("select 1").scalar(), 1)
 
 
 class AsyncFullServerTests(unittest.IsolatedAsyncioTestCase):

@@ -1,0 +1,119 @@
+"""Connections on a server with few to spare: wait for a free slot, and hold fewer.
+
+Every engine elefast builds (admin engines, the engines of the databases it clones) goes
+through :func:`wait_when_full`: a connection refused with ``too many clients already``
+(SQLSTATE 53300) is tried again, with a growing pause, for up to :data:`FULL_WAIT`
+seconds (``ELEFAST_FULL_WAIT``), because parallel workers give slots back all the time
+(a clone's connection closes before each drop). The first such refusal also puts the process in *lean* mode
+(:func:`go_lean`): from then on the pool's threads connect for each statement instead
+of keeping a connection each, and ready clones wait without an open connection, so a
+process holds about two connections (its ownership connection and the test's) instead
+of eight. Only when no slot frees up in time does the caller get
+:class:`~elefast.errors.ServerFullError`, with the server's numbers and the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, TypeVar
+
+from sqlalchemy import event
+
+from elefast import _sql
+from elefast._logging import logger
+
+__all__ = ["FULL_WAIT", "go_lean", "is_lean", "not_waiting", "on_lean", "wait_when_full"]
+
+#: Seconds a connection waits for a free slot on a full server before the error
+#: (``ELEFAST_FULL_WAIT`` overrides it).
+FULL_WAIT = 30.0
+
+
+def full_wait() -> float:
+    """Seconds to wait for a free slot: ``ELEFAST_FULL_WAIT``, else :data:`FULL_WAIT`."""
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get("ELEFAST_FULL_WAIT", FULL_WAIT)))
+    except ValueError:
+        return FULL_WAIT
+
+E = TypeVar("E")
+
+_lean = threading.Event()
+_here = threading.local()  # .impatient: this thread's connects do not wait (readiness probes)
+_listeners: List[Callable[[], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def is_lean() -> bool:
+    """Whether this process holds connections only while it uses them (the server was full)."""
+    return _lean.is_set()
+
+
+def on_lean(callback: Callable[[], None]) -> None:
+    """Call ``callback`` once when the process goes lean (e.g. a pool closing its idle connections)."""
+    with _listeners_lock:
+        _listeners.append(callback)
+
+
+def go_lean() -> None:
+    """Hold connections only while they are used, from now on in this process."""
+    with _listeners_lock:
+        if _lean.is_set():
+            return
+        _lean.set()
+        callbacks = list(_listeners)
+    logger.info("elefast: the server is full; this process now holds connections only while it uses them")
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception as error:  # a best effort: the retries still wait for slots
+            logger.debug("elefast: could not let go of idle connections: %s", error)
+
+
+@contextlib.contextmanager
+def not_waiting() -> Iterator[None]:
+    """Within this block, this thread's connections fail at once on a full server (readiness has
+    its own timeout and its own message)."""
+    before = getattr(_here, "impatient", False)
+    _here.impatient = True
+    try:
+        yield
+    finally:
+        _here.impatient = before
+
+
+def wait_when_full(engine: E) -> E:
+    """Make ``engine`` (an ``Engine``, or an ``AsyncEngine``'s ``sync_engine``) wait for a free slot."""
+    target: Any = getattr(engine, "sync_engine", engine)
+    is_async = bool(getattr(target.dialect, "is_async", False))
+
+    def connect(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> Any:
+        deadline = time.monotonic() + full_wait()
+        pause = 0.02
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as error:
+                remaining = deadline - time.monotonic()
+                if not _sql.is_server_full(error) or remaining <= 0 or getattr(_here, "impatient", False):
+                    raise
+                go_lean()
+                _sleep(min(pause, remaining), is_async)
+                pause = min(pause * 2, 0.5)
+
+    event.listen(target, "do_connect", connect)
+    return engine
+
+
+def _sleep(seconds: float, is_async: bool) -> None:
+    if is_async:  # inside SQLAlchemy's greenlet bridge: wait on the event loop, do not block it
+        from sqlalchemy.util import await_only
+
+        await_only(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
