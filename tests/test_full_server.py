@@ -106,3 +106,48 @@ class AsyncFullServerTests(unittest.IsolatedAsyncioTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def have(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+class EightWorkersOnThirtyConnectionsTests(unittest.TestCase):
+    """pytest -n 8 and unittest-parallel -j 8 on a server with max_connections = 30: green, with no
+    'too many clients', nothing left behind."""
+
+    @classmethod
+    def setUpClass(cls):
+        context = support.password_server("pw", max_connections="30")
+        cls.url = context.__enter__()
+        cls.addClassCleanup(context.__exit__, None, None, None)
+
+    def run_runner(self, command):
+        import subprocess
+        import sys
+
+        env = dict(os.environ, ELEFAST_DATABASE_URL=self.url)
+        result = subprocess.run([sys.executable, *command], cwd=str(support.ROOT), env=env, capture_output=True,
+                                text=True, timeout=600)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output[-3000:])
+        self.assertNotIn("too many clients", output)
+        deadline = time.monotonic() + 15  # the workers' exit drops their clones
+        while time.monotonic() < deadline:
+            with psycopg.connect(self.url) as conn:
+                left = [row[0] for row in conn.execute(
+                    "select datname from pg_database where datname ~ '^elefast_[0-9a-f]{16}$'")]
+            if not left:
+                break
+            time.sleep(0.2)
+        self.assertEqual(left, [])
+
+    @unittest.skipUnless(have("xdist"), "pytest-xdist is not installed")
+    def test_pytest_n_8(self):
+        self.run_runner(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "8", "examples/legacy_app/tests"])
+
+    @unittest.skipUnless(have("unittest_parallel"), "unittest-parallel is not installed")
+    def test_unittest_parallel_j_8(self):
+        self.run_runner(["-m", "unittest_parallel", "-j", "8", "-t", ".", "-s", "examples/legacy_app/tests"])

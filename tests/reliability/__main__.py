@@ -17,6 +17,7 @@ SCENARIOS = [
     faults.two_schemas_at_once,
     faults.migration_fails_halfway,
     faults.parallel_runners,
+    faults.small_server,
     bad_input.security,
 ]
 

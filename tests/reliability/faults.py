@@ -99,14 +99,11 @@ def machines_sharing_a_server(h: Harness, processes: int = 8) -> Row:
         home = h.scratch / f"machine{number}"
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in h.child_env().items() if k not in ("ELEFAST_SERVER", "ELEFAST_RUN_DIR")}
-        # One clone maker per process: a process running a sync and an async class peaks at 13 client
-        # connections with the default two, 10 with one (pg_stat_activity sampled every 0.1 s, the
-        # sampler included; the same 13 on stop 17's code), so
-        # 8 of them graze the machine server's max_connections = 100 and fail now and then with "too
-        # many clients". This row is about sharing one server and one template across machines; the
-        # connection budget itself is issue 15's.
+        # A process running a sync and an async class peaks at 13 client connections, so 8 of them
+        # graze the machine server's max_connections = 100: elefast waits for a free slot and goes
+        # lean instead of failing with "too many clients" (elefast/_budget.py).
         env.update(HOME=str(home), TMPDIR=str(home / "tmp"), ELEFAST_DATABASE_URL=MACHINE_URL, ELEFAST_LOG="info",
-                   RELIABILITY_PREFIX=prefix, RELIABILITY_SCHEMA=schema, ELEFAST_POOL_WORKERS="1")
+                   RELIABILITY_PREFIX=prefix, RELIABILITY_SCHEMA=schema)
         env.pop("XDG_CACHE_HOME", None)
         children.append(h.start(f"{CASES}.Work {CASES}.AsyncWork", env))
     outputs = []
@@ -286,4 +283,48 @@ def parallel_runners(h: Harness) -> List[Row]:
         if new:
             row.notes.append(f"left behind: {new}")
         row.leftovers += len(new) + h.servers_left_after()
+    return rows
+
+
+def small_server(h: Harness) -> List[Row]:
+    """pytest -n 8 and unittest-parallel -j 8 on a server with max_connections = 30 (8 workers would
+    need ~60 connections if each kept its pool's): no 'too many clients', nothing left behind."""
+    import psycopg
+
+    from tests import support
+
+    suite = "examples/legacy_app/tests"
+    runners = [
+        ("pytest -n 8, max_connections = 30", "xdist",
+         [sys.executable, "-m", "pytest", "-q", "-n", "8", "-p", "no:cacheprovider", suite]),
+        ("unittest-parallel -j 8, max_connections = 30", "unittest_parallel",
+         [sys.executable, "-m", "unittest_parallel", "-j", "8", "-t", ".", "-s", suite]),
+    ]
+    rows = [Row(label) for label, _, _ in runners]
+    with support.password_server("reliability", max_connections="30") as url:
+        for row, (_, module, command) in zip(rows, runners):
+            try:
+                __import__(module)
+            except ImportError:
+                row.fail(f"{module} is not installed (pip install -e '.[test]')")
+                continue
+            env = dict(os.environ, ELEFAST_DATABASE_URL=url)
+            result = subprocess.run(command, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+            output = result.stdout + result.stderr
+            row.runs += 1
+            if result.returncode != 0:
+                row.fail(f"the run failed:\n{output[-1500:]}")
+            if "too many clients" in output:
+                row.fail("'too many clients' appeared")
+            deadline = time.monotonic() + 15
+            while True:  # the workers' exit drops their clones
+                with psycopg.connect(url) as conn:
+                    left = [r[0] for r in conn.execute("select datname from pg_database "
+                                                       "where datname ~ '^elefast_[0-9a-f]{16}$'")]
+                if not left or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if left:
+                row.notes.append(f"left behind: {left}")
+            row.leftovers += len(left)
     return rows
