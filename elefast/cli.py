@@ -43,6 +43,15 @@ def _server(args: argparse.Namespace) -> int:
             print("The server keeps running until: python -m elefast server stop", file=sys.stderr)
             return 0
         if args.action == "stop":
+            clients = [] if args.force or local.server_status() is None else local.other_clients()
+            if clients:  # test processes are using it: do not pull it from under them
+                local.stop_when_unused()
+                print(f"in use by {len(clients)} test process(es); the server stops on its own about a second "
+                      "after the last one ends:")
+                for pid, command in clients:
+                    print(f"  pid {pid}: {command.strip() or '(command unknown)'}")
+                print("To stop it now (their tests fail): python -m elefast server stop --force")
+                return 0
             stopped = local.stop_local_server(timeout=args.timeout)
             print("stopped" if stopped else "not running")
             return 0
@@ -231,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--driver", default="psycopg", choices=["psycopg", "asyncpg", "libpq"],
                         help="driver part of printed URLs (libpq: plain postgresql://)")
     server.add_argument("--json", action="store_true", help="status as JSON")
+    server.add_argument("--force", action="store_true",
+                        help="(stop) stop it now, even while test processes use it")
     server.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
     server.set_defaults(handler=_server)
     sweep = commands.add_parser("sweep", help="drop databases left by test processes that are gone")

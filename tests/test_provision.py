@@ -280,6 +280,28 @@ class LocalServerTests(unittest.TestCase):
         self.assertTrue(wait_gone(state["postgres_pid"], 5))
         self.assertEqual(cli("status").returncode, 1)
 
+    def test_stop_while_tests_use_it_waits_for_them(self):
+        """``server stop`` while a test process uses the server names it and leaves the server to stop
+        after it; ``--force`` stops it at once."""
+        env = dict(os.environ, **self.env)
+
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "elefast", "server", *args], cwd=str(support.ROOT),
+                                  env=env, capture_output=True, text=True, timeout=60)
+
+        process, info = self.client(30)
+        state = info["state"]
+        said = cli("stop")
+        self.assertEqual(said.returncode, 0, said.stderr)
+        self.assertIn("in use by 1 test process", said.stdout)
+        self.assertIn(f"pid {process.pid}:", said.stdout)
+        self.assertIn("--force", said.stdout)
+        time.sleep(1.5)  # longer than the idle grace: still running, its client lives
+        with psycopg.connect(host=state["socket_dir"], port=state["port"], user="postgres", dbname="postgres"):
+            pass
+        self.assertEqual(cli("stop", "--force").stdout.strip(), "stopped")
+        self.assertTrue(wait_gone(state["postgres_pid"], 10))
+
     def test_example_suite_on_the_local_default(self):
         """The example suite runs green with no URL configured: the local server is the default."""
         self.run_example_suite(dict(os.environ, **self.env))

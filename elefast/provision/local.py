@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from sqlalchemy import URL
 
@@ -198,6 +198,17 @@ def keep_local_server(timeout: float = 60) -> URL:
     layout: Layout = _CACHED["layout"]
     layout.keep.touch()
     return url
+
+
+def other_clients(layout: Optional[Layout] = None) -> List[Tuple[int, str]]:
+    """(pid, command line) of the other processes using the running local server."""
+    layout = layout or local_layout()
+    return [(pid, locks.cmdline(pid)) for pid in locks.lease_holders(layout.leases) if pid != os.getpid()]
+
+
+def stop_when_unused(layout: Optional[Layout] = None) -> None:
+    """Let the server stop on its own once its last client ends (undo ``server start``)."""
+    (layout or local_layout()).keep.unlink(missing_ok=True)
 
 
 def stop_local_server(timeout: float = 30, layout: Optional[Layout] = None) -> bool:

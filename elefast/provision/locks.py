@@ -13,9 +13,9 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Dict, Optional, Type
+from typing import IO, Dict, List, Optional, Type
 
-__all__ = ["FileLock", "Lease", "cmdline", "live_leases", "pid_alive"]
+__all__ = ["FileLock", "Lease", "cmdline", "lease_holders", "live_leases", "pid_alive"]
 
 
 class FileLock:
@@ -111,6 +111,25 @@ def live_leases(directory: Path) -> int:
         except FileNotFoundError:
             continue
     return alive
+
+
+def lease_holders(directory: Path) -> List[int]:
+    """The pids of the processes whose lease in ``directory`` is alive (held)."""
+    holders = []
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            with open(entry, "rb") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holders.append(int(entry.name.split("-")[0]))
+        except (FileNotFoundError, ValueError):
+            continue
+    return sorted(set(holders))
 
 
 def pid_alive(pid: int) -> bool:
