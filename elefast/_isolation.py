@@ -113,7 +113,7 @@ class TransactionIsolation(Isolation):
         test.addCleanup(test.connection.close)
         transaction = test.connection.begin()
         test.addCleanup(_rollback, transaction)
-        test.session = _joined_session(state.sessionmaker_factory, database.engine, test.connection)
+        test.session = _joined_session(database.sessionmaker, test.connection)  # the class's maker: made once
         test.addCleanup(test.session.close)
         if state.app_engines:
             _app_engines.share_connection(test, state.app_engines, test.connection, database.url, state.owner)
@@ -129,7 +129,7 @@ class TransactionIsolation(Isolation):
         test.addAsyncCleanup(test.connection.close)
         transaction = await test.connection.begin()
         test.addAsyncCleanup(_rollback_async, transaction)
-        test.session = _joined_session(state.sessionmaker_factory, database.engine, test.connection, is_async=True)
+        test.session = _joined_session(database.sessionmaker, test.connection, is_async=True)
         test.addAsyncCleanup(test.session.close)
         if state.app_engines:
             await _app_engines.share_connection_async(test, state.app_engines, test.connection, database.url,
@@ -155,13 +155,14 @@ async def _rollback_async(transaction: Any) -> None:
         await transaction.rollback()
 
 
-def _joined_session(factory: Callable[..., Any], engine: Any, connection: Any, is_async: bool = False) -> Any:
+def _joined_session(maker: Any, connection: Any, is_async: bool = False) -> Any:
     """A session on ``connection`` that turns its commits into savepoints of the test's transaction.
 
-    A ``sessionmaker`` (or ``async_sessionmaker``) from ``factory`` keeps its options; any
-    other factory's result cannot be rebound, so a plain session is made instead.
+    ``maker`` is the database's (``sessionmaker_factory(engine)``, made once with the engine,
+    not per test: each ``sessionmaker`` makes a class). A ``sessionmaker`` (or
+    ``async_sessionmaker``) keeps its options; any other factory's result cannot be rebound,
+    so a plain session is made instead.
     """
-    maker = factory(engine)
     if hasattr(maker, "class_") and hasattr(maker, "kw"):
         return maker(bind=connection, join_transaction_mode="create_savepoint")
     if is_async:
