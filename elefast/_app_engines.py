@@ -225,12 +225,20 @@ def _report_unused(app_engine: AppEngine, steer: Steering) -> None:
         logger.debug("app engine %s did not connect during the test", app_engine.label)
 
 
-def share_connection(test: Any, engines: List[AppEngine], connection: Any, url: URL, owner: str) -> None:
-    """Transaction mode, sync test: every engine's connections share the test's, in its transaction."""
+def share_connection(test: Any, engines: List[AppEngine], connection: Any, url: URL, owner: str,
+                     kept: Dict[str, Any]) -> None:
+    """Transaction mode, sync test: every engine's connections share the test's, in its transaction.
+
+    ``kept`` is the class's: its sandbox pools and savepoint tracking are made once (the
+    class's engine serves every test) and pointed at each test's connection.
+    """
     from elefast._sandbox import SandboxPool, Savepoints, ThreadTurns
 
-    turns, savepoints = ThreadTurns(), Savepoints()
-    savepoints.follow(connection)
+    if "savepoints" not in kept:
+        kept.update(turns=ThreadTurns(), savepoints=Savepoints(), pools={})
+        kept["savepoints"].follow(connection.engine)  # every connection of the class's engine, once
+    turns, savepoints, pools = kept["turns"], kept["savepoints"], kept["pools"]
+    savepoints.open.clear()  # a new test, a new transaction
     dbapi_connection = connection.connection.dbapi_connection
     stand_in(test, engines)
     for app_engine in engines:
@@ -248,8 +256,11 @@ def share_connection(test: Any, engines: List[AppEngine], connection: Any, url: 
             finally:
                 steer.point_at(None)
                 app_engine.engine.dispose()
-        _swap_pool(test.addCleanup, app_engine, SandboxPool(dbapi_connection, turns, savepoints,
-                                                            app_engine.engine.pool))
+        pool = pools.get(app_engine.engine)
+        if pool is None or pool.like is not app_engine.engine.pool:
+            pool = pools[app_engine.engine] = SandboxPool(dbapi_connection, turns, savepoints, app_engine.engine.pool)
+        pool.real = dbapi_connection
+        _swap_pool(test.addCleanup, app_engine, pool)
 
 
 async def share_connection_async(test: Any, engines: List[AppEngine], connection: Any, url: URL,

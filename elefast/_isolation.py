@@ -43,6 +43,7 @@ class ClassState:
     url_env: Optional[str] = None
     guard: bool = False
     owner: str = ""
+    sandbox: Dict[str, Any] = field(default_factory=dict)  # transaction mode, sync: the app engines' sandbox
 
     def __post_init__(self) -> None:
         self.pid = os.getpid()
@@ -116,7 +117,8 @@ class TransactionIsolation(Isolation):
         test.session = _joined_session(database.sessionmaker, test.connection)  # the class's maker: made once
         test.addCleanup(test.session.close)
         if state.app_engines:
-            _app_engines.share_connection(test, state.app_engines, test.connection, database.url, state.owner)
+            _app_engines.share_connection(test, state.app_engines, test.connection, database.url, state.owner,
+                                          state.sandbox)
         _around_test(test, state, database.url)
 
     async def set_up_test_async(self, test: Any, state: ClassState) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from sqlalchemy.pool import NullPool
 
@@ -119,7 +119,8 @@ class Savepoints:
         return bool(self.open) and self.open[-1] == name
 
     def follow(self, connection: Any) -> None:
-        """Track the savepoints ``connection`` (the test's sync ``Connection``) opens and ends."""
+        """Track the savepoints ``connection`` (the test's sync ``Connection``, or an ``Engine``: all its
+        connections) opens and ends."""
         from sqlalchemy import event
 
         event.listen(connection, "savepoint", lambda conn, name: self.opened(name))
@@ -137,6 +138,7 @@ class SharedConnection:
         object.__setattr__(self, "_turns", turns)
         object.__setattr__(self, "_savepoint", None)
         object.__setattr__(self, "_closed", False)
+        object.__setattr__(self, "_one_trip", type(real).__module__.split(".")[0] == "psycopg")
 
     def _run(self, statement: str) -> None:
         cursor = self._real.cursor()
@@ -171,8 +173,11 @@ class SharedConnection:
         object.__setattr__(self, "_savepoint", None)
         if name is not None and self._savepoints.newest(name):
             self._savepoints.ended(name)
-            self._run(f"ROLLBACK TO SAVEPOINT {name}")
-            self._run(f"RELEASE SAVEPOINT {name}")
+            if self._one_trip:  # psycopg sends both in one round trip (no parameters: simple protocol)
+                self._run(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+            else:  # asyncpg's adapter prepares each statement: one at a time
+                self._run(f"ROLLBACK TO SAVEPOINT {name}")
+                self._run(f"RELEASE SAVEPOINT {name}")
 
     def close(self) -> None:
         """Back to the pool: undo what was left open and end this turn; the test's connection stays."""
@@ -201,8 +206,11 @@ class SandboxPool(NullPool):
 
     def __init__(self, real: Any, turns: Any, savepoints: Savepoints, like: Any) -> None:
         def creator() -> SharedConnection:
-            return SharedConnection(real, turns, savepoints)
+            return SharedConnection(self.real, turns, savepoints)
 
         super().__init__(creator, reset_on_return="rollback", echo=like.echo, logging_name=like._orig_logging_name,
                          _dispatch=like.dispatch, dialect=like._dialect, pre_ping=False)
-        self.real: Callable[[], Any] = lambda: real
+        #: The test's DBAPI connection its connections share (set for each test).
+        self.real: Any = real
+        #: The app engine's own pool this one stands in for.
+        self.like: Any = like
