@@ -147,7 +147,3 @@ class EightWorkersOnThirtyConnectionsTests(unittest.TestCase):
     @unittest.skipUnless(have("xdist"), "pytest-xdist is not installed")
     def test_pytest_n_8(self):
         self.run_runner(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "8", "examples/legacy_app/tests"])
-
-    @unittest.skipUnless(have("unittest_parallel"), "unittest-parallel is not installed")
-    def test_unittest_parallel_j_8(self):
-        self.run_runner(["-m", "unittest_parallel", "-j", "8", "-t", ".", "-s", "examples/legacy_app/tests"])
