@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Dict, List, Optional, Type
+from typing import IO, Dict, List, Optional, Tuple, Type
 
 __all__ = ["FileLock", "Lease", "cmdline", "lease_holders", "live_leases", "pid_alive"]
 
@@ -92,30 +92,9 @@ class Lease:
         self._held.pop(str(self.path.parent), None)
 
 
-def live_leases(directory: Path) -> int:
-    """Count leases whose process still lives; remove the others."""
-    alive = 0
-    try:
-        entries = list(directory.iterdir())
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        try:
-            with open(entry, "rb") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    alive += 1
-                    continue
-                entry.unlink()
-        except FileNotFoundError:
-            continue
-    return alive
-
-
-def lease_holders(directory: Path) -> List[int]:
-    """The pids of the processes whose lease in ``directory`` is alive (held)."""
-    holders = []
+def _leases(directory: Path) -> List[Tuple[Path, bool]]:
+    """Every lease file in ``directory`` and whether its process still holds it."""
+    found = []
     try:
         entries = list(directory.iterdir())
     except FileNotFoundError:
@@ -126,10 +105,29 @@ def lease_holders(directory: Path) -> List[int]:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    holders.append(int(entry.name.split("-")[0]))
-        except (FileNotFoundError, ValueError):
+                    found.append((entry, True))
+                    continue
+                found.append((entry, False))
+        except FileNotFoundError:
             continue
-    return sorted(set(holders))
+    return found
+
+
+def live_leases(directory: Path) -> int:
+    """Count leases whose process still lives; remove the others."""
+    alive = 0
+    for entry, held in _leases(directory):
+        if held:
+            alive += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
+def lease_holders(directory: Path) -> List[int]:
+    """The pids of the processes whose lease in ``directory`` is alive (held)."""
+    return sorted({int(entry.name.split("-")[0]) for entry, held in _leases(directory)
+                   if held and entry.name.split("-")[0].isdigit()})
 
 
 def pid_alive(pid: int) -> bool:
