@@ -25,6 +25,14 @@ def server_url() -> str:
     return os.environ.get("ELEFAST_DATABASE_URL") or DEFAULT_URL
 
 
+def psycopg_url(url: Optional[str] = None) -> str:
+    """``url`` (default :func:`server_url`) with the psycopg 3 driver named, for ``create_engine``.
+
+    A bare ``postgresql://`` URL makes SQLAlchemy pick psycopg2, which is not a dependency.
+    """
+    return "postgresql+psycopg://" + (url or server_url()).split("://", 1)[1]
+
+
 def libpq_dsn(url: Optional[str] = None) -> str:
     """``url`` (default :func:`server_url`) without a SQLAlchemy driver, for psycopg."""
     url = url or server_url()

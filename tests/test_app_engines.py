@@ -170,7 +170,7 @@ class GuardTests(PostgresTestCase, unittest.TestCase):
     app_engines = (db.engine,)
 
     def test_an_engine_elsewhere_fails_with_the_fix(self):
-        stray = create_engine(support.server_url())  # the server's own postgres database
+        stray = create_engine(support.psycopg_url())  # the server's own postgres database
         try:
             with self.assertRaises(GuardError) as caught:
                 stray.connect()

@@ -318,7 +318,7 @@ class DatabaseServerTests(ServerTestCase):
 class UserEngineTests(ServerTestCase):
     def test_non_autocommit_engine_works(self):
         """A user's engine with a transactional isolation level can create and drop databases."""
-        engine = create_engine(support.server_url().replace("postgresql://", "postgresql+psycopg://"),
+        engine = create_engine(support.psycopg_url(),
                                isolation_level="SERIALIZABLE")
         server = DatabaseServer(engine, schema=MetadataMigrator(metadata))
         self.addCleanup(server.close)
@@ -328,7 +328,7 @@ class UserEngineTests(ServerTestCase):
     def test_database_engines_keep_user_options(self):
         """Clones' engines keep the user's pool, isolation level and connect_args."""
         engine = create_engine(
-            support.server_url().replace("postgresql://", "postgresql+psycopg://"),
+            support.psycopg_url(),
             pool_size=2, max_overflow=0, isolation_level="REPEATABLE READ",
             connect_args={"application_name": "eft-options"},
         )
