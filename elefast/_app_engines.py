@@ -20,14 +20,14 @@ from __future__ import annotations
 import importlib
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from sqlalchemy import URL, Engine, event
 
 from elefast._engines import safe_url
 from elefast.errors import ConfigurationError
 
-__all__ = ["AppEngine", "check_spec", "resolve", "steering"]
+__all__ = ["AppEngine", "AppEngineSpec", "FlaskExtension", "check_spec", "current", "resolve", "steering"]
 
 #: The keys of a driver's connect parameters that say where a connection goes.
 IDENTITY_KEYS = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service", "dsn")
@@ -42,6 +42,19 @@ class AppEngine:
     label: str
     outer: Any  # what the test steps call: the Engine or the AsyncEngine
     stands_in: Any = None  # (binds dict, key, the app's own engine): swapped in for each test
+
+
+@dataclass(frozen=True)
+class FlaskExtension:
+    """A Flask-SQLAlchemy ``db``: its engines are looked up at each test (apps made in ``setUp``
+    or ``setUpClass`` included), and those it makes during a test are steered as they are made."""
+
+    extension: Any
+    label: str
+
+
+#: What a class's resolved ``app_engines`` holds.
+AppEngineSpec = Union[AppEngine, FlaskExtension]
 
 
 class Steering:
@@ -103,16 +116,34 @@ def check_spec(specs: Any, owner: str) -> None:
                                      f"'package.module:attribute' (a colon before the attribute).")
 
 
-def resolve(specs: Iterable[Any], owner: str) -> List[AppEngine]:
+def resolve(specs: Iterable[Any], owner: str) -> List[AppEngineSpec]:
     """The engines ``specs`` name (in ``setUpClass``); a clear :class:`ConfigurationError` for bad ones."""
-    found: List[AppEngine] = []
+    found: List[AppEngineSpec] = []
     for spec in specs:
         label = spec if isinstance(spec, str) else type(spec).__name__
         value = _imported(spec, owner) if isinstance(spec, str) else spec
-        for engine in _engines_of(value, label, owner):
-            if all(known.engine is not engine.engine for known in found):
-                found.append(engine)
+        for item in _engines_of(value, label, owner):
+            if all(not _same(known, item) for known in found):
+                found.append(item)
     return found
+
+
+def _same(one: AppEngineSpec, other: AppEngineSpec) -> bool:
+    if isinstance(one, AppEngine) and isinstance(other, AppEngine):
+        return one.engine is other.engine
+    if isinstance(one, FlaskExtension) and isinstance(other, FlaskExtension):
+        return one.extension is other.extension
+    return False
+
+
+def current(specs: List[AppEngineSpec], owner: str) -> List[AppEngine]:
+    """The engines to steer for one test: the class's engines, and every engine its Flask-SQLAlchemy
+    extensions hold right now (for every app made so far, and every bind)."""
+    engines: List[AppEngine] = []
+    for spec in specs:
+        found = [spec] if isinstance(spec, AppEngine) else _flask_engines(spec, owner)
+        engines.extend(engine for engine in found if all(engine.engine is not known.engine for known in engines))
+    return engines
 
 
 def _imported(spec: str, owner: str) -> Any:
@@ -131,21 +162,32 @@ def _imported(spec: str, owner: str) -> Any:
     return value
 
 
-def _engines_of(value: Any, label: str, owner: str) -> List[AppEngine]:
+def _engines_of(value: Any, label: str, owner: str) -> List[AppEngineSpec]:
     if isinstance(value, Engine):
         return [_checked(AppEngine(value, False, label, value), owner)]
     sync_engine = getattr(value, "sync_engine", None)
     if isinstance(sync_engine, Engine) and type(value).__name__ == "AsyncEngine":
         return [_checked(AppEngine(sync_engine, True, label, value), owner)]
-    per_app = getattr(value, "_app_engines", None)  # Flask-SQLAlchemy 3: {app: {bind key: engine}}
-    if per_app is not None and hasattr(value, "session"):
-        found = [_flask_engine(binds, key, label, owner) for binds in list(per_app.values()) for key in list(binds)]
-        if not found:
-            raise ConfigurationError(f"{owner}.app_engines: {label} has no engines yet: call "
-                                     f"db.init_app(app) (or create the app) before the class is set up.")
-        return found
+    if _is_flask_extension(value):
+        extension = FlaskExtension(value, label)
+        return [extension]
     raise ConfigurationError(f"{owner}.app_engines: {label} is a {type(value).__name__}, not an Engine, an "
                              f"AsyncEngine or a Flask-SQLAlchemy extension.")
+
+
+def _is_flask_extension(value: Any) -> bool:
+    return isinstance(getattr(value, "_app_engines", None), weakref.WeakKeyDictionary) and hasattr(value, "session")
+
+
+def _flask_engines(extension: FlaskExtension, owner: str) -> List[AppEngine]:
+    per_app = extension.extension._app_engines  # Flask-SQLAlchemy 3: {app: {bind key: engine}}
+    return [_flask_engine(binds, key, extension.label, owner)
+            for binds in list(per_app.values()) for key in list(binds)]
+
+
+#: The PostgreSQL engine that stands in for each of the app's engines on another database.
+_STAND_INS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+STAND_IN_URL = "postgresql+psycopg://elefast@stand-in.invalid/stand_in"  # steered, never used as is
 
 
 def _flask_engine(binds: Dict[Any, Engine], key: Any, label: str, owner: str) -> AppEngine:
@@ -157,8 +199,48 @@ def _flask_engine(binds: Dict[Any, Engine], key: Any, label: str, owner: str) ->
     where = f"{label} (bind {key!r}, {safe_url(engine.url)})"
     if engine.dialect.name == "postgresql":
         return _checked(AppEngine(engine, False, where, engine), owner)
-    stand_in = create_engine("postgresql+psycopg://elefast@stand-in.invalid/stand_in")  # steered, never used as is
+    stand_in = _STAND_INS.get(engine)
+    if stand_in is None:
+        stand_in = _STAND_INS[engine] = create_engine(STAND_IN_URL, echo=engine.echo)
     return AppEngine(stand_in, False, where, stand_in, stands_in=(binds, key, engine))
+
+
+def watch_new_engines(test: Any, specs: List[AppEngineSpec], adopt: Callable[[AppEngine], None]) -> None:
+    """During the test, each engine a Flask-SQLAlchemy extension makes (an app created in ``setUp``
+    or in the test) is handed to ``adopt`` as it is made; one on another database (``sqlite://``)
+    is made a PostgreSQL engine."""
+    for spec in specs:
+        if not isinstance(spec, FlaskExtension):
+            continue
+        extension = spec.extension
+        make = getattr(extension, "_make_engine", None)
+        if make is None:
+            continue
+        own = extension.__dict__.get("_make_engine")
+
+        def made(bind_key: Any, options: Dict[str, Any], app: Any, _make: Any = make,
+                 _label: str = spec.label) -> Engine:
+            from sqlalchemy import create_engine
+            from sqlalchemy.engine import make_url
+
+            url = make_url(options["url"])
+            if url.get_backend_name() == "postgresql":
+                engine: Engine = _make(bind_key, options, app)
+            else:  # the test config's sqlite:// (its pool and connect options are SQLite's: not kept)
+                engine = create_engine(STAND_IN_URL, echo=options.get("echo", False))
+            adopt(AppEngine(engine, False, f"{_label} (bind {bind_key!r}, {safe_url(url)}, made in the test)",
+                            engine))
+            return engine
+
+        extension._make_engine = made
+        test.addCleanup(_put_back_maker, extension, own)
+
+
+def _put_back_maker(extension: Any, own: Any) -> None:
+    if own is None:
+        extension.__dict__.pop("_make_engine", None)
+    else:
+        extension._make_engine = own
 
 
 def _checked(app_engine: AppEngine, owner: str) -> AppEngine:
@@ -184,14 +266,20 @@ def stand_in(test: Any, engines: List[AppEngine]) -> None:
             test.addCleanup(binds.__setitem__, key, original)
 
 
-def steer_to_database(test: Any, engines: List[AppEngine], url: URL) -> None:
+def steer_to_database(test: Any, specs: List[AppEngineSpec], url: URL, owner: str = "app_engines") -> None:
     """Database mode, sync test: the engines connect to ``url`` until the test's cleanup."""
+    engines = current(specs, owner)
     stand_in(test, engines)
     for app_engine in engines:
-        engine, steer = app_engine.engine, steering(app_engine.engine)
-        engine.dispose(close=not app_engine.is_async)  # nothing pooled before the test serves it
-        steer.point_at(url)
-        test.addCleanup(_unsteer, app_engine, steer)
+        _steer_one(test, app_engine, url)
+    watch_new_engines(test, specs, lambda made: _steer_one(test, made, url))
+
+
+def _steer_one(test: Any, app_engine: AppEngine, url: URL) -> None:
+    engine, steer = app_engine.engine, steering(app_engine.engine)
+    engine.dispose(close=not app_engine.is_async)  # nothing pooled before the test serves it
+    steer.point_at(url)
+    test.addCleanup(_unsteer, app_engine, steer)
 
 
 def _unsteer(app_engine: AppEngine, steer: Steering) -> None:
@@ -200,13 +288,17 @@ def _unsteer(app_engine: AppEngine, steer: Steering) -> None:
     _report_unused(app_engine, steer)
 
 
-async def steer_to_database_async(test: Any, engines: List[AppEngine], url: URL) -> None:
+async def steer_to_database_async(test: Any, specs: List[AppEngineSpec], url: URL,
+                                  owner: str = "app_engines") -> None:
     """Database mode, async test: as :func:`steer_to_database`; async engines close on the test's loop."""
+    engines = current(specs, owner)
+    stand_in(test, engines)
     for app_engine in engines:
         steer = steering(app_engine.engine)
         app_engine.engine.dispose(close=not app_engine.is_async)  # an earlier loop's connections: let go
         steer.point_at(url)
         test.addAsyncCleanup(_unsteer_async, app_engine, steer)
+    watch_new_engines(test, specs, lambda made: _steer_one(test, made, url))
 
 
 async def _unsteer_async(app_engine: AppEngine, steer: Steering) -> None:
@@ -225,45 +317,55 @@ def _report_unused(app_engine: AppEngine, steer: Steering) -> None:
         logger.debug("app engine %s did not connect during the test", app_engine.label)
 
 
-def share_connection(test: Any, engines: List[AppEngine], connection: Any, url: URL, owner: str,
+def share_connection(test: Any, specs: List[AppEngineSpec], connection: Any, url: URL, owner: str,
                      kept: Dict[str, Any]) -> None:
     """Transaction mode, sync test: every engine's connections share the test's, in its transaction.
 
     ``kept`` is the class's: its sandbox pools and savepoint tracking are made once (the
     class's engine serves every test) and pointed at each test's connection.
     """
-    from elefast._sandbox import SandboxPool, Savepoints, ThreadTurns
+    from elefast._sandbox import Savepoints, ThreadTurns
 
     if "savepoints" not in kept:
-        kept.update(turns=ThreadTurns(), savepoints=Savepoints(), pools={})
+        kept.update(turns=ThreadTurns(), savepoints=Savepoints(), pools=weakref.WeakKeyDictionary())
         kept["savepoints"].follow(connection.engine)  # every connection of the class's engine, once
-    turns, savepoints, pools = kept["turns"], kept["savepoints"], kept["pools"]
-    savepoints.open.clear()  # a new test, a new transaction
+    kept["savepoints"].open.clear()  # a new test, a new transaction
     dbapi_connection = connection.connection.dbapi_connection
+    engines = current(specs, owner)
     stand_in(test, engines)
     for app_engine in engines:
-        if app_engine.is_async:
-            raise ConfigurationError(
-                f"{owner}.app_engines: {app_engine.label} is an AsyncEngine; in transaction mode it cannot share a "
-                "sync test's connection. Use AsyncPostgresTestCase, or isolation = 'database'."
-            )
-        if _needs_first_connect(app_engine):  # the dialect learns the server on a real connection of its own
-            steer = steering(app_engine.engine)
-            steer.point_at(url)
-            try:
-                with app_engine.engine.connect():
-                    pass
-            finally:
-                steer.point_at(None)
-                app_engine.engine.dispose()
-        pool = pools.get(app_engine.engine)
-        if pool is None or pool.like is not app_engine.engine.pool:
-            pool = pools[app_engine.engine] = SandboxPool(dbapi_connection, turns, savepoints, app_engine.engine.pool)
-        pool.real = dbapi_connection
-        _swap_pool(test.addCleanup, app_engine, pool)
+        _share_one(test, app_engine, dbapi_connection, url, owner, kept)
+    watch_new_engines(test, specs, lambda made: _share_one(test, made, dbapi_connection, url, owner, kept))
 
 
-async def share_connection_async(test: Any, engines: List[AppEngine], connection: Any, url: URL,
+def _share_one(test: Any, app_engine: AppEngine, dbapi_connection: Any, url: URL, owner: str,
+               kept: Dict[str, Any]) -> None:
+    from elefast._sandbox import SandboxPool
+
+    if app_engine.is_async:
+        raise ConfigurationError(
+            f"{owner}.app_engines: {app_engine.label} is an AsyncEngine; in transaction mode it cannot share a "
+            "sync test's connection. Use AsyncPostgresTestCase, or isolation = 'database'."
+        )
+    if _needs_first_connect(app_engine):  # the dialect learns the server on a real connection of its own
+        steer = steering(app_engine.engine)
+        steer.point_at(url)
+        try:
+            with app_engine.engine.connect():
+                pass
+        finally:
+            steer.point_at(None)
+            app_engine.engine.dispose()
+    pools = kept["pools"]
+    pool = pools.get(app_engine.engine)
+    if pool is None or pool.like is not app_engine.engine.pool:
+        pool = pools[app_engine.engine] = SandboxPool(dbapi_connection, kept["turns"], kept["savepoints"],
+                                                      app_engine.engine.pool)
+    pool.real = dbapi_connection
+    _swap_pool(test.addCleanup, app_engine, pool)
+
+
+async def share_connection_async(test: Any, specs: List[AppEngineSpec], connection: Any, url: URL,
                                  owner: str) -> None:
     """Transaction mode, async test: the engines' connections share the test's ``AsyncConnection``."""
     from elefast._sandbox import SandboxPool, Savepoints, TaskTurns
@@ -271,7 +373,13 @@ async def share_connection_async(test: Any, engines: List[AppEngine], connection
     raw = await connection.get_raw_connection()
     turns, savepoints = TaskTurns(), Savepoints()
     savepoints.follow(connection.sync_connection)
-    for app_engine in engines:
+    for spec in specs:
+        if isinstance(spec, FlaskExtension):
+            raise ConfigurationError(
+                f"{owner}.app_engines: {spec.label} is a Flask-SQLAlchemy extension (sync engines); in transaction "
+                "mode they cannot share an async test's connection. Use PostgresTestCase, or isolation = 'database'."
+            )
+    for app_engine in current(specs, owner):
         if not app_engine.is_async:
             raise ConfigurationError(
                 f"{owner}.app_engines: {app_engine.label} is a sync Engine; in transaction mode it cannot share an "

@@ -79,7 +79,7 @@ class DatabaseIsolation(Isolation):
         test.database, test.engine = database, database.engine
         test.session = database.session()
         test.addCleanup(test.session.close)
-        _app_engines.steer_to_database(test, state.app_engines, database.url)
+        _app_engines.steer_to_database(test, state.app_engines, database.url, state.owner)
         _around_test(test, state, database.url)
 
     async def set_up_test_async(self, test: Any, state: ClassState) -> None:
@@ -90,7 +90,7 @@ class DatabaseIsolation(Isolation):
         test.database, test.engine = database, database.engine
         test.session = database.session()
         test.addAsyncCleanup(test.session.close)
-        await _app_engines.steer_to_database_async(test, state.app_engines, database.url)
+        await _app_engines.steer_to_database_async(test, state.app_engines, database.url, state.owner)
         _around_test(test, state, database.url)
 
 

@@ -92,6 +92,39 @@ class FlaskMigrateTests(unittest.TestCase):
             self.assertIs(app.extensions["sqlalchemy"].engine, before)
             self.assertEqual(before.dialect.name, "sqlite")
 
+    def test_an_older_env_py_that_reads_the_apps_config_uri(self):
+        """Flask-Migrate's env.py of a few years ago (microblog's): sqlalchemy.url from the app's config
+        URI, handed to set_main_option unescaped; here over a socket (``?host=%2Fvar%2Frun...``)."""
+        env = self.folder / "env.py"
+        env.write_text(env.read_text().replace(
+            "config.set_main_option('sqlalchemy.url', get_engine_url())",
+            "config.set_main_option('sqlalchemy.url', current_app.config.get('SQLALCHEMY_DATABASE_URI'))"))
+        app = make_app()
+        url = "postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql"
+        if not Path("/var/run/postgresql/.s.PGSQL.5432").exists():
+            url = support.psycopg_url()
+        server = DatabaseServer(url, schema=AlembicMigrator(self.folder, app=app))
+        try:
+            with server.create_database(prefix=self.prefix) as database, database.engine.connect() as c:
+                emails = c.execute(text('SELECT email FROM "user"')).scalars().all()
+        finally:
+            server.close()
+        self.assertEqual(emails, ["admin@example.com"])
+        self.assertEqual(app.config["SQLALCHEMY_DATABASE_URI"], "sqlite://")  # put back
+
+    def test_an_env_py_that_sets_its_own_url_is_named_with_that_url(self):
+        """An env.py that points sqlalchemy.url at its own database and connects through it: the
+        error says where the migrations went."""
+        env, own = self.folder / "env.py", f"sqlite:///{self.root}/app.db"
+        text_ = env.read_text().replace("config.set_main_option('sqlalchemy.url', get_engine_url())",
+                                        f"config.set_main_option('sqlalchemy.url', {own!r})")
+        env.write_text(text_.replace(
+            "connectable = get_engine()",
+            "from sqlalchemy import engine_from_config; "
+            "connectable = engine_from_config(config.get_section(config.config_ini_section), prefix='sqlalchemy.')"))
+        with self.assertRaisesRegex(MigrationError, f"set sqlalchemy.url to {own}"):
+            self.emails(AlembicMigrator(self.folder, app=make_app))
+
     def test_without_the_app_the_error_says_to_give_it(self):
         with self.assertRaisesRegex(MigrationError, r"app=create_app"):
             self.emails(AlembicMigrator(self.folder))

@@ -40,7 +40,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from elefast import _sql
-from elefast._engines import sync_url
+from elefast._engines import safe_url, sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras.alembic_check import migration_differences  # re-exported: part of this extra
@@ -95,6 +95,7 @@ class AlembicMigrator:
 
     def __init__(self, config_path: Union[os.PathLike[str], str, Config], *, app: Any = None) -> None:
         self._given: Optional[Config] = None
+        self._env_url: Optional[str] = None  # where the last run's env.py pointed sqlalchemy.url, if elsewhere
         self._location: Optional[str] = None
         self._app = app if app is not None and hasattr(app, "app_context") else None
         self._factory = app if app is not None and self._app is None else None
@@ -186,6 +187,8 @@ class AlembicMigrator:
             with _logging_kept(), _as_migration_error(self), self._flask_app_on(url):
                 command.upgrade(config, "head")
         finally:
+            after = config.get_main_option("sqlalchemy.url")  # env.py may have set its own
+            self._env_url = None if after in (None, url) else safe_url(after)
             if config is self._given:  # leave the caller's Config as it was
                 _restore(config, *saved)
 
@@ -205,9 +208,11 @@ class AlembicMigrator:
             return
         env = self._env_py()
         if not tables:
+            moved = self._env_url
+            where = (f" ({env} set sqlalchemy.url to {moved}, the app's own database)" if moved else "")
             raise MigrationError(
                 f"{self!r} ran 'upgrade head', but the template has no alembic_version table: the "
-                f"migrations went to another database. {env} must run them on the connection elefast "
+                f"migrations went to another database{where}. {env} must run them on the connection elefast "
                 "gives it (or on sqlalchemy.url, which elefast points at the template); add this branch "
                 f"at the top of run_migrations_online():\n\n{SHARING_BRANCH}\n"
             )
@@ -246,10 +251,17 @@ class AlembicMigrator:
                 return
             original, stand_in = engines[None], create_engine(url, poolclass=NullPool)
             engines[None] = stand_in
+            # An older Flask-Migrate env.py sets sqlalchemy.url from the app's config: point that too.
+            had_uri, uri = "SQLALCHEMY_DATABASE_URI" in app.config, app.config.get("SQLALCHEMY_DATABASE_URI")
+            app.config["SQLALCHEMY_DATABASE_URI"] = _without_percent(url)  # it may pass it to set_main_option
             try:
                 yield
             finally:
                 engines[None] = original
+                if had_uri:
+                    app.config["SQLALCHEMY_DATABASE_URI"] = uri
+                else:
+                    app.config.pop("SQLALCHEMY_DATABASE_URI", None)
                 stand_in.dispose()
 
     def env_py_path(self) -> Optional[Path]:
@@ -286,6 +298,23 @@ def _is_package_location(value: str) -> bool:
     """``package:folder``, Alembic's form for migrations shipped inside a package."""
     package, sep, folder = value.partition(":")
     return bool(sep and folder and package.replace(".", "").replace("_", "").isalnum() and len(package) > 1)
+
+
+def _without_percent(url: str) -> str:
+    """``url`` with its query (a socket directory: ``?host=%2Ftmp``) unquoted when that means the same
+    URL: an env.py that hands it to ``config.set_main_option`` unescaped would fail on the ``%``."""
+    from urllib.parse import unquote
+
+    from sqlalchemy.engine import make_url
+
+    base, question, query = url.partition("?")
+    plain = base + question + unquote(query)
+    if "%" in plain:
+        return url
+    try:
+        return plain if make_url(plain) == make_url(url) else url
+    except Exception:
+        return url
 
 
 def _options(config: Config, names: tuple) -> Dict[str, Optional[str]]:  # type: ignore[type-arg]
