@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from elefast import _app_engines, _guard, _outcome
+from elefast import _app_steps, _guard, _outcome
 from elefast._provider import AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
 
@@ -79,7 +79,7 @@ class DatabaseIsolation(Isolation):
         test.database, test.engine = database, database.engine
         test.session = database.session()
         test.addCleanup(test.session.close)
-        _app_engines.steer_to_database(test, state.app_engines, database.url, state.owner)
+        _app_steps.steer_to_database(test, state.app_engines, database.url, state.owner)
         _around_test(test, state, database.url)
 
     async def set_up_test_async(self, test: Any, state: ClassState) -> None:
@@ -90,7 +90,7 @@ class DatabaseIsolation(Isolation):
         test.database, test.engine = database, database.engine
         test.session = database.session()
         test.addAsyncCleanup(test.session.close)
-        await _app_engines.steer_to_database_async(test, state.app_engines, database.url, state.owner)
+        await _app_steps.steer_to_database_async(test, state.app_engines, database.url, state.owner)
         _around_test(test, state, database.url)
 
 
@@ -117,7 +117,7 @@ class TransactionIsolation(Isolation):
         test.session = _joined_session(database.sessionmaker, test.connection)  # the class's maker: made once
         test.addCleanup(test.session.close)
         if state.app_engines:
-            _app_engines.share_connection(test, state.app_engines, test.connection, database.url, state.owner,
+            _app_steps.share_connection(test, state.app_engines, test.connection, database.url, state.owner,
                                           state.sandbox)
         _around_test(test, state, database.url)
 
@@ -134,7 +134,7 @@ class TransactionIsolation(Isolation):
         test.session = _joined_session(database.sessionmaker, test.connection, is_async=True)
         test.addAsyncCleanup(test.session.close)
         if state.app_engines:
-            await _app_engines.share_connection_async(test, state.app_engines, test.connection, database.url,
+            await _app_steps.share_connection_async(test, state.app_engines, test.connection, database.url,
                                                       state.owner)
         _around_test(test, state, database.url)
 
@@ -142,7 +142,7 @@ class TransactionIsolation(Isolation):
 def _around_test(test: Any, state: ClassState, url: Any) -> None:
     """The last steps of a test's set-up: its URL in the class's variable, the guard."""
     if state.url_env:
-        _app_engines.set_url_variable(test, state.url_env, url)
+        _app_steps.set_url_variable(test, state.url_env, url)
     if state.guard:
         _guard.guard_test(test, url.database)
 

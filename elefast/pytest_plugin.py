@@ -125,7 +125,7 @@ def elefast_app_engines() -> Any:
 @pytest.fixture
 def elefast_database(elefast_server: DatabaseServer, elefast_app_engines: Any) -> Iterator[Database]:
     """A fresh database cloned from the template (taken from the clone pool), dropped after the test."""
-    from elefast import _app_engines
+    from elefast import _app_engines, _app_steps
     from elefast._provider import SyncProvider
 
     engines = _app_engines.resolve(elefast_app_engines or (), "elefast_app_engines")
@@ -134,7 +134,7 @@ def elefast_database(elefast_server: DatabaseServer, elefast_app_engines: Any) -
     database = provider.database(template, PREFIX, ENCODING, elefast_server.sessionmaker_factory)
     cleanups = _Cleanups()
     try:
-        _app_engines.steer_to_database(cleanups, engines, database.url)
+        _app_steps.steer_to_database(cleanups, engines, database.url)
         yield database
     finally:
         try:
@@ -179,7 +179,7 @@ if HAVE_PYTEST_ASYNCIO:
     async def elefast_async_database(elefast_async_server: AsyncDatabaseServer,
                                      elefast_app_engines: Any) -> AsyncIterator[AsyncDatabase]:
         """A fresh database for an async test, dropped after it."""
-        from elefast import _aio, _app_engines
+        from elefast import _aio, _app_engines, _app_steps
         from elefast._provider import AsyncProvider
 
         engines = _app_engines.resolve(elefast_app_engines or (), "elefast_app_engines")
@@ -188,7 +188,7 @@ if HAVE_PYTEST_ASYNCIO:
         database = await provider.database(template, PREFIX, ENCODING, elefast_async_server.sessionmaker_factory)
         cleanups = _Cleanups()
         try:
-            await _app_engines.steer_to_database_async(cleanups, engines, database.url)
+            await _app_steps.steer_to_database_async(cleanups, engines, database.url)
             yield database
         finally:
             try:

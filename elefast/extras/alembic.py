@@ -43,6 +43,7 @@ from elefast import _sql
 from elefast._engines import safe_url, sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
+from elefast.extras._flask_migrate import flask_app_on
 from elefast.extras.alembic_check import migration_differences  # re-exported: part of this extra
 
 if TYPE_CHECKING:  # a sync-only project may not have greenlet, which sqlalchemy.ext.asyncio needs
@@ -184,7 +185,7 @@ class AlembicMigrator:
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
         try:
-            with _logging_kept(), _as_migration_error(self), self._flask_app_on(url):
+            with _logging_kept(), _as_migration_error(self), flask_app_on(self.flask_app(), url):
                 command.upgrade(config, "head")
         finally:
             after = config.get_main_option("sqlalchemy.url")  # env.py may have set its own
@@ -234,36 +235,6 @@ class AlembicMigrator:
                 raise ConfigurationError(f"app= factory {self._factory!r} returned {self._app!r}, not a Flask app.")
         return self._app
 
-    @contextmanager
-    def _flask_app_on(self, url: str) -> Iterator[None]:
-        """Inside the app's context, with Flask-SQLAlchemy's default engine on ``url`` (no app: nothing)."""
-        app = self.flask_app()
-        if app is None:
-            yield
-            return
-        from sqlalchemy import NullPool, create_engine
-
-        with app.app_context():
-            extension = app.extensions.get("sqlalchemy")
-            engines = extension.engines if extension is not None else None  # Flask-SQLAlchemy 3's mapping
-            if not isinstance(engines, dict) or None not in engines:
-                yield
-                return
-            original, stand_in = engines[None], create_engine(url, poolclass=NullPool)
-            engines[None] = stand_in
-            # An older Flask-Migrate env.py sets sqlalchemy.url from the app's config: point that too.
-            had_uri, uri = "SQLALCHEMY_DATABASE_URI" in app.config, app.config.get("SQLALCHEMY_DATABASE_URI")
-            app.config["SQLALCHEMY_DATABASE_URI"] = _without_percent(url)  # it may pass it to set_main_option
-            try:
-                yield
-            finally:
-                engines[None] = original
-                if had_uri:
-                    app.config["SQLALCHEMY_DATABASE_URI"] = uri
-                else:
-                    app.config.pop("SQLALCHEMY_DATABASE_URI", None)
-                stand_in.dispose()
-
     def env_py_path(self) -> Optional[Path]:
         """The project's ``env.py``, or None when the config names no script directory that has one."""
         try:
@@ -298,23 +269,6 @@ def _is_package_location(value: str) -> bool:
     """``package:folder``, Alembic's form for migrations shipped inside a package."""
     package, sep, folder = value.partition(":")
     return bool(sep and folder and package.replace(".", "").replace("_", "").isalnum() and len(package) > 1)
-
-
-def _without_percent(url: str) -> str:
-    """``url`` with its query (a socket directory: ``?host=%2Ftmp``) unquoted when that means the same
-    URL: an env.py that hands it to ``config.set_main_option`` unescaped would fail on the ``%``."""
-    from urllib.parse import unquote
-
-    from sqlalchemy.engine import make_url
-
-    base, question, query = url.partition("?")
-    plain = base + question + unquote(query)
-    if "%" in plain:
-        return url
-    try:
-        return plain if make_url(plain) == make_url(url) else url
-    except Exception:
-        return url
 
 
 def _options(config: Config, names: tuple) -> Dict[str, Optional[str]]:  # type: ignore[type-arg]
