@@ -41,14 +41,28 @@ def trust(dialect: Any) -> None:
     _TRUSTED.add(dialect)
 
 
-def guard_test(test: Any, database: str) -> None:
-    """Guard the rest of ``test``: connections anywhere but ``database`` fail until its cleanup."""
+#: What a guarded test is told to do, per front end.
+MIXIN_FIX = ("Add that engine to the class's app_engines (it will then follow each test's database), "
+             "or build it from self.database.url.")
+PYTEST_FIX = ("Return that engine from the elefast_app_engines fixture in conftest.py (it will then follow "
+              "each test's database), or build it from elefast_database.url.")
+
+
+def guard_test(test: Any, database: str, owner: Optional[str] = None, fix: str = MIXIN_FIX) -> None:
+    """Guard the rest of ``test``: connections anywhere but ``database`` fail until its cleanup.
+
+    ``test`` needs only ``addCleanup``; ``owner`` (default: its class's name) and ``fix`` word the error.
+    """
     with _installed:
         if not _hooked:
             event.listen(Dialect, "do_connect", _check)
             _hooked.append(True)
-    _state.update(database=database, owner=type(test).__name__)
-    test.addCleanup(_state.update, database=None, owner=None)
+    _state.update(database=database, owner=owner or type(test).__name__, fix=fix)
+    test.addCleanup(_unguard)
+
+
+def _unguard() -> None:
+    _state.update(database=None, owner=None)
 
 
 def _check(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> None:
@@ -67,6 +81,5 @@ def _check(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any])
     raise GuardError(
         f"{_state['owner']}: while a guarded test runs, an engine connected to "
         f"{url.render_as_string(hide_password=True)}, not to the test's database {allowed}. "
-        "Add that engine to the class's app_engines (it will then follow each test's database), "
-        "or build it from self.database.url."
+        f"{_state['fix']}"
     )

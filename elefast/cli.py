@@ -218,8 +218,12 @@ def _run(args: argparse.Namespace) -> int:
     except ElefastError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from elefast.provision.local import tcp_url
+
     env = dict(os.environ)
-    env[args.env] = database.url.render_as_string(hide_password=False)
+    url = tcp_url(database.url) or database.url  # a host in the URL: what apps' settings validators expect
+    rendered = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    env[args.env] = _url_for(args.driver, rendered)
     env.setdefault("ELEFAST_DATABASE_URL", server.url.render_as_string(hide_password=False))  # tests: same server
     try:
         return subprocess.call(command, env=env)
@@ -276,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", default="DATABASE_URL", help="the variable to set (default DATABASE_URL)")
     run.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
     run.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
+    run.add_argument("--driver", default="psycopg", choices=["psycopg", "asyncpg", "libpq"],
+                     help="driver part of the URL in --env (libpq: plain postgresql://; default psycopg)")
     run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- then the command, e.g. python -m unittest")
     run.set_defaults(handler=_run)
     return parser

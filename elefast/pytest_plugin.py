@@ -90,6 +90,14 @@ def elefast_server(elefast_schema: Any) -> Iterator[DatabaseServer]:
     server.close()
 
 
+def _guard_if_wanted(cleanups: _Cleanups, database: str) -> None:
+    """``ELEFAST_GUARD=1``: the test's connections anywhere but its database fail (as the mixins' guard)."""
+    from elefast import _guard
+
+    if _guard.guard_wanted(None):
+        _guard.guard_test(cleanups, database, owner="elefast_database", fix=_guard.PYTEST_FIX)
+
+
 class _Cleanups:
     """``addCleanup`` / ``addAsyncCleanup`` for a fixture, run last-in first-out at its teardown."""
 
@@ -135,6 +143,7 @@ def elefast_database(elefast_server: DatabaseServer, elefast_app_engines: Any) -
     cleanups = _Cleanups()
     try:
         _app_steps.steer_to_database(cleanups, engines, database.url)
+        _guard_if_wanted(cleanups, database.name)
         yield database
     finally:
         try:
@@ -189,6 +198,7 @@ if HAVE_PYTEST_ASYNCIO:
         cleanups = _Cleanups()
         try:
             await _app_steps.steer_to_database_async(cleanups, engines, database.url)
+            _guard_if_wanted(cleanups, database.name)
             yield database
         finally:
             try:

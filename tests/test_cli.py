@@ -179,6 +179,18 @@ class RunTests(unittest.TestCase):
         self.assertEqual(server, support.server_url())  # set already: left as it was
         self.assertNotIn(name, support.databases("elefast_scratch%"))
 
+    def test_on_the_local_server_the_url_has_a_host(self):
+        """The throwaway server's URL names its socket in the query (no host); apps' settings
+        validators (pydantic's PostgresDsn) reject that, so ``run`` gives its TCP URL, in the driver asked."""
+        probe = ("import os, psycopg; url = os.environ['DATABASE_URL']; print(url.split('@')[1]); "
+                 "c = psycopg.connect(url); print(c.execute('select current_database()').fetchone()[0]); c.close()")
+        result = elefast("run", "--driver", "libpq", "--", sys.executable, "-c", probe, cwd=support.ROOT,
+                         env={"ELEFAST_DATABASE_URL": "", "ELEFAST_SERVER": "local"}, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        where, name = result.stdout.split()
+        self.assertRegex(where, r"^127\.0\.0\.1:[0-9]+/elefast_scratch_[0-9a-f]{16}$")
+        self.assertEqual(where.split("/")[1], name)
+
     def test_no_command(self):
         result = elefast("run", "--url", support.server_url(), cwd=support.ROOT)
         self.assertEqual(result.returncode, 2)

@@ -86,8 +86,31 @@ APP_TESTS = textwrap.dedent('''
 ''')
 
 
-def pytest_run(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=f"{cwd}{os.pathsep}{support.ROOT}")
+GUARDED_TESTS = textwrap.dedent('''
+    import os
+
+    import pytest
+    import sqlalchemy
+
+    from elefast.errors import GuardError
+
+
+    def test_an_engine_elsewhere_fails_with_the_fix(elefast_database):
+        url = os.environ["ELEFAST_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+        stray = sqlalchemy.create_engine(url)  # the server's own postgres database
+        with pytest.raises(GuardError, match="elefast_app_engines fixture"):
+            stray.connect()
+        stray.dispose()
+
+
+    def test_the_tests_own_database_passes(elefast_database):
+        with elefast_database.engine.connect() as connection:
+            assert connection.exec_driver_sql("select 1").scalar() == 1
+''')
+
+
+def pytest_run(*args, cwd, env=None):
+    env = dict(os.environ, PYTHONPATH=f"{cwd}{os.pathsep}{support.ROOT}", **(env or {}))
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=str(cwd),
                           env=env, capture_output=True, text=True, timeout=300)
 
@@ -121,6 +144,16 @@ class PytestTests(unittest.TestCase):
         (project / "conftest.py").write_text(APP_CONFTEST)
         (project / "test_app.py").write_text(APP_TESTS)
         result = pytest_run(cwd=project)
+        self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-2000:])
+        self.assertIn("2 passed", result.stdout)
+
+    def test_the_guard_under_pytest(self):
+        """``ELEFAST_GUARD=1`` guards the plugin's tests as it guards the mixins'."""
+        project = Path(tempfile.mkdtemp(prefix="elefast-pytest-"))
+        self.addCleanup(shutil.rmtree, project, ignore_errors=True)
+        (project / "conftest.py").write_text(APP_CONFTEST)
+        (project / "test_guarded.py").write_text(GUARDED_TESTS)
+        result = pytest_run(cwd=project, env={"ELEFAST_GUARD": "1"})
         self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-2000:])
         self.assertIn("2 passed", result.stdout)
 

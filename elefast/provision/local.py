@@ -25,7 +25,7 @@ from elefast.provision import locks
 from elefast.provision.binaries import Binaries, find_binaries
 from elefast.provision.layout import Layout
 
-__all__ = ["LocalServerError", "ensure_local_server", "local_layout", "server_status", "stop_local_server"]
+__all__ = ["LocalServerError", "ensure_local_server", "local_layout", "server_status", "stop_local_server", "tcp_url"]
 
 
 _CACHED: Dict[str, Any] = {}
@@ -41,6 +41,21 @@ def _url(state: Dict[str, Any], driver: str = "psycopg") -> URL:
         f"postgresql+{driver}", username="postgres", database="postgres", port=int(state["port"]),
         query={"host": state["socket_dir"]},
     )
+
+
+def tcp_url(url: URL) -> Optional[URL]:
+    """``url`` (on the local server's socket) as a TCP URL on 127.0.0.1 with the server's password,
+    for programs that want a host in the URL (pydantic's ``PostgresDsn`` rejects an empty one);
+    None when ``url`` is not on the local server."""
+    socket_dir = url.query.get("host")
+    if url.host or not isinstance(socket_dir, str):
+        return None
+    password_file = Path(socket_dir).parent / "password"
+    try:
+        password = password_file.read_text().strip()
+    except OSError:
+        return None
+    return url.set(host="127.0.0.1", password=password, query={})
 
 
 def _alive(state: Optional[Dict[str, Any]]) -> bool:
