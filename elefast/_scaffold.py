@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -23,6 +23,12 @@ SKIPPED_DIRS = {".git", ".hg", ".venv", "venv", "env", ".tox", ".nox", "node_mod
 _DECLARATIVE = re.compile(r"^class\s+(\w+)\s*\(\s*(?:\w+\.)?DeclarativeBase\s*\)", re.M)
 _DECLARATIVE_CALL = re.compile(r"^(\w+)\s*=\s*(?:\w+\.)?declarative_base\(", re.M)
 _METADATA = re.compile(r"^(\w+)\s*=\s*(?:\w+\.)?MetaData\(", re.M)
+#: An engine (or Flask-SQLAlchemy's db) the app builds when its module is imported.
+_APP_ENGINE = re.compile(
+    r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:\w+\.)?(?:create_engine|create_async_engine|SQLAlchemy)\(", re.M)
+#: The fixtures ``init --pytest`` writes (upstream elefast's names).
+PYTEST_FIXTURES = ("db_server", "db", "db_connection", "db_session")
+_FIXTURE_DEF = re.compile(r"^(?:async\s+)?def\s+(" + "|".join(PYTEST_FIXTURES) + r")\s*\(", re.M)
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Project:
     metadata_expression: Optional[str] = None  # e.g. "Base.metadata"
     has_psycopg: bool = False
     has_asyncpg: bool = False
+    app_engines: List[str] = field(default_factory=list)  # "module:name" of engines built at import time
+    fixture_clashes: List[str] = field(default_factory=list)  # "tests/conftest.py: db" already defined
 
 
 def _python_files(root: Path) -> Iterator[Path]:
@@ -74,6 +82,22 @@ def _find_metadata(root: Path) -> Optional[Tuple[str, str]]:
     return module, expression
 
 
+def _scan_engines_and_fixtures(root: Path) -> Tuple[List[str], List[str]]:
+    """Engines the app builds at import (outside tests), and conftest.py fixtures named as ours."""
+    engines, clashes = [], []
+    for path in _python_files(root):
+        try:
+            source = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        relative = path.relative_to(root)
+        if path.name == "conftest.py":
+            clashes += [f"{relative}: {name}" for name in _FIXTURE_DEF.findall(source)]
+        elif not any(part.startswith("test") for part in relative.parts):
+            engines += [f"{_module_name(root, path)}:{name}" for name in _APP_ENGINE.findall(source)]
+    return engines, clashes
+
+
 def detect(root: Path) -> Project:
     """Look at ``root``: Alembic config, a MetaData to build from, installed drivers."""
     project = Project(root=root)
@@ -84,6 +108,7 @@ def detect(root: Path) -> Project:
         found = _find_metadata(root)
         if found is not None:
             project.metadata_module, project.metadata_expression = found
+    project.app_engines, project.fixture_clashes = _scan_engines_and_fixtures(root)
     project.has_psycopg = importlib.util.find_spec("psycopg") is not None
     project.has_asyncpg = importlib.util.find_spec("asyncpg") is not None
     return project
@@ -139,6 +164,7 @@ def render(project: Project, target: Path) -> str:
         '    """Each test gets a fresh database; with isolation = "transaction", a rolled-back transaction."""',
         "",
         "    schema = SCHEMA",
+        *_app_engines_lines(project),
         '    # isolation = "transaction"  # one database per class, each test rolled back: faster',
     ]
     if project.has_asyncpg:
@@ -151,6 +177,14 @@ def render(project: Project, target: Path) -> str:
             "    schema = SCHEMA",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _app_engines_lines(project: Project) -> List[str]:
+    if not project.app_engines:
+        return []
+    entries = ", ".join(repr(spec) for spec in project.app_engines)
+    return ["    # The app's own engines, built when their modules are imported: on each test's database.",
+            f"    app_engines = ({entries},)"]
 
 
 def write_base_module(root: Path, target: Path, force: bool = False,
@@ -194,9 +228,17 @@ def describe(project: Project) -> List[str]:
     if not project.has_asyncpg:
         lines.append("         (no asyncpg: no async base class; pip install 'elefast[asyncpg]' for one)")
     lines += [f"missing: {item}" for item in missing]
+    for spec in project.app_engines:
+        lines.append(f"engine:  {spec} is built when imported: the tests steer it (app_engines / elefast_app_engines)")
     if project.alembic_ini is not None:
         lines += env_py_advice(project.alembic_ini)
     return lines
+
+
+def pytest_warnings(project: Project) -> List[str]:
+    """For ``init --pytest``: fixtures of the project's conftest.py that the output would replace."""
+    return [f"warning: {clash} is already a fixture; appending this output would replace it (pytest keeps the "
+            "last definition): rename one of the two first" for clash in project.fixture_clashes]
 
 
 def env_py_advice(ini: Path) -> List[str]:

@@ -132,7 +132,7 @@ def _init(args: argparse.Namespace) -> int:
     upstream_flags = args.async_preference or args.driver or args.no_interaction
     if args.pytest or upstream_flags or _stdout_is_a_python_file():
         use_async = _scaffold.wants_async(args.driver, args.async_preference or [])
-        for line in _scaffold.describe(project):
+        for line in _scaffold.describe(project) + _scaffold.pytest_warnings(project):
             print(line, file=sys.stderr)
         sys.stdout.write(_scaffold.pytest_conftest(project, use_async, args.driver or ""))
         if use_async:

@@ -278,7 +278,6 @@ class ClonePool:
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)
-        logger.debug("clone pool at exit: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.stats.items()))
         with self._cond:
             names = list(self._drops)
             self._drops.clear()
@@ -288,6 +287,9 @@ class ClonePool:
                     names.append(name)
             self._ready.clear()
             self._wanted.clear()
+        counts = dict(self.stats, dropped_in_the_background=self.stats["dropped"], dropped_at_close=len(names))
+        del counts["dropped"]  # "created 61, dropped 58" read like three clones left behind
+        logger.debug("clone pool at exit: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         return names
 
 

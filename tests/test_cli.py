@@ -89,6 +89,51 @@ class InitTests(unittest.TestCase):
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
         self.assertIn("Ran 2 tests", run.stderr)
 
+    def test_an_engine_built_at_import_is_found_and_steered(self):
+        """``engine = create_engine(settings...)`` in the app: the base class lists it in app_engines, and
+        the app's own code then runs on each test's database (its URL names a host that does not exist)."""
+        (self.project / "myapp").mkdir()
+        (self.project / "myapp" / "__init__.py").touch()
+        (self.project / "myapp" / "models.py").write_text(MODELS)
+        (self.project / "myapp" / "db.py").write_text(textwrap.dedent('''
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine("postgresql+psycopg://app:secret@db.invalid:5432/app")
+
+
+            def where():
+                with engine.connect() as connection:
+                    return connection.execute(text("select current_database()")).scalar()
+        '''))
+        result = elefast("init", cwd=self.project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("engine:  myapp.db:engine is built when imported", result.stdout)
+        self.assertIn("app_engines = ('myapp.db:engine',)", (self.project / "tests" / "base.py").read_text())
+        tests = self.project / "tests"
+        (tests / "__init__.py").touch()
+        (tests / "test_where.py").write_text(textwrap.dedent('''
+            from myapp.db import where
+            from tests.base import DatabaseTestCase
+
+
+            class WhereTests(DatabaseTestCase):
+                def test_the_apps_engine_is_on_this_tests_database(self):
+                    self.assertEqual(where(), self.database.name)
+        '''))
+        env = dict(os.environ, PYTHONPATH=f"{self.project}{os.pathsep}{support.ROOT}")
+        run = subprocess.run([sys.executable, "-m", "unittest", "-v"], cwd=str(self.project), env=env,
+                             capture_output=True, text=True, timeout=180)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn("Ran 1 test", run.stderr)
+
+    def test_pytest_output_warns_of_fixtures_it_would_replace(self):
+        (self.project / "tests").mkdir()
+        (self.project / "tests" / "conftest.py").write_text("import pytest\n\n@pytest.fixture\ndef db():\n    pass\n")
+        result = elefast("init", "--pytest", cwd=self.project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("warning: tests/conftest.py: db is already a fixture", result.stderr)
+        self.assertIn("def db(", result.stdout)  # the fixtures are still written, to stdout
+
     def test_alembic_project_gets_an_alembic_base(self):
         """A project with alembic.ini: the base module points at it relative to itself."""
         shutil.copytree(support.ROOT / "tests" / "alembic_project", self.project, dirs_exist_ok=True,
