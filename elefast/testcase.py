@@ -29,7 +29,7 @@ import os
 import sys
 import unittest
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union, cast
 
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session
@@ -39,6 +39,7 @@ from elefast._isolation import ENCODING, ClassState, Isolation, isolation_named
 from elefast._provider import SHARED, AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
 from elefast.migrators import check_schema
+from elefast.queries import NumQueries, QueryCapture
 from elefast.sync import Database, DatabaseServer
 
 if TYPE_CHECKING:  # imported when an async test case runs: sync suites skip sqlalchemy.ext.asyncio
@@ -135,6 +136,29 @@ class _Settings:
             listed = "\n  ".join(differences)
             raise AssertionError(f"The migrations do not build what the models declare "
                                  f"({len(differences)} differences):\n  {listed}")
+
+    def captureQueries(self) -> QueryCapture:
+        """``with self.captureQueries() as queries:`` records every statement (with its parameters, in
+        order, from any thread) that ``self.engine`` and the class's ``app_engines`` send in the block.
+        See :mod:`elefast.queries`."""
+        return QueryCapture(self._elefast_query_engines())
+
+    def assertNumQueries(self, number: int, function: Optional[Callable[..., Any]] = None, *args: Any,
+                         **kwargs: Any) -> Any:
+        """Fail, listing the statements, unless the block (or ``function(*args, **kwargs)``) sends
+        exactly ``number`` statements over ``self.engine`` and the class's ``app_engines``."""
+        expecting = NumQueries(self, number, self._elefast_query_engines())
+        if function is None:
+            return expecting
+        with expecting:
+            return function(*args, **kwargs)
+
+    def _elefast_query_engines(self) -> List[Any]:
+        engine = getattr(self, "engine", None)
+        state = type(self).__dict__.get("_elefast_class_state")
+        if engine is None or state is None:
+            raise AssertionError("captureQueries and assertNumQueries need the test's engine: use them in a test.")
+        return [engine, *(app.engine for app in _app_engines.current(state.app_engines, state.owner))]
 
     @classmethod
     def _elefast_server_url(cls, config: ClassConfig) -> URL:
