@@ -38,6 +38,7 @@ from elefast import _app_engines, _engines, _guard, _outcome, _sql, provision
 from elefast._isolation import ENCODING, ClassState, Isolation, isolation_named
 from elefast._provider import SHARED, AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
+from elefast.extensions import with_extensions
 from elefast.migrators import check_schema
 from elefast.queries import NumQueries, QueryCapture
 from elefast.sync import Database, DatabaseServer
@@ -91,7 +92,12 @@ class ClassConfig:
         if url_env is not None and (not isinstance(url_env, str) or not url_env):
             raise ConfigurationError(f"{name}.database_url_env must be the name of an environment variable "
                                      f"(a non-empty str, e.g. 'DATABASE_URL') or None, not {url_env!r}.")
-        return cls(check_schema(getattr(owner, "schema", None), is_async=is_async), url,
+        extensions = getattr(owner, "extensions", ())
+        if isinstance(extensions, str) or not isinstance(extensions, (tuple, list)):
+            raise ConfigurationError(f"{name}.extensions must be a tuple of extension names, e.g. ('vector',), "
+                                     f"not {extensions!r}.")
+        schema = with_extensions(check_schema(getattr(owner, "schema", None), is_async=is_async), extensions)
+        return cls(schema, url,
                    isolation_named(getattr(owner, "isolation", "database"), name), prefix, float(timeout), factory,
                    tuple(app_engines or ()), url_env, _guard.guard_wanted(getattr(owner, "guard", None)))
 
@@ -106,6 +112,7 @@ class _Settings:
     connect_timeout: ClassVar[float] = 10.0
     sessionmaker_factory: ClassVar[Optional[Callable[..., Any]]] = None
     app_engines: ClassVar[Tuple[Any, ...]] = ()
+    extensions: ClassVar[Tuple[str, ...]] = ()
     database_url_env: ClassVar[Optional[str]] = None
     guard: ClassVar[Optional[bool]] = None
     _elefast_is_async: ClassVar[bool] = False
@@ -232,6 +239,8 @@ class PostgresTestCase(_Settings, _TestCase):
       (a tuple of ``Engine`` / ``AsyncEngine`` objects, Flask-SQLAlchemy ``db``
       objects, or ``"package.module:attribute"`` strings); in transaction mode they
       share the test's connection and transaction. See :mod:`elefast._app_engines`.
+    - ``extensions``: PostgreSQL extensions created in the template before ``schema``
+      runs, e.g. ``("vector", "pg_trgm")``. See :mod:`elefast.extensions`.
     - ``database_url_env``: an environment variable (e.g. ``"DATABASE_URL"``) that
       holds the test database's URL, password included, during each test.
     - ``guard``: True to fail any connection a test makes to a database other than

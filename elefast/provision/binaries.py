@@ -117,7 +117,8 @@ def candidates() -> List[Tuple[str, Optional[Path]]]:
     """Every place searched, in order, as (description, directory or None)."""
     found: List[Tuple[str, Optional[Path]]] = []
     env = os.environ.get(ENV_BINDIR, "").strip()
-    found.append((f"${ENV_BINDIR}" + (f" ({env})" if env else " (not set)"), Path(env) if env else None))
+    given = Path(env).absolute() if env else None  # the server's processes start in another directory
+    found.append((f"${ENV_BINDIR}" + (f" ({env})" if env else " (not set)"), given))
     pg_config = shutil.which("pg_config")
     bindir: Optional[Path] = None
     if pg_config:
