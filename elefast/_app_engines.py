@@ -28,7 +28,7 @@ from elefast._engines import safe_url
 from elefast.errors import ConfigurationError
 
 __all__ = ["STAND_IN_URL", "AppEngine", "AppEngineSpec", "FlaskExtension", "Steering", "check_spec", "current",
-           "is_steered", "resolve", "steering"]
+           "is_steered", "pointed_at", "resolve", "steering"]
 
 #: The keys of a driver's connect parameters that say where a connection goes.
 IDENTITY_KEYS = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service", "dsn")
@@ -66,6 +66,7 @@ class Steering:
         self.target: Optional[Dict[str, Any]] = None
         self.target_url: Optional[URL] = None
         self.connected = 0  # connections made since the target was set
+        self.outer: Any = engine  # what disposes its connections: the Engine, or its AsyncEngine
         event.listen(engine, "do_connect", self._redirect)
 
     def point_at(self, url: Optional[URL]) -> None:
@@ -97,6 +98,12 @@ def steering(engine: Engine) -> Steering:
     if found is None:
         found = _STEERING[engine] = Steering(engine)
     return found
+
+
+def pointed_at(database: str) -> List[Steering]:
+    """The steerings now sending their engine's connections to ``database``."""
+    return [steer for steer in list(_STEERING.values())
+            if steer.target_url is not None and steer.target_url.database == database]
 
 
 def is_steered(dialect: Any) -> bool:

@@ -89,6 +89,7 @@ def steer_to_database(test: Any, specs: List[AppEngineSpec], url: URL, owner: st
 
 def _steer_one(test: Any, app_engine: AppEngine, url: URL) -> None:
     engine, steer = app_engine.engine, steering(app_engine.engine)
+    steer.outer = app_engine.outer
     engine.dispose(close=not app_engine.is_async)  # nothing pooled before the test serves it
     steer.point_at(url)
     test.addCleanup(_unsteer, app_engine, steer)
@@ -107,6 +108,7 @@ async def steer_to_database_async(test: Any, specs: List[AppEngineSpec], url: UR
     stand_in(test, engines)
     for app_engine in engines:
         steer = steering(app_engine.engine)
+        steer.outer = app_engine.outer
         app_engine.engine.dispose(close=not app_engine.is_async)  # an earlier loop's connections: let go
         steer.point_at(url)
         test.addAsyncCleanup(_unsteer_async, app_engine, steer)

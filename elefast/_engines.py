@@ -229,6 +229,11 @@ class CheckoutTracker:
     def _checkin(self, dbapi_connection: Any, record: Any) -> None:
         self._records.pop(id(record), None)
 
+    @property
+    def checked_out(self) -> int:
+        """How many of the engine's connections are in use now."""
+        return len(self._records)
+
     def invalidate_all(self) -> int:
         """Invalidate every connection still checked out; return how many there were."""
         records = list(self._records.values())

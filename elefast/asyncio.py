@@ -29,11 +29,13 @@ from sqlalchemy.ext.asyncio import (
 from typing_extensions import Self, TypeAlias
 
 from elefast import _aio, _engines, _sql
+from elefast import snapshots as _snapshots
 from elefast._budget import not_waiting, wait_when_full
 from elefast._engine_kinds import ASYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
 from elefast.migrators import AsyncMetadataMigrator, AsyncMigrator
+from elefast.snapshots import Snapshot
 
 __all__ = [
     "AsyncDatabase",
@@ -83,6 +85,20 @@ class AsyncDatabase(DatabaseBase[AsyncEngine, AsyncSession], AbstractAsyncContex
             outcome = self._hand_back()
             if inspect.isawaitable(outcome):
                 await outcome
+
+    async def snapshot(self) -> Snapshot:
+        """A copy of the database as it is now, to :meth:`restore` later (see :mod:`elefast.snapshots`).
+
+        The engine's idle connections are closed first; other open sessions (close
+        ``self.session`` first) make it fail with :class:`~elefast.errors.SnapshotError`.
+        """
+        await _snapshots.let_go_async(self)
+        return await _aio.to_thread(_snapshots.take, self)
+
+    async def restore(self, snapshot: Snapshot) -> None:
+        """Make the database what it was at ``snapshot``, under the same name and URL."""
+        await _snapshots.let_go_async(self, "restore")
+        await _aio.to_thread(_snapshots.restore, self, snapshot)
 
     async def keep(self) -> None:
         """Keep the database after the process ends: it is marked kept, never dropped or swept."""

@@ -23,6 +23,7 @@ with how to fix the problem; they never contain a password.
     ├── LocalServerError          the throwaway local server could not be started
     ├── SandboxBusyError          an app engine waited too long for the test's shared connection
     ├── GuardError                a test's code connected to a database that is not the test's
+    ├── SnapshotError             a snapshot was asked of a database that other sessions were using
     └── MigrationError            the schema could not be applied to a template
 
 Every class lives here, so each one pickles (pytest-xdist and stestr send errors
@@ -49,6 +50,7 @@ __all__ = [
     "ServerLostError",
     "ServerNotConfiguredError",
     "ServerRejectedError",
+    "SnapshotError",
     "WrongDriverKindError",
 ]
 
@@ -171,6 +173,15 @@ class GuardError(ElefastError):
 
     The message names the engine's URL (password hidden) and the fix: add the engine to
     ``app_engines``.
+    """
+
+    __module__ = "elefast.errors"
+
+
+class SnapshotError(ElefastError):
+    """``snapshot()`` found other sessions on the database: PostgreSQL copies only an idle database.
+
+    The message lists them (application, state, last statement) and the fix: close them first.
     """
 
     __module__ = "elefast.errors"

@@ -24,11 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import Self, TypeAlias
 
 from elefast import _engines, _sql
+from elefast import snapshots as _snapshots
 from elefast._budget import not_waiting, wait_when_full
 from elefast._engine_kinds import SYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
 from elefast.migrators import MetadataMigrator, Migrator
+from elefast.snapshots import Snapshot
 
 __all__ = ["CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"]
 
@@ -77,6 +79,23 @@ class Database(DatabaseBase[Engine, Session], AbstractContextManager):  # type: 
         if self._begin_drop():
             self.engine.dispose()
             self._hand_back()
+
+    def snapshot(self) -> Snapshot:
+        """A copy of the database as it is now, to :meth:`restore` later (see :mod:`elefast.snapshots`).
+
+        The engine's idle connections are closed first; other open sessions (close
+        ``self.session`` first) make it fail with :class:`~elefast.errors.SnapshotError`.
+        """
+        _snapshots.let_go(self)
+        return _snapshots.take(self)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Make the database what it was at ``snapshot``, under the same name and URL.
+
+        As for :meth:`snapshot`, close ``self.session`` (and connections you opened) first.
+        """
+        _snapshots.let_go(self, "restore")
+        _snapshots.restore(self, snapshot)
 
     def keep(self) -> None:
         """Keep the database after the process ends: it is marked kept, never dropped or swept.

