@@ -235,6 +235,45 @@ def _run(args: argparse.Namespace) -> int:
         server.close()
 
 
+def _checkout(args: argparse.Namespace) -> int:
+    """Start a holder for a fresh migrated database; print its URL (or --json) and return."""
+    import json
+
+    from elefast import _checkout as checkout
+    from elefast.errors import ElefastError
+
+    argv = [*(["--url", args.url] if args.url else []), "--hold", str(args.hold), "--timeout", str(args.timeout),
+            *(["--schema", args.schema] if args.schema else []), *(["--alembic", args.alembic] if args.alembic else []),
+            *[part for path in args.sql or [] for part in ("--sql", path)]]
+    try:
+        checkout.schema_from(args.schema, args.alembic, args.sql)  # a bad option fails here, before the holder starts
+        report = checkout.start_holder(argv, timeout=args.timeout + 600)  # the template may take a while to build
+    except ElefastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else report["url"])
+    print(f"held until {report['expires']}: python -m elefast release {report['name']}", file=sys.stderr)
+    return 0
+
+
+def _hold(args: argparse.Namespace) -> int:
+    from elefast import _checkout as checkout
+
+    return checkout.hold(args.url, checkout.schema_from(args.schema, args.alembic, args.sql), args.hold, args.timeout)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from elefast import _checkout as checkout
+    from elefast.errors import ElefastError
+
+    try:
+        print(checkout.release(args.name))
+    except ElefastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m elefast``."""
     parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
@@ -284,6 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="driver part of the URL in --env (libpq: plain postgresql://; default psycopg)")
     run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- then the command, e.g. python -m unittest")
     run.set_defaults(handler=_run)
+    for name, handler, text in (("checkout", _checkout, "a fresh migrated database for another process, held "
+                                 "until release"), ("_hold", _hold, argparse.SUPPRESS)):
+        sub = commands.add_parser(name, help=text) if text != argparse.SUPPRESS else commands.add_parser(name)
+        sub.add_argument("--schema", help="package.module:attribute: a MetaData, a declarative base or a migrator")
+        sub.add_argument("--alembic", help="alembic.ini, or the migrations folder")
+        sub.add_argument("--sql", action="append", help="a .sql file or a folder of them (repeat for more)")
+        sub.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
+        sub.add_argument("--hold", type=float, default=3600, help="seconds to keep it at most (default 3600)")
+        sub.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
+        sub.add_argument("--json", action="store_true", help="print name, url, host, port, expires as JSON")
+        sub.set_defaults(handler=handler)
+    release = commands.add_parser("release", help="drop a database checkout handed out")
+    release.add_argument("name", help="the database's name, as checkout printed it")
+    release.set_defaults(handler=_release)
     return parser
 
 
