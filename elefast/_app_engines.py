@@ -108,7 +108,7 @@ def pointed_at(database: str) -> List[Steering]:
 
 def is_steered(dialect: Any) -> bool:
     """Whether ``dialect`` belongs to an app engine elefast steers."""
-    return any(engine.dialect is dialect for engine in list(_STEERING))
+    return any(engine.dialect is dialect and steer.target is not None for engine, steer in list(_STEERING.items()))
 
 
 def check_spec(specs: Any, owner: str) -> None:

@@ -15,7 +15,9 @@ from typing import Any, Callable, Dict, List
 
 from sqlalchemy import URL, Engine
 
+from elefast import queries
 from elefast._app_engines import (
+    _STAND_INS,
     STAND_IN_URL,
     AppEngine,
     AppEngineSpec,
@@ -45,21 +47,38 @@ def watch_new_engines(test: Any, specs: List[AppEngineSpec], adopt: Callable[[Ap
         own = extension.__dict__.get("_make_engine")
 
         def made(bind_key: Any, options: Dict[str, Any], app: Any, _make: Any = make,
-                 _label: str = spec.label) -> Engine:
+                 _label: str = spec.label, _extension: Any = extension) -> Engine:
             from sqlalchemy import create_engine
             from sqlalchemy.engine import make_url
 
             url = make_url(options["url"])
             if url.get_backend_name() == "postgresql":
                 engine: Engine = _make(bind_key, options, app)
-            else:  # the test config's sqlite:// (its pool and connect options are SQLite's: not kept)
-                engine = create_engine(STAND_IN_URL, echo=options.get("echo", False))
+            else:  # the test config's sqlite://: a PostgreSQL engine for the test, the app's own after it
+                own_engine: Engine = _make(bind_key, options, app)  # made, never connected by elefast
+                kept = {key: value for key, value in options.items() if key in PORTABLE_OPTIONS}
+                engine = _STAND_INS[own_engine] = create_engine(STAND_IN_URL, **kept)
+                test.addCleanup(_give_back, _extension, app, bind_key, engine, own_engine)
             adopt(AppEngine(engine, False, f"{_label} (bind {bind_key!r}, {safe_url(url)}, made in the test)",
                             engine))
+            queries.engine_made(engine)  # a query assertion running now counts it too
             return engine
 
         extension._make_engine = made
         test.addCleanup(_put_back_maker, extension, own)
+
+
+#: Engine options that mean the same on PostgreSQL as on the app's own database (a stand-in keeps them).
+PORTABLE_OPTIONS = ("echo", "echo_pool", "isolation_level", "json_serializer", "json_deserializer",
+                    "execution_options", "pool_pre_ping", "pool_recycle", "hide_parameters", "logging_name")
+
+
+def _give_back(extension: Any, app: Any, bind_key: Any, stand_in: Engine, own_engine: Engine) -> None:
+    """After the test, an app made during it has its own (``sqlite://``) engine again."""
+    binds = extension._app_engines.get(app)
+    if binds is not None and binds.get(bind_key) is stand_in:
+        binds[bind_key] = own_engine
+    stand_in.dispose()
 
 
 def _put_back_maker(extension: Any, own: Any) -> None:

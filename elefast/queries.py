@@ -25,7 +25,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Type
 
 from sqlalchemy import Engine, event
 
-__all__ = ["CapturedQuery", "QueryCapture", "capture_queries"]
+__all__ = ["CapturedQuery", "QueryCapture", "capture_queries", "engine_made"]
 
 _SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+TO\s+SAVEPOINT)\b", re.IGNORECASE)
 
@@ -44,20 +44,30 @@ class CapturedQuery:
 class QueryCapture(Sequence[CapturedQuery]):
     """The statements sent while the ``with`` block ran (a sequence of :class:`CapturedQuery`)."""
 
-    def __init__(self, engines: Sequence[Any]) -> None:
+    def __init__(self, engines: Sequence[Any], follow_new: bool = False) -> None:
         self._engines = _sync_engines(engines)
         self._queries: List[CapturedQuery] = []
         self._lock = threading.Lock()
+        self._follow_new = follow_new  # the mixins': app engines made inside the block count too
 
     def __enter__(self) -> QueryCapture:
         for engine in self._engines:
             event.listen(engine, "before_cursor_execute", self._record)
+        if self._follow_new:
+            _FOLLOWING.append(self)
         return self
 
     def __exit__(self, kind: Optional[Type[BaseException]], error: Optional[BaseException],
                  traceback: Optional[TracebackType]) -> None:
+        if self in _FOLLOWING:
+            _FOLLOWING.remove(self)
         for engine in self._engines:
             event.remove(engine, "before_cursor_execute", self._record)
+
+    def _add(self, engine: Engine) -> None:
+        if all(engine is not known for known in self._engines):
+            self._engines.append(engine)
+            event.listen(engine, "before_cursor_execute", self._record)
 
     def _record(self, connection: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                 executemany: bool) -> None:
@@ -85,6 +95,16 @@ class QueryCapture(Sequence[CapturedQuery]):
         return "\n".join(f"{number}. {query}" for number, query in enumerate(self._queries, 1)) or "(none)"
 
 
+#: Captures (the mixins') that also follow the app engines made while they run.
+_FOLLOWING: List[QueryCapture] = []
+
+
+def engine_made(engine: Engine) -> None:
+    """An app engine was made during a test (a Flask app created in the block): captures count it."""
+    for capture in list(_FOLLOWING):
+        capture._add(engine)
+
+
 def capture_queries(*engines: Any) -> QueryCapture:
     """A context manager recording the statements ``engines`` (``Engine`` or ``AsyncEngine``) send."""
     return QueryCapture(engines)
@@ -94,7 +114,7 @@ class NumQueries:
     """``with``: fail on exit, listing the statements, unless exactly ``expected`` were sent."""
 
     def __init__(self, test: Any, expected: int, engines: Sequence[Any]) -> None:
-        self.test, self.expected, self.capture = test, expected, QueryCapture(engines)
+        self.test, self.expected, self.capture = test, expected, QueryCapture(engines, follow_new=True)
 
     def __enter__(self) -> QueryCapture:
         return self.capture.__enter__()

@@ -49,7 +49,9 @@ def _refuse_if_in_use(database: Any, action: str) -> None:
     if in_use:
         raise SnapshotError(f"{action}: {in_use} connection(s) of the database's engine are still in use (a session "
                             "in a transaction, or a connection not closed). Close them first: self.session.close() "
-                            "(and any connection you opened); the engine's idle connections are closed for you.")
+                            "(and any connection you opened); the engine's idle connections are closed for you. "
+                            "In a class with isolation = 'transaction', the test's own connection holds the "
+                            "database for the whole test: snapshots need isolation = 'database'.")
 
 
 def let_go(database: Any, action: str = "snapshot") -> None:
@@ -85,6 +87,13 @@ def restore(database: Any, snapshot: Snapshot) -> None:
     if not isinstance(snapshot, Snapshot):
         raise TypeError(f"restore() takes a Snapshot from snapshot(), not {type(snapshot).__name__}.")
     core = core_of(database.server)
+    with core.connect() as connection:  # the drop would end them: refuse instead, naming them
+        busy = connection.execute(text(_SESSIONS), {"name": database.name}).first() is not None
+    if busy:
+        raise SnapshotError(_in_use(core, database.name, "restore"))
+    if database._kept:
+        raise SnapshotError(f"restore: {database.name!r} is kept (keep()): elefast no longer drops it, so it "
+                            "cannot be made again from the snapshot.")
     core.drop(database.name)
     _create(core, database.name, snapshot.name, "restore")
 

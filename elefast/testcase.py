@@ -148,7 +148,7 @@ class _Settings:
         """``with self.captureQueries() as queries:`` records every statement (with its parameters, in
         order, from any thread) that ``self.engine`` and the class's ``app_engines`` send in the block.
         See :mod:`elefast.queries`."""
-        return QueryCapture(self._elefast_query_engines())
+        return QueryCapture(self._elefast_query_engines(), follow_new=True)
 
     def assertNumQueries(self, number: int, function: Optional[Callable[..., Any]] = None, *args: Any,
                          **kwargs: Any) -> Any:
