@@ -86,9 +86,18 @@ def create_marked(connection: Connection, create_statement: str, name: str) -> N
         raise DBAPIError.instance(statement, None, cause, psycopg.Error) from cause
 
 
+#: Seconds each wait on the socket may last before psycopg looks again (as psycopg's own
+#: connections do). psycopg 3.2+ reads a missing value as 0: a poll that never sleeps, which
+#: burnt a core on the client for the whole ``CREATE DATABASE`` and slowed the server beside it.
+_WAIT_INTERVAL = 0.1
+
+
 def _send_at_once(pgconn: Any, statements: List[str]) -> Optional[Tuple[str, Exception]]:
     """Send ``statements`` as one pipeline with one Sync; the first failure, if any."""
     from psycopg import errors, generators, pq, waiting
+
+    def wait(gen: Any) -> Any:
+        return waiting.wait(gen, pgconn.socket, _WAIT_INTERVAL)  # positional: 3.1 calls it timeout
 
     encoding = "utf-8"
     pgconn.enter_pipeline_mode()
@@ -96,13 +105,13 @@ def _send_at_once(pgconn: Any, statements: List[str]) -> Optional[Tuple[str, Exc
         for statement in statements:
             pgconn.send_query_params(statement.encode(encoding), None)
         pgconn.pipeline_sync()  # queues the Sync and flushes the whole pipeline at once
-        waiting.wait(generators.send(pgconn), pgconn.socket)
+        wait(generators.send(pgconn))
         failed: Optional[Tuple[str, Exception]] = None
         for statement in statements:
-            for result in waiting.wait(generators.fetch_many(pgconn), pgconn.socket):
+            for result in wait(generators.fetch_many(pgconn)):
                 if result.status == pq.ExecStatus.FATAL_ERROR and failed is None:
                     failed = (statement, errors.error_from_result(result, encoding=encoding))
-        waiting.wait(generators.fetch_many(pgconn), pgconn.socket)  # the Sync's result
+        wait(generators.fetch_many(pgconn))  # the Sync's result
     finally:
         pgconn.exit_pipeline_mode()
     return failed
