@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import sqlalchemy as sa
 
@@ -76,7 +76,7 @@ def elefast_rate(url: str, tests: int) -> Dict[str, float]:
             "exit_s": ended - result["run_start"] - result["wall"], "wait_ms": waits[len(waits) // 2] * 1000}
 
 
-def main(argv: "List[str] | None" = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a server (default: the throwaway local server)")
     parser.add_argument("--tests", type=int, default=200)
@@ -94,8 +94,8 @@ def main(argv: "List[str] | None" = None) -> int:
     from elefast import _sql
 
     with admin.connect() as connection:
-        fsync, version = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()
-    strategy = _sql.choose_strategy(int(version), str(fsync)) or ""
+        fsync, version, copy_method = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()
+    strategy = _sql.choose_strategy(int(version), str(fsync), str(copy_method)) or ""
     template = f"bench_raw_tpl_{os.getpid()}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{template}"'))

@@ -209,8 +209,10 @@ class ServerCore:
         """``CREATE DATABASE ... STRATEGY`` for clones, measured best for this server (or None)."""
         if self._strategy is None:
             with self.connect() as connection:
-                fsync, version = connection.execute(text(_sql.SERVER_SETTINGS)).one()
-            self._strategy = _sql.choose_strategy(int(version), str(fsync)) or ""
+                fsync, version, copy_method = connection.execute(text(_sql.SERVER_SETTINGS)).one()
+            strategy = _sql.choose_strategy(int(version), str(fsync), str(copy_method))
+            logger.info("%s (%s)", _messages.describe_strategy(strategy, str(copy_method)), _engines.safe_url(self.url))
+            self._strategy = strategy or ""
         return self._strategy or None
 
     def on_admin(self, work: Callable[[Connection], Any], long_lived: bool = False) -> None:

@@ -9,7 +9,9 @@ Two places:
 - the *run directory*, one per user and configuration: the data directory (kept
   between runs, with its templates), the unix socket directory, the log, the
   state file, the lock file and the client leases. On ``/dev/shm`` when it is a
-  tmpfs with room, else in the temp directory.
+  tmpfs with room, else in the temp directory. ``ELEFAST_DATA_DIR`` puts the data
+  directory alone elsewhere, e.g. on a filesystem with reflinks (XFS, btrfs), where
+  PostgreSQL 18 clones a template's files instead of copying them.
 
 Both are created by elefast, with the permissions it needs; nothing else is chmod-ed.
 """
@@ -84,6 +86,12 @@ def _run_base() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def data_root_setting() -> Optional[Path]:
+    """``ELEFAST_DATA_DIR`` as an absolute path, or None when unset."""
+    configured = os.environ.get("ELEFAST_DATA_DIR", "").strip()
+    return Path(configured).expanduser().resolve() if configured else None
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every path of one local server configuration."""
@@ -92,21 +100,27 @@ class Layout:
     user: Optional[ServerUser]
     run_dir: Path
     cache: Path
+    #: Where the data directory lives when not in the run directory (``ELEFAST_DATA_DIR``).
+    data_root: Optional[Path] = None
 
     @classmethod
     def for_binaries(cls, binaries: Binaries) -> Layout:
         """The layout for ``binaries`` and the current user."""
         user = server_user()
+        data_root = data_root_setting()
         key = f"{LAYOUT_VERSION}|{binaries.fingerprint()}|{user.name if user else ''}"
+        if data_root is not None:  # another data directory is another server
+            key += f"|{data_root}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         uid = os.geteuid() if os.name == "posix" else 0
-        return cls(binaries, user, _run_base() / f"elefast-{uid}-{digest}", cache_dir())
+        name = f"elefast-{uid}-{digest}"
+        return cls(binaries, user, _run_base() / name, cache_dir(), data_root / name if data_root else None)
 
     # files of the run directory
     @property
     def data(self) -> Path:
         """The data directory (kept between runs)."""
-        return self.run_dir / "data"
+        return (self.data_root or self.run_dir) / "data"
 
     @property
     def socket_dir(self) -> Path:

@@ -126,6 +126,7 @@ def _spawn_supervisor(layout: Layout) -> None:
     (layout.run_dir / "config.json").write_text(json.dumps({
         "bindir": str(layout.binaries.bindir), "version": list(layout.binaries.version),
         "source": layout.binaries.source,
+        "data_root": str(layout.data_root) if layout.data_root else None,
     }))
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])

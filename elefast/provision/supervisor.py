@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from elefast.provision import locks
+from elefast.provision import locks, reflinks
 from elefast.provision.binaries import Binaries
 from elefast.provision.layout import Layout, ServerUser, cache_dir, server_user
 
@@ -104,6 +104,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_reachable(directory: Path, user: Optional[ServerUser]) -> None:
+    """Refuse (with the fix) an ``ELEFAST_DATA_DIR`` the server user cannot enter; never chmod it."""
+    if user is None:
+        return
+    for folder in [directory, *directory.parents]:
+        if not folder.exists():
+            continue  # made below, by us, 0755
+        mode, owner, group = folder.stat().st_mode, folder.stat().st_uid, folder.stat().st_gid
+        if (owner == user.uid and mode & 0o100) or (group == user.gid and mode & 0o010) or mode & 0o001:
+            continue
+        raise RuntimeError(
+            f"ELEFAST_DATA_DIR={directory}: the server runs as {user.name!r}, which cannot enter {folder} "
+            f"(mode {oct(mode & 0o777)}). Choose a directory it can reach, or let it in: chmod o+x {folder}"
+        )
+
+
 def prepare_data(layout: Layout) -> Optional[Path]:
     """Make sure ``layout.data`` holds a cluster: copy the cached initdb output, or run initdb.
 
@@ -115,6 +131,10 @@ def prepare_data(layout: Layout) -> Optional[Path]:
         return None
     if layout.data.exists():
         shutil.rmtree(layout.data)
+    if layout.data_root is not None:  # ELEFAST_DATA_DIR: a directory of ours inside it, for the data
+        _check_reachable(layout.data_root.parent, user)  # before making anything there
+        layout.data_root.parent.mkdir(parents=True, exist_ok=True)
+        _own(layout.data_root, user, 0o700)
     _own(layout.data, user, 0o700)
     cached = layout.initdb_cache
     if (cached / "PG_VERSION").is_file() and (cached.parent / (cached.name + ".password")).is_file():
@@ -189,7 +209,8 @@ def start_postgres(layout: Layout, port: int, log: Any) -> subprocess.Popen:  # 
     """Start ``postgres`` on the data directory; returns the process."""
     _own(layout.socket_dir, layout.user, 0o700)
     settings: List[str] = []
-    for setting in (*TEST_SETTINGS, f"unix_socket_directories={layout.socket_dir}",
+    extra = ["file_copy_method=clone"] if layout.binaries.major >= 18 and reflinks.supported(layout.data) else []
+    for setting in (*TEST_SETTINGS, *extra, f"unix_socket_directories={layout.socket_dir}",
                     "listen_addresses=127.0.0.1"):
         settings += ["-c", setting]
     return subprocess.Popen(
@@ -303,7 +324,8 @@ def main(argv: List[str]) -> int:
     run_dir = Path(argv[0])
     config = json.loads((run_dir / "config.json").read_text())
     binaries = Binaries(Path(config["bindir"]), tuple(config["version"]), config["source"])
-    layout = Layout(binaries, server_user(), run_dir, cache_dir())
+    data_root = config.get("data_root")
+    layout = Layout(binaries, server_user(), run_dir, cache_dir(), Path(data_root) if data_root else None)
     return run(layout)
 
 
