@@ -92,6 +92,43 @@ class FingerprintTests(unittest.TestCase):
         exec(source.format("SELECT 2"), namespace)
         self.assertNotEqual(identity(namespace["Changing"](metadata))[0], first)
 
+    def test_the_projects_helpers_the_code_calls_count(self):
+        """A seed_rows() helper (or seeds.add() of a project module) that migrate() calls: a change in
+        its code or in what it reads is a new template, not the stale one of the last run."""
+        import importlib.util
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="elefast-seeds-")
+        self.addCleanup(__import__("shutil").rmtree, folder)
+        source = ("class Helped(MetadataMigrator):\n"
+                  "    def migrate(self, connection):\n"
+                  "        super().migrate(connection)\n"
+                  "        seed_rows(connection)\n"
+                  "        seeds.add(connection)\n"
+                  "def seed_rows(connection):\n"
+                  "    more_rows(connection, {!r})\n"
+                  "def more_rows(connection, body):\n"
+                  "    connection.execute(notes.insert().values(body=body + SUFFIX))\n"
+                  "SUFFIX = {!r}\n")
+
+        def digest(seed, suffix, module_rows):
+            path = os.path.join(folder, f"seeds_{seed}_{suffix}_{module_rows}.py")
+            with open(path, "w") as file:
+                file.write(f"ROWS = {module_rows!r}\ndef add(connection):\n    return ROWS\n")
+            spec = importlib.util.spec_from_file_location("seeds", path)
+            seeds = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(seeds)
+            namespace = {"MetadataMigrator": MetadataMigrator, "notes": notes, "seeds": seeds}
+            exec(source.format(seed, suffix), namespace)
+            return identity(namespace["Helped"](metadata))[0]
+
+        first = digest("A", "!", 1)
+        self.assertIsNotNone(first)
+        self.assertEqual(digest("A", "!", 1), first)
+        self.assertNotEqual(digest("B", "!", 1), first)  # the helper's code
+        self.assertNotEqual(digest("A", "?", 1), first)  # a global the helper's helper reads
+        self.assertNotEqual(digest("A", "!", 2), first)  # a project module's value the code reads
+
     def test_unsafe_migrator_is_for_this_process_only(self):
         migrator = HoldsAnEngine(metadata)
         self.addCleanup(migrator.engine.dispose)
