@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 
 from elefast import AsyncDatabaseServer, DatabaseServer
-from elefast.errors import MigrationError
+from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras.alembic import AlembicMigrator
 from tests import support
 
@@ -79,6 +79,27 @@ def stock_project(root: Path) -> Path:
     return ini
 
 
+def packaged_project(root: Path, package: str) -> Path:
+    """Migrations shipped inside an installed package, as mlflow's are: ``<package>/store/db_migrations``
+    holds env.py and an alembic.ini whose script_location is relative to site-packages. The
+    ini's path; ``root / 'site'`` must be on sys.path."""
+    folder = root / "site" / package / "store" / "db_migrations"
+    folder.parent.mkdir(parents=True)
+    for init in (folder.parent.parent / "__init__.py", folder.parent / "__init__.py"):
+        init.write_text("")
+    scratch = root / "scratch.ini"
+    with contextlib.redirect_stdout(io.StringIO()):
+        command.init(Config(str(scratch)), str(folder))
+    (folder / "__init__.py").write_text("")
+    (folder / "versions" / "a1_authors.py").write_text(REVISION)
+    ini = folder / "alembic.ini"
+    lines = scratch.read_text().splitlines()  # alembic init's ini (logging sections: env.py reads them)
+    located = [f"script_location = {package}/store/db_migrations" if line.startswith("script_location")
+               else line for line in lines]
+    ini.write_text("\n".join(located) + "\n")
+    return ini
+
+
 def authors(database):
     with database.engine.connect() as connection:
         return connection.execute(text("SELECT name FROM authors")).scalars().all()
@@ -121,6 +142,21 @@ class AlembicProjectTests(unittest.TestCase):
         self.assertNotIn("connection", config.attributes)  # the caller's Config is left as it was
         self.assertEqual(config.get_main_option("sqlalchemy.url"), "driver://user:pass@localhost/dbname")
 
+    def test_migrations_inside_an_installed_package(self):
+        """mlflow's shape: its ini (script_location relative to site-packages), 'package:folder', or the
+        package's dotted name, from any current directory."""
+        import sys
+
+        package = f"eftpkg_{self.prefix}"
+        ini = packaged_project(self.root, package)
+        sys.path.insert(0, str(self.root / "site"))
+        self.addCleanup(sys.path.remove, str(self.root / "site"))
+        self.addCleanup(lambda: [sys.modules.pop(n) for n in list(sys.modules) if n.startswith(package)])
+        for given in (ini, f"{package}.store:db_migrations", f"{package}.store.db_migrations"):
+            self.assertEqual(self.clone_once(AlembicMigrator(given)), ["seed"], given)
+        with self.assertRaisesRegex(ConfigurationError, "importable package holding env.py"):
+            AlembicMigrator(f"{package}.store.nosuch")
+
     def test_env_py_that_migrates_the_apps_own_database(self):
         """Ignoring the connection migrates the developer's database: the error names env.py, nothing kept."""
         ini = stock_project(self.root)
@@ -159,6 +195,12 @@ class AlembicProjectTests(unittest.TestCase):
         missing.write_text("[alembic]\nscript_location = no/such/place\n")
         with self.assertRaisesRegex(MigrationError, "Path doesn't exist.*absolute path"):
             self.clone_once(AlembicMigrator(missing))
+        stock_project(self.root)  # its env.py calls fileConfig() on an ini without logging sections
+        no_logging = self.root / "no_logging.ini"
+        no_logging.write_text(f"[alembic]\nscript_location = {self.root / 'migrations'}\n")
+        with self.assertRaisesRegex(MigrationError, "fileConfig\\(\\) found no \\[formatters\\] section in .*"
+                                                    "no_logging.ini: copy the \\[loggers\\]"):
+            self.clone_once(AlembicMigrator(no_logging))
 
 
 class EnvPyAdviceTests(unittest.TestCase):
@@ -271,6 +313,25 @@ class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
                 async with database.engine.connect() as connection:
                     names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
             await server.close()
+        self.assertEqual(names, ["seed"])
+
+    async def test_packaged_migrations_on_the_async_server(self):
+        import sys
+
+        prefix = support.unique_prefix("alpa")
+        self.addCleanup(support.drop_templates, prefix)
+        with tempfile.TemporaryDirectory() as root:
+            packaged_project(Path(root), f"eftapkg_{prefix}")
+            sys.path.insert(0, str(Path(root) / "site"))
+            try:
+                server = AsyncDatabaseServer(support.server_url(),
+                                             schema=AlembicMigrator(f"eftapkg_{prefix}.store.db_migrations"))
+                async with await server.create_database(prefix=prefix) as database:
+                    async with database.engine.connect() as connection:
+                        names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
+                await server.close()
+            finally:
+                sys.path.remove(str(Path(root) / "site"))
         self.assertEqual(names, ["seed"])
 
     async def test_env_py_elsewhere_on_the_async_server(self):
