@@ -167,8 +167,9 @@ class AlembicProjectTests(unittest.TestCase):
         os.environ["EFT_APP_DATABASE_URL"] = psycopg_url(support.url_with(database=devdb))
         self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
         for _ in range(2):  # the next run says the same: the empty template was not kept
-            with self.assertRaises(MigrationError) as caught:
+            with self.assertLogs("elefast", logging.INFO) as logs, self.assertRaises(MigrationError) as caught:
                 self.clone_once(AlembicMigrator(ini))
+            self.assertFalse([line for line in logs.output if "reused" in line], logs.output)
             message = str(caught.exception)
             self.assertIn("went to another database", message)
             self.assertIn(str(self.root / "migrations" / "env.py"), message)

@@ -215,11 +215,14 @@ class TemplateTrustTests(unittest.TestCase):
         migrator.target = support.url_with(database=elsewhere)
         for _ in range(2):  # and the next run says the same: nothing was kept
             server = DatabaseServer(support.server_url(), schema=migrator)
-            with self.assertRaises(MigrationError) as caught:
+            with self.assertLogs("elefast", logging.INFO) as logs, self.assertRaises(MigrationError) as caught:
                 server.create_database(prefix=self.prefix)
             server.close()
+            self.assertFalse([line for line in logs.output if "reused" in line], logs.output)
             self.assertIn("lacks 1 of the metadata's tables (public.notes)", str(caught.exception))
             self.assertIn("on the connection it is given", str(caught.exception))
+            self.assertIn("went to another database", str(caught.exception))
+            self.assertIn("super().migrate(connection)", str(caught.exception))
             self.assertEqual(support.databases(self.prefix + "_tpl%"), [])
 
     def test_a_template_built_by_another_role_is_not_handed_out(self):
