@@ -70,11 +70,11 @@ Table("authors", DRIFTED, Column("id", Integer, primary_key=True), Column("name"
       Column("email", String(80)))
 
 
-def stock_project(root: Path) -> Path:
-    """``alembic init`` in ``root`` (generic template, unchanged) plus one revision; the ini's path."""
+def stock_project(root: Path, template: str = "generic") -> Path:
+    """``alembic init`` in ``root`` (unchanged) plus one revision; the ini's path."""
     ini = root / "alembic.ini"
     with contextlib.redirect_stdout(io.StringIO()):  # its "Generating ..." lines
-        command.init(Config(str(ini)), str(root / "migrations"))
+        command.init(Config(str(ini)), str(root / "migrations"), template=template)
     (root / "migrations" / "versions" / "a1_authors.py").write_text(REVISION)
     return ini
 
@@ -315,6 +315,28 @@ class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
                     names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
             await server.close()
         self.assertEqual(names, ["seed"])
+
+    async def test_alembic_init_async_project_unchanged(self):
+        """``alembic init -t async``: its env.py calls asyncio.run(), which cannot run inside the async
+        server's loop; elefast gives it a thread of its own. On the sync server too."""
+        prefix = support.unique_prefix("alpa")
+        self.addCleanup(support.drop_templates, prefix)
+        with tempfile.TemporaryDirectory() as root:
+            ini = stock_project(Path(root), template="async")
+            self.assertIn("asyncio.run(run_async_migrations())", (Path(root) / "migrations" / "env.py").read_text())
+            server = AsyncDatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
+            async with await server.create_database(prefix=prefix) as database:
+                async with database.engine.connect() as connection:
+                    names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
+            await server.close()
+            self.assertEqual(names, ["seed"])
+            support.drop_templates(prefix)
+            sync_server = DatabaseServer(support.server_url(), schema=AlembicMigrator(ini))  # inside this loop
+            try:
+                with sync_server.create_database(prefix=prefix) as database:
+                    self.assertEqual(authors(database), ["seed"])
+            finally:
+                sync_server.close()
 
     async def test_packaged_migrations_on_the_async_server(self):
         import sys

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Set, Union
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from elefast import _sql
+from elefast import _aio, _sql
 from elefast._engines import safe_url, sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
@@ -194,9 +194,17 @@ class AlembicMigrator:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # for an env.py of alembic init's
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
-        try:
+        def upgrade() -> None:
             with logging_kept(), _as_migration_error(self), flask_app_on(self.flask_app(), url):
                 command.upgrade(config, "head")
+
+        try:
+            if _aio.loop_running() and not env_py_shares_connection(self.env_py_path()):
+                # an env.py that runs its own loop on sqlalchemy.url (alembic init -t async's asyncio.run)
+                # cannot inside this one (the async server's run_sync): a thread of its own can
+                _aio.in_a_thread(upgrade)
+            else:
+                upgrade()
         finally:
             after = config.get_main_option("sqlalchemy.url")  # env.py may have set its own
             self._env_url = None if after in (None, url) else safe_url(after)
