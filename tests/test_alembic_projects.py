@@ -66,7 +66,7 @@ run_migrations_online()
 MODELS = MetaData()
 Table("authors", MODELS, Column("id", Integer, primary_key=True), Column("name", String(40)))
 DRIFTED = MetaData()  # what the models say after someone added a column and forgot the migration
-Table("authors", DRIFTED, Column("id", Integer, primary_key=True), Column("name", String(40)),
+Table("authors", DRIFTED, Column("id", Integer, primary_key=True), Column("name", String(60)),
       Column("email", String(80)))
 
 
@@ -281,9 +281,32 @@ class MigrationsMatchModelsTests(unittest.TestCase):
         self.assertEqual(result.errors, [])
         self.assertEqual([test.id().rsplit(".", 1)[1] for test, _ in result.failures], ["test_drifted"])
         message = result.failures[0][1]
-        self.assertIn("1 differences", message)
-        self.assertIn("add_column: authors", message)
-        self.assertIn("email", message)
+        self.assertIn("2 differences", message)
+        self.assertIn("add_column: authors.email", message)
+        self.assertIn("modify_type: authors.name: type VARCHAR(40) in the migrations, VARCHAR(60) in the models",
+                      message)
+
+    def test_assert_migrations_match_on_the_async_mixin(self):
+        from elefast import AsyncPostgresTestCase
+
+        ini = self.ini
+
+        class Check(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+            schema = AlembicMigrator(ini)
+            database_url = support.server_url()
+            database_prefix = self.prefix
+
+            async def test_matches(self):
+                self.assertMigrationsMatch(MODELS)
+
+            async def test_drifted(self):
+                self.assertMigrationsMatch(DRIFTED)
+
+        result = unittest.TestResult()
+        unittest.defaultTestLoader.loadTestsFromTestCase(Check).run(result)
+        self.assertEqual(result.errors, [])
+        self.assertEqual([test.id().rsplit(".", 1)[1] for test, _ in result.failures], ["test_drifted"])
+        self.assertIn("add_column: authors.email", result.failures[0][1])
 
     def test_check_command(self):
         command_line = ["-m", "elefast", "check", "--alembic", str(self.ini), "--url", support.server_url()]
