@@ -257,6 +257,39 @@ class AsyncTemplateTrustTests(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(rows, [seed + "!"])
             await server.close()
 
+    async def test_async_server_per_role_and_rebuild(self):
+        """The async server shares the sync one's naming: a CREATEDB role gets its own template (its
+        tables), and ELEFAST_REBUILD builds fresh and keeps nothing."""
+        prefix = support.unique_prefix("atrust")
+        self.addCleanup(support.drop_templates, prefix)
+
+        async def owner_and_rows(url):
+            server = AsyncDatabaseServer(url, schema=AsyncMetadataMigrator(metadata))
+            try:
+                async with await server.create_database(prefix=prefix) as database:
+                    async with database.engine.begin() as connection:
+                        await connection.execute(notes.insert().values(body="mine"))
+                        return (await connection.execute(text(
+                            "SELECT tableowner FROM pg_tables WHERE tablename = 'notes'"))).scalar()
+            finally:
+                await server.close()
+
+        self.assertEqual(await owner_and_rows(support.server_url()), "postgres")
+        with support.role(createdb=True) as role:
+            try:
+                self.assertEqual(await owner_and_rows(support.url_with(user=role)), role)
+                self.assertEqual(len(support.databases(prefix + "_tpl_%")), 2)
+            finally:
+                support.drop_templates(prefix)
+        self.assertEqual(await owner_and_rows(support.server_url()), "postgres")
+        shared = support.databases(prefix + "_tpl_%")
+        with mock.patch.dict(os.environ, {"ELEFAST_REBUILD": "1"}):
+            with self.assertLogs("elefast", logging.INFO) as logs:
+                await owner_and_rows(support.server_url())
+        self.assertTrue(any("ELEFAST_REBUILD" in line for line in logs.output), logs.output)
+        self.assertFalse(any("reused" in line for line in logs.output), logs.output)
+        self.assertEqual(support.databases(prefix + "_tpl_%"), shared)
+
     async def test_async_migrator_that_builds_elsewhere_fails(self):
         prefix = support.unique_prefix("atrust")
         missing = MetaData()
