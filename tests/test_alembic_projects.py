@@ -17,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 
 from elefast import AsyncDatabaseServer, DatabaseServer
+from elefast._fingerprints import identity
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras.alembic import AlembicMigrator
 from tests import support
@@ -196,7 +197,15 @@ class AlembicProjectTests(unittest.TestCase):
         missing.write_text("[alembic]\nscript_location = no/such/place\n")
         with self.assertRaisesRegex(MigrationError, "Path doesn't exist.*absolute path"):
             self.clone_once(AlembicMigrator(missing))
-        stock_project(self.root)  # its env.py calls fileConfig() on an ini without logging sections
+        with self.assertRaisesRegex(MigrationError, "No module named 'eft_no_such_pkg'.*sys.path"):
+            identity(AlembicMigrator("eft_no_such_pkg:migrations"))  # while fingerprinting, before any build
+        ini = stock_project(self.root)  # its env.py calls fileConfig() on an ini without logging sections
+        env_py = self.root / "migrations" / "env.py"
+        source = env_py.read_text()
+        env_py.write_text("from eft_no_such_app.models import Base\n" + source)  # run from the wrong folder
+        with self.assertRaisesRegex(MigrationError, "No module named 'eft_no_such_app'.*project's root"):
+            self.clone_once(AlembicMigrator(ini))
+        env_py.write_text(source)
         no_logging = self.root / "no_logging.ini"
         no_logging.write_text(f"[alembic]\nscript_location = {self.root / 'migrations'}\n")
         with self.assertRaisesRegex(MigrationError, "fileConfig\\(\\) found no \\[formatters\\] section in .*"

@@ -94,7 +94,7 @@ class AlembicMigrator:
     as a :class:`~elefast.errors.MigrationError` with its cause and the fix.
     """
 
-    _elefast_fingerprinted = ("config_path", "_given", "_location", "_app", "_factory")
+    _elefast_fingerprinted = ("config_path", "_given", "_location", "_app", "_factory", "_env_url")
 
     def __init__(self, config_path: Union[os.PathLike[str], str, Config], *, app: Any = None) -> None:
         self._given: Optional[Config] = None
@@ -318,6 +318,12 @@ def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
                         f"the top of run_migrations_online():\n\n{SHARING_BRANCH}\n")
             raise MigrationError(
                 f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}{hint}"
+            ) from error
+        if isinstance(error, ImportError):
+            raise MigrationError(
+                f"Alembic could not run {migrator!r}: {type(error).__name__}: {first_line(error)}. A module that "
+                "env.py, a revision or the script location names cannot be imported from here: run the tests "
+                f"from the project's root, or put its folder on sys.path (PYTHONPATH; now {os.getcwd()!r})."
             ) from error
         if isinstance(error, KeyError) and error.args in (("formatters",), ("loggers",), ("handlers",)):
             raise MigrationError(
