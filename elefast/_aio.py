@@ -13,7 +13,7 @@ import functools
 import threading
 from typing import Any, Awaitable, Callable, List, Tuple, TypeVar
 
-__all__ = ["run", "to_thread"]
+__all__ = ["in_a_thread", "loop_running", "run", "to_thread"]
 
 T = TypeVar("T")
 
@@ -30,15 +30,27 @@ def run(awaitable: Awaitable[T]) -> T:
     async def main() -> T:
         return await awaitable
 
+    if not loop_running():
+        return asyncio.run(main())
+    return in_a_thread(lambda: asyncio.run(main()))
+
+
+def loop_running() -> bool:
+    """Whether an event loop runs in this thread (``asyncio.run`` cannot start another here)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(main())
+        return False
+    return True
+
+
+def in_a_thread(func: Callable[[], T]) -> T:
+    """``func()`` in a new thread, waited for; its exception is raised here."""
     outcome: List[Tuple[bool, Any]] = []
 
     def target() -> None:
         try:
-            outcome.append((True, asyncio.run(main())))
+            outcome.append((True, func()))
         except BaseException as error:  # re-raised in the caller's thread
             outcome.append((False, error))
 

@@ -9,7 +9,9 @@ certainly the schema asked for. The name hashes (see :func:`identity`):
 - the code of every method a class outside elefast defines on the migrator's type (a
   subclass that overrides ``migrate()`` to add seed rows), with the plain values
   (numbers, strings and containers of them) those methods read from their defaults,
-  closures and module globals, and the class's own plain attributes;
+  closures and module globals, the code of the project's own functions they call (a
+  ``seed_rows()`` helper, ``seeds.add()`` of a project module; not those of Python or of
+  installed libraries), and the class's own plain attributes;
 - the instance's own configuration: its attributes, other than those the elefast base
   class already fingerprints;
 - the role the template's objects will belong to (added by the caller, with the server
@@ -25,11 +27,14 @@ attributes that are not plain values are then left to its ``fingerprint()``.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
+import site
+import sysconfig
 import types
 from pathlib import PurePath
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Set, Tuple
 
 from elefast.errors import ConfigurationError
 
@@ -113,8 +118,11 @@ def _value_or_code(value: Any, where: str) -> str:
         raise Unsafe(f"{where} is a {type(value).__name__}, not code or a plain value") from None
 
 
-def _function(function: types.FunctionType, where: str) -> str:
-    """A function's code with the plain values it reads (defaults, closure cells, module globals)."""
+def _function(function: types.FunctionType, where: str, seen: Optional[Set[int]] = None) -> str:
+    """A function's code with the plain values it reads (defaults, closure cells, module globals), and
+    the code of the project's own functions it calls (a ``seed_rows()`` helper), however deep."""
+    seen = set() if seen is None else seen
+    seen.add(id(function.__code__))
     parts = [_code(function.__code__)]
     parts.append(plain(function.__defaults__))
     parts.append(plain(function.__kwdefaults__))
@@ -122,7 +130,7 @@ def _function(function: types.FunctionType, where: str) -> str:
         try:
             content = cell.cell_contents
             if isinstance(content, types.FunctionType) and content is not function:  # a decorator's wrapped one
-                parts.append(_function(content, where))
+                parts.append(_callee(content, where, seen))
             elif isinstance(content, (type, types.ModuleType)):  # super()'s __class__, an imported name
                 parts.append(f"{type(content).__name__} {getattr(content, '__qualname__', content.__name__)}")
             else:
@@ -131,14 +139,60 @@ def _function(function: types.FunctionType, where: str) -> str:
             parts.append("<empty>")
         except Unsafe:
             raise Unsafe(f"{where} closes over a value that is not plain") from None
+    names = sorted(set(_names(function.__code__)))
     scope = function.__globals__
-    for name in sorted(set(_names(function.__code__))):
-        if name in scope:
-            try:
-                parts.append(f"{name}={plain(scope[name])}")
-            except Unsafe:
-                pass  # modules, classes, functions: named in the code, not values of the schema
+    for name in names:
+        if name not in scope:
+            continue
+        value = scope[name]
+        if (isinstance(value, types.ModuleType) and not _from_elefast_module(value.__name__)
+                and _is_project_code(getattr(value, "__file__", None))):
+            # seeds.ROWS, seeds.add(connection): what the code reads from a module of the project
+            scope_parts = [_global(f"{name}.{attr}", vars(value)[attr], where, seen)
+                           for attr in names if attr in vars(value)]
+            parts.extend(scope_parts)
+        else:
+            parts.append(_global(name, value, where, seen))
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _global(name: str, value: Any, where: str, seen: Set[int]) -> str:
+    """A global a function reads: a plain value, the project's own function, or just its name."""
+    if isinstance(value, types.FunctionType):
+        return f"{name}={_callee(value, where, seen)}"
+    try:
+        return f"{name}={plain(value)}"
+    except Unsafe:
+        return f"{name}: {type(value).__name__}"  # classes, engines, libraries: named in the code
+
+
+def _callee(function: types.FunctionType, where: str, seen: Set[int]) -> str:
+    """A function the migrator's code uses: its code if it is the project's (not a library's)."""
+    if id(function.__code__) in seen:
+        return f"recursion {function.__qualname__}"
+    if not _is_project_code(function.__code__.co_filename) or _from_elefast_module(function.__module__):
+        return f"function {function.__module__}.{function.__qualname__}"
+    return _function(function, where, seen)
+
+
+def _from_elefast_module(module: Optional[str]) -> bool:
+    return (module or "").split(".")[0] == "elefast"
+
+
+@functools.cache
+def _library_roots() -> Tuple[str, ...]:
+    """Where the standard library and installed packages live: code there is not the project's."""
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    return tuple(sorted(os.path.join(os.path.realpath(root), "") for root in roots))
+
+
+def _is_project_code(filename: Optional[str]) -> bool:
+    """Whether ``filename`` is source of the project (not of Python or an installed library)."""
+    if not filename or filename.startswith("<frozen"):
+        return False
+    return not os.path.realpath(filename).startswith(_library_roots())
 
 
 def _code(code: types.CodeType) -> str:

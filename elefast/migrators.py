@@ -84,8 +84,12 @@ class MetadataMigrator:
         if missing:
             raise MigrationError(
                 f"{self!r} ran, but the template lacks {len(missing)} of the metadata's tables "
-                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}). If migrate() is "
-                "overridden, it must create them on the connection it is given, not on an engine of its own."
+                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): they went to another "
+                "database, or were never made. If migrate() is overridden, it must create them on the "
+                "connection it is given, not on an engine of its own:\n\n"
+                "    def migrate(self, connection):\n"
+                "        super().migrate(connection)   # the tables, on the template being built\n"
+                "        connection.execute(...)       # your rows, on the same connection\n"
             )
 
 

@@ -26,6 +26,9 @@ __all__ = ["SQLFileMigrator", "statements"]
 
 _COPY_FROM_STDIN = re.compile(r"^\s*COPY\s+(?P<target>.+?)\s+FROM\s+stdin\b", re.IGNORECASE | re.DOTALL)
 _HARMLESS_META = ("\\restrict", "\\unrestrict")
+_CREATE_DATABASE = re.compile(r"^\s*CREATE\s+DATABASE\b", re.IGNORECASE)
+_CREATED_DUMP = (" A dump made with pg_dump --create (-C) creates its own database and connects to it: "
+                 "make it without --create; elefast creates the database.")
 
 
 class SQLFileMigrator:
@@ -81,8 +84,10 @@ class SQLFileMigrator:
                     else:
                         _copy_in(connection, statement, data)
                 except Exception as error:
-                    raise MigrationError(f"{path.name} line {line} failed: {type(error).__name__}: "
-                                         f"{str(getattr(error, 'orig', error)).strip().splitlines()[0]}") from error
+                    reason = str(getattr(error, "orig", error)).strip().splitlines()[0].rstrip(".")
+                    hint = _CREATED_DUMP if _CREATE_DATABASE.match(_without_comments(statement)) else ""
+                    raise MigrationError(f"{path} line {line} failed: {type(error).__name__}: {reason}.{hint}") \
+                        from error
             connection.exec_driver_sql("RESET ALL")  # a dump's SET search_path = '' must not reach what runs next
 
     async def migrate_async(self, connection: Any) -> None:
@@ -106,6 +111,7 @@ def statements(source: str, name: str = "<sql>") -> Iterator[Tuple[int, str, Opt
             raise MigrationError(
                 f"{name} line {index}: the psql meta-command {command} cannot run over a database "
                 "connection. Remove it, or apply the file with psql in a migrator of your own."
+                + (_CREATED_DUMP if command in ("\\connect", "\\c") else "")
             )
         if between and line.strip() and not line.lstrip().startswith("--"):
             start = index

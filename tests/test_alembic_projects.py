@@ -17,7 +17,8 @@ from alembic.config import Config
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 
 from elefast import AsyncDatabaseServer, DatabaseServer
-from elefast.errors import MigrationError
+from elefast._fingerprints import identity
+from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras.alembic import AlembicMigrator
 from tests import support
 
@@ -66,16 +67,37 @@ run_migrations_online()
 MODELS = MetaData()
 Table("authors", MODELS, Column("id", Integer, primary_key=True), Column("name", String(40)))
 DRIFTED = MetaData()  # what the models say after someone added a column and forgot the migration
-Table("authors", DRIFTED, Column("id", Integer, primary_key=True), Column("name", String(40)),
+Table("authors", DRIFTED, Column("id", Integer, primary_key=True), Column("name", String(60)),
       Column("email", String(80)))
 
 
-def stock_project(root: Path) -> Path:
-    """``alembic init`` in ``root`` (generic template, unchanged) plus one revision; the ini's path."""
+def stock_project(root: Path, template: str = "generic") -> Path:
+    """``alembic init`` in ``root`` (unchanged) plus one revision; the ini's path."""
     ini = root / "alembic.ini"
     with contextlib.redirect_stdout(io.StringIO()):  # its "Generating ..." lines
-        command.init(Config(str(ini)), str(root / "migrations"))
+        command.init(Config(str(ini)), str(root / "migrations"), template=template)
     (root / "migrations" / "versions" / "a1_authors.py").write_text(REVISION)
+    return ini
+
+
+def packaged_project(root: Path, package: str) -> Path:
+    """Migrations shipped inside an installed package, as mlflow's are: ``<package>/store/db_migrations``
+    holds env.py and an alembic.ini whose script_location is relative to site-packages. The
+    ini's path; ``root / 'site'`` must be on sys.path."""
+    folder = root / "site" / package / "store" / "db_migrations"
+    folder.parent.mkdir(parents=True)
+    for init in (folder.parent.parent / "__init__.py", folder.parent / "__init__.py"):
+        init.write_text("")
+    scratch = root / "scratch.ini"
+    with contextlib.redirect_stdout(io.StringIO()):
+        command.init(Config(str(scratch)), str(folder))
+    (folder / "__init__.py").write_text("")
+    (folder / "versions" / "a1_authors.py").write_text(REVISION)
+    ini = folder / "alembic.ini"
+    lines = scratch.read_text().splitlines()  # alembic init's ini (logging sections: env.py reads them)
+    located = [f"script_location = {package}/store/db_migrations" if line.startswith("script_location")
+               else line for line in lines]
+    ini.write_text("\n".join(located) + "\n")
     return ini
 
 
@@ -121,6 +143,21 @@ class AlembicProjectTests(unittest.TestCase):
         self.assertNotIn("connection", config.attributes)  # the caller's Config is left as it was
         self.assertEqual(config.get_main_option("sqlalchemy.url"), "driver://user:pass@localhost/dbname")
 
+    def test_migrations_inside_an_installed_package(self):
+        """mlflow's shape: its ini (script_location relative to site-packages), 'package:folder', or the
+        package's dotted name, from any current directory."""
+        import sys
+
+        package = f"eftpkg_{self.prefix}"
+        ini = packaged_project(self.root, package)
+        sys.path.insert(0, str(self.root / "site"))
+        self.addCleanup(sys.path.remove, str(self.root / "site"))
+        self.addCleanup(lambda: [sys.modules.pop(n) for n in list(sys.modules) if n.startswith(package)])
+        for given in (ini, f"{package}.store:db_migrations", f"{package}.store.db_migrations"):
+            self.assertEqual(self.clone_once(AlembicMigrator(given)), ["seed"], given)
+        with self.assertRaisesRegex(ConfigurationError, "importable package holding env.py"):
+            AlembicMigrator(f"{package}.store.nosuch")
+
     def test_env_py_that_migrates_the_apps_own_database(self):
         """Ignoring the connection migrates the developer's database: the error names env.py, nothing kept."""
         ini = stock_project(self.root)
@@ -131,8 +168,9 @@ class AlembicProjectTests(unittest.TestCase):
         os.environ["EFT_APP_DATABASE_URL"] = psycopg_url(support.url_with(database=devdb))
         self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
         for _ in range(2):  # the next run says the same: the empty template was not kept
-            with self.assertRaises(MigrationError) as caught:
+            with self.assertLogs("elefast", logging.INFO) as logs, self.assertRaises(MigrationError) as caught:
                 self.clone_once(AlembicMigrator(ini))
+            self.assertFalse([line for line in logs.output if "reused" in line], logs.output)
             message = str(caught.exception)
             self.assertIn("went to another database", message)
             self.assertIn(str(self.root / "migrations" / "env.py"), message)
@@ -159,6 +197,20 @@ class AlembicProjectTests(unittest.TestCase):
         missing.write_text("[alembic]\nscript_location = no/such/place\n")
         with self.assertRaisesRegex(MigrationError, "Path doesn't exist.*absolute path"):
             self.clone_once(AlembicMigrator(missing))
+        with self.assertRaisesRegex(MigrationError, "No module named 'eft_no_such_pkg'.*sys.path"):
+            identity(AlembicMigrator("eft_no_such_pkg:migrations"))  # while fingerprinting, before any build
+        ini = stock_project(self.root)  # its env.py calls fileConfig() on an ini without logging sections
+        env_py = self.root / "migrations" / "env.py"
+        source = env_py.read_text()
+        env_py.write_text("from eft_no_such_app.models import Base\n" + source)  # run from the wrong folder
+        with self.assertRaisesRegex(MigrationError, "No module named 'eft_no_such_app'.*project's root"):
+            self.clone_once(AlembicMigrator(ini))
+        env_py.write_text(source)
+        no_logging = self.root / "no_logging.ini"
+        no_logging.write_text(f"[alembic]\nscript_location = {self.root / 'migrations'}\n")
+        with self.assertRaisesRegex(MigrationError, "fileConfig\\(\\) found no \\[formatters\\] section in .*"
+                                                    "no_logging.ini: copy the \\[loggers\\]"):
+            self.clone_once(AlembicMigrator(no_logging))
 
 
 class EnvPyAdviceTests(unittest.TestCase):
@@ -238,9 +290,32 @@ class MigrationsMatchModelsTests(unittest.TestCase):
         self.assertEqual(result.errors, [])
         self.assertEqual([test.id().rsplit(".", 1)[1] for test, _ in result.failures], ["test_drifted"])
         message = result.failures[0][1]
-        self.assertIn("1 differences", message)
-        self.assertIn("add_column: authors", message)
-        self.assertIn("email", message)
+        self.assertIn("2 differences", message)
+        self.assertIn("add_column: authors.email", message)
+        self.assertIn("modify_type: authors.name: type VARCHAR(40) in the migrations, VARCHAR(60) in the models",
+                      message)
+
+    def test_assert_migrations_match_on_the_async_mixin(self):
+        from elefast import AsyncPostgresTestCase
+
+        ini = self.ini
+
+        class Check(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase):
+            schema = AlembicMigrator(ini)
+            database_url = support.server_url()
+            database_prefix = self.prefix
+
+            async def test_matches(self):
+                self.assertMigrationsMatch(MODELS)
+
+            async def test_drifted(self):
+                self.assertMigrationsMatch(DRIFTED)
+
+        result = unittest.TestResult()
+        unittest.defaultTestLoader.loadTestsFromTestCase(Check).run(result)
+        self.assertEqual(result.errors, [])
+        self.assertEqual([test.id().rsplit(".", 1)[1] for test, _ in result.failures], ["test_drifted"])
+        self.assertIn("add_column: authors.email", result.failures[0][1])
 
     def test_check_command(self):
         command_line = ["-m", "elefast", "check", "--alembic", str(self.ini), "--url", support.server_url()]
@@ -271,6 +346,47 @@ class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
                 async with database.engine.connect() as connection:
                     names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
             await server.close()
+        self.assertEqual(names, ["seed"])
+
+    async def test_alembic_init_async_project_unchanged(self):
+        """``alembic init -t async``: its env.py calls asyncio.run(), which cannot run inside the async
+        server's loop; elefast gives it a thread of its own. On the sync server too."""
+        prefix = support.unique_prefix("alpa")
+        self.addCleanup(support.drop_templates, prefix)
+        with tempfile.TemporaryDirectory() as root:
+            ini = stock_project(Path(root), template="async")
+            self.assertIn("asyncio.run(run_async_migrations())", (Path(root) / "migrations" / "env.py").read_text())
+            server = AsyncDatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
+            async with await server.create_database(prefix=prefix) as database:
+                async with database.engine.connect() as connection:
+                    names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
+            await server.close()
+            self.assertEqual(names, ["seed"])
+            support.drop_templates(prefix)
+            sync_server = DatabaseServer(support.server_url(), schema=AlembicMigrator(ini))  # inside this loop
+            try:
+                with sync_server.create_database(prefix=prefix) as database:
+                    self.assertEqual(authors(database), ["seed"])
+            finally:
+                sync_server.close()
+
+    async def test_packaged_migrations_on_the_async_server(self):
+        import sys
+
+        prefix = support.unique_prefix("alpa")
+        self.addCleanup(support.drop_templates, prefix)
+        with tempfile.TemporaryDirectory() as root:
+            packaged_project(Path(root), f"eftapkg_{prefix}")
+            sys.path.insert(0, str(Path(root) / "site"))
+            try:
+                server = AsyncDatabaseServer(support.server_url(),
+                                             schema=AlembicMigrator(f"eftapkg_{prefix}.store.db_migrations"))
+                async with await server.create_database(prefix=prefix) as database:
+                    async with database.engine.connect() as connection:
+                        names = (await connection.execute(text("SELECT name FROM authors"))).scalars().all()
+                await server.close()
+            finally:
+                sys.path.remove(str(Path(root) / "site"))
         self.assertEqual(names, ["seed"])
 
     async def test_env_py_elsewhere_on_the_async_server(self):

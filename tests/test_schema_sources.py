@@ -65,7 +65,7 @@ def rows(database, sql):
         return [tuple(row) for row in connection.execute(text(sql))]
 
 
-def make_dump(path: Path, prefix: str) -> Path:
+def make_dump(path: Path, prefix: str, *options: str) -> Path:
     """A database with tables, awkward data and a function, dumped by the real pg_dump (plain format)."""
     source = f"{prefix}_src"
     support.execute(f'CREATE DATABASE "{source}"')
@@ -81,7 +81,7 @@ def make_dump(path: Path, prefix: str) -> Path:
                                        "VALUES (E'Tab\\there', E'line\\nbreak \\\\ slash')")
         engine.dispose()
         dump = path / "dump.sql"
-        subprocess.run(["pg_dump", "--dbname", support.libpq_dsn(url), "--file", str(dump)], check=True)
+        subprocess.run(["pg_dump", *options, "--dbname", support.libpq_dsn(url), "--file", str(dump)], check=True)
         return dump
     finally:
         support.execute(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
@@ -108,6 +108,21 @@ class SQLFileTests(unittest.TestCase):
         got = self.clone_rows(SQLFileMigrator(self.dir), 'SELECT shout("Full Name"), note FROM authors ORDER BY id')
         self.assertEqual(got, [("ANN!", "it's; fine"), ("BOB!", None)])
 
+    def test_several_files_in_the_order_given(self):
+        (self.dir / "a_data.sql").write_text(DATA)  # name order would put the data first
+        (self.dir / "z_tables.sql").write_text(TABLES)
+        migrator = SQLFileMigrator(self.dir / "z_tables.sql", str(self.dir / "a_data.sql"))
+        got = self.clone_rows(migrator, 'SELECT "Full Name" FROM authors ORDER BY id')
+        self.assertEqual(got, [("Ann",), ("Bob",)])
+        with self.assertRaisesRegex(MigrationError, r"a_data.sql line 1 failed: .*authors"):
+            self.clone_rows(SQLFileMigrator(self.dir / "a_data.sql", self.dir / "z_tables.sql"), "SELECT 1")
+
+    def test_a_pg_dump_made_with_create_says_to_drop_it(self):
+        dump = make_dump(self.dir, self.prefix, "--create")
+        with self.assertRaisesRegex(MigrationError, r"dump.sql line \d+ failed: .*CREATE DATABASE cannot run inside "
+                                                    r"a transaction block\. A dump made with pg_dump --create"):
+            self.clone_rows(SQLFileMigrator(dump), "SELECT 1")
+
     def test_a_changed_file_is_a_new_template(self):
         (self.dir / "schema.sql").write_text(TABLES)
         before = identity(SQLFileMigrator(self.dir / "schema.sql"))[0]
@@ -120,6 +135,9 @@ class SQLFileTests(unittest.TestCase):
         got = self.clone_rows(SQLFileMigrator(dump), 'SELECT "Full Name", note, shout(\'x\') FROM authors ORDER BY id')
         self.assertEqual(got, [("Ann", "it's; fine", "X!"), ("Bob", None, "X!"),
                                ("Tab\there", "line\nbreak \\ slash", "X!")])
+        insert = "INSERT INTO authors (\"Full Name\") VALUES ('new') RETURNING id"
+        next_id = self.clone_rows(SQLFileMigrator(dump), insert)
+        self.assertEqual(next_id, [(4,)])  # the dump's setval came along with its rows
 
     def test_psql_meta_commands_are_refused_with_their_line(self):
         (self.dir / "schema.sql").write_text("CREATE TABLE a (id int);\n\\connect other\nCREATE TABLE b (id int);\n")

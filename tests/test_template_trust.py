@@ -92,6 +92,43 @@ class FingerprintTests(unittest.TestCase):
         exec(source.format("SELECT 2"), namespace)
         self.assertNotEqual(identity(namespace["Changing"](metadata))[0], first)
 
+    def test_the_projects_helpers_the_code_calls_count(self):
+        """A seed_rows() helper (or seeds.add() of a project module) that migrate() calls: a change in
+        its code or in what it reads is a new template, not the stale one of the last run."""
+        import importlib.util
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="elefast-seeds-")
+        self.addCleanup(__import__("shutil").rmtree, folder)
+        source = ("class Helped(MetadataMigrator):\n"
+                  "    def migrate(self, connection):\n"
+                  "        super().migrate(connection)\n"
+                  "        seed_rows(connection)\n"
+                  "        seeds.add(connection)\n"
+                  "def seed_rows(connection):\n"
+                  "    more_rows(connection, {!r})\n"
+                  "def more_rows(connection, body):\n"
+                  "    connection.execute(notes.insert().values(body=body + SUFFIX))\n"
+                  "SUFFIX = {!r}\n")
+
+        def digest(seed, suffix, module_rows):
+            path = os.path.join(folder, f"seeds_{seed}_{suffix}_{module_rows}.py")
+            with open(path, "w") as file:
+                file.write(f"ROWS = {module_rows!r}\ndef add(connection):\n    return ROWS\n")
+            spec = importlib.util.spec_from_file_location("seeds", path)
+            seeds = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(seeds)
+            namespace = {"MetadataMigrator": MetadataMigrator, "notes": notes, "seeds": seeds}
+            exec(source.format(seed, suffix), namespace)
+            return identity(namespace["Helped"](metadata))[0]
+
+        first = digest("A", "!", 1)
+        self.assertIsNotNone(first)
+        self.assertEqual(digest("A", "!", 1), first)
+        self.assertNotEqual(digest("B", "!", 1), first)  # the helper's code
+        self.assertNotEqual(digest("A", "?", 1), first)  # a global the helper's helper reads
+        self.assertNotEqual(digest("A", "!", 2), first)  # a project module's value the code reads
+
     def test_unsafe_migrator_is_for_this_process_only(self):
         migrator = HoldsAnEngine(metadata)
         self.addCleanup(migrator.engine.dispose)
@@ -178,11 +215,14 @@ class TemplateTrustTests(unittest.TestCase):
         migrator.target = support.url_with(database=elsewhere)
         for _ in range(2):  # and the next run says the same: nothing was kept
             server = DatabaseServer(support.server_url(), schema=migrator)
-            with self.assertRaises(MigrationError) as caught:
+            with self.assertLogs("elefast", logging.INFO) as logs, self.assertRaises(MigrationError) as caught:
                 server.create_database(prefix=self.prefix)
             server.close()
+            self.assertFalse([line for line in logs.output if "reused" in line], logs.output)
             self.assertIn("lacks 1 of the metadata's tables (public.notes)", str(caught.exception))
             self.assertIn("on the connection it is given", str(caught.exception))
+            self.assertIn("went to another database", str(caught.exception))
+            self.assertIn("super().migrate(connection)", str(caught.exception))
             self.assertEqual(support.databases(self.prefix + "_tpl%"), [])
 
     def test_a_template_built_by_another_role_is_not_handed_out(self):
@@ -216,6 +256,39 @@ class AsyncTemplateTrustTests(unittest.IsolatedAsyncioTestCase):
                     rows = (await connection.execute(select(notes.c.body))).scalars().all()
                 self.assertEqual(rows, [seed + "!"])
             await server.close()
+
+    async def test_async_server_per_role_and_rebuild(self):
+        """The async server shares the sync one's naming: a CREATEDB role gets its own template (its
+        tables), and ELEFAST_REBUILD builds fresh and keeps nothing."""
+        prefix = support.unique_prefix("atrust")
+        self.addCleanup(support.drop_templates, prefix)
+
+        async def owner_and_rows(url):
+            server = AsyncDatabaseServer(url, schema=AsyncMetadataMigrator(metadata))
+            try:
+                async with await server.create_database(prefix=prefix) as database:
+                    async with database.engine.begin() as connection:
+                        await connection.execute(notes.insert().values(body="mine"))
+                        return (await connection.execute(text(
+                            "SELECT tableowner FROM pg_tables WHERE tablename = 'notes'"))).scalar()
+            finally:
+                await server.close()
+
+        self.assertEqual(await owner_and_rows(support.server_url()), "postgres")
+        with support.role(createdb=True) as role:
+            try:
+                self.assertEqual(await owner_and_rows(support.url_with(user=role)), role)
+                self.assertEqual(len(support.databases(prefix + "_tpl_%")), 2)
+            finally:
+                support.drop_templates(prefix)
+        self.assertEqual(await owner_and_rows(support.server_url()), "postgres")
+        shared = support.databases(prefix + "_tpl_%")
+        with mock.patch.dict(os.environ, {"ELEFAST_REBUILD": "1"}):
+            with self.assertLogs("elefast", logging.INFO) as logs:
+                await owner_and_rows(support.server_url())
+        self.assertTrue(any("ELEFAST_REBUILD" in line for line in logs.output), logs.output)
+        self.assertFalse(any("reused" in line for line in logs.output), logs.output)
+        self.assertEqual(support.databases(prefix + "_tpl_%"), shared)
 
     async def test_async_migrator_that_builds_elsewhere_fails(self):
         prefix = support.unique_prefix("atrust")

@@ -29,7 +29,6 @@ project the same branch works unchanged: elefast runs the migrations through
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 from contextlib import contextmanager
@@ -39,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Set, Union
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from elefast import _sql
+from elefast import _aio, _sql
 from elefast._engines import safe_url, sync_url
 from elefast._messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
+from elefast.extras._alembic_support import is_package_location, logging_kept, package_folder
 from elefast.extras._flask_migrate import flask_app_on
 from elefast.extras.alembic_check import migration_differences  # re-exported: part of this extra
 
@@ -76,10 +76,12 @@ class AlembicMigrator:
             ``pyproject.toml`` / ``alembic.toml`` holding a ``[tool.alembic]``
             table; an ``alembic.config.Config`` you made; or the migrations
             folder itself (the one holding ``env.py``, as Flask-Migrate's
-            ``migrations/``, whose ``alembic.ini`` has no ``script_location``), or
-            a ``package:folder`` script location. A relative ``script_location``
+            ``migrations/``, whose ``alembic.ini`` has no ``script_location``); a
+            ``package:folder`` script location; or an importable package holding
+            ``env.py`` (``mlflow.store.db_migrations``). A relative ``script_location``
             that does not exist from the current directory is looked up next to
-            the config file, so tests run from anywhere.
+            the config file and then beside each folder above it (mlflow's is
+            relative to site-packages), so tests run from anywhere.
         app: for Flask-Migrate: the Flask app, or a function that makes one (an app
             factory, called once). Its ``env.py`` runs unchanged inside the app's
             context, with Flask-SQLAlchemy's default engine standing in for the
@@ -92,7 +94,7 @@ class AlembicMigrator:
     as a :class:`~elefast.errors.MigrationError` with its cause and the fix.
     """
 
-    _elefast_fingerprinted = ("config_path", "_given", "_location", "_app", "_factory")
+    _elefast_fingerprinted = ("config_path", "_given", "_location", "_app", "_factory", "_env_url")
 
     def __init__(self, config_path: Union[os.PathLike[str], str, Config], *, app: Any = None) -> None:
         self._given: Optional[Config] = None
@@ -118,14 +120,20 @@ class AlembicMigrator:
             ini = path / "alembic.ini"
             self.config_path = ini.resolve() if ini.is_file() else None
             return
-        if not path.is_file() and _is_package_location(str(config_path)):
+        if not path.is_file() and is_package_location(str(config_path)):
             self._location, self.config_path = str(config_path), None
+            return
+        package = None if path.exists() else package_folder(str(config_path))
+        if package is not None:  # 'mlflow.store.db_migrations': an importable package holding env.py
+            self._location = str(package)
+            self.config_path = (package / "alembic.ini") if (package / "alembic.ini").is_file() else None
             return
         if not path.is_file():
             raise ConfigurationError(
                 f"The Alembic config {str(path)!r} does not exist (looked from {os.getcwd()!r}). "
                 "Pass the path of your alembic.ini (for example "
                 "AlembicMigrator(Path(__file__).parent / 'alembic.ini')), the migrations folder, "
+                "a 'package:folder' location, an importable package holding env.py, "
                 "or an alembic.config.Config."
             )
         self.config_path = path.resolve()
@@ -147,9 +155,11 @@ class AlembicMigrator:
             config.set_main_option("script_location", self._location)
         location = config.get_main_option("script_location")
         if location and self.config_path and not Path(location).is_absolute() and not Path(location).exists():
-            beside = self.config_path.parent / location
-            if beside.exists():
-                config.set_main_option("script_location", str(beside))
+            # beside the config, or (mlflow's, relative to site-packages) beside a folder it is in
+            for folder in self.config_path.parents:
+                if (folder / location / "env.py").is_file():
+                    config.set_main_option("script_location", str(folder / location))
+                    break
         return config
 
     def fingerprint(self) -> str:
@@ -184,9 +194,17 @@ class AlembicMigrator:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # for an env.py of alembic init's
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
-        try:
-            with _logging_kept(), _as_migration_error(self), flask_app_on(self.flask_app(), url):
+        def upgrade() -> None:
+            with logging_kept(), _as_migration_error(self), flask_app_on(self.flask_app(), url):
                 command.upgrade(config, "head")
+
+        try:
+            if _aio.loop_running() and not env_py_shares_connection(self.env_py_path()):
+                # an env.py that runs its own loop on sqlalchemy.url (alembic init -t async's asyncio.run)
+                # cannot inside this one (the async server's run_sync): a thread of its own can
+                _aio.in_a_thread(upgrade)
+            else:
+                upgrade()
         finally:
             after = config.get_main_option("sqlalchemy.url")  # env.py may have set its own
             self._env_url = None if after in (None, url) else safe_url(after)
@@ -265,12 +283,6 @@ def env_py_shares_connection(path: Optional[Path]) -> bool:
     return _READS_CONNECTION.search(source) is not None
 
 
-def _is_package_location(value: str) -> bool:
-    """``package:folder``, Alembic's form for migrations shipped inside a package."""
-    package, sep, folder = value.partition(":")
-    return bool(sep and folder and package.replace(".", "").replace("_", "").isalnum() and len(package) > 1)
-
-
 def _options(config: Config, names: tuple) -> Dict[str, Optional[str]]:  # type: ignore[type-arg]
     return {name: config.get_main_option(name) for name in names}
 
@@ -286,34 +298,6 @@ def _restore(config: Config, options: Dict[str, Optional[str]], attributes: Dict
 
 
 @contextmanager
-def _logging_kept() -> Iterator[None]:
-    """Undo what ``fileConfig`` in an ``env.py`` does to the test process's logging.
-
-    The ``env.py`` of ``alembic init`` calls ``logging.config.fileConfig``, which replaces the
-    root logger's handlers and disables every logger that exists: fine for the ``alembic``
-    command, not inside a test run. Every logger's level, handlers, propagation and state are
-    put back afterwards; loggers the migration created are reset to the defaults.
-    """
-    manager = logging.Logger.manager
-    root = logging.getLogger()
-    before = {id(logger) for logger in manager.loggerDict.values()}
-    saved = [(logger, logger.level, list(logger.handlers), logger.propagate, logger.disabled)
-             for logger in [root, *manager.loggerDict.values()] if isinstance(logger, logging.Logger)]
-    try:
-        yield
-    finally:
-        for logger, level, handlers, propagate, disabled in saved:
-            logger.setLevel(level)
-            logger.handlers[:] = handlers
-            logger.propagate, logger.disabled = propagate, disabled
-        for created in list(manager.loggerDict.values()):
-            if isinstance(created, logging.Logger) and id(created) not in before:
-                created.setLevel(logging.NOTSET)
-                created.handlers[:] = []
-                created.propagate, created.disabled = True, False
-
-
-@contextmanager
 def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
     """Alembic's own errors, and a failed connection from ``env.py``, as a MigrationError with the fix."""
     try:
@@ -321,7 +305,8 @@ def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
     except MigrationError:
         raise
     except CommandError as error:
-        raise MigrationError(f"Alembic could not run {migrator!r}: {error}. {_fix_for(str(error))}") from error
+        cause = str(error).strip().rstrip(".")
+        raise MigrationError(f"Alembic could not run {migrator!r}: {cause}. {_fix_for(cause)}") from error
     except Exception as error:
         revision = failed_revision(error)
         if revision is not None:
@@ -333,6 +318,18 @@ def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
                         f"the top of run_migrations_online():\n\n{SHARING_BRANCH}\n")
             raise MigrationError(
                 f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}{hint}"
+            ) from error
+        if isinstance(error, ImportError):
+            raise MigrationError(
+                f"Alembic could not run {migrator!r}: {type(error).__name__}: {first_line(error)}. A module that "
+                "env.py, a revision or the script location names cannot be imported from here: run the tests "
+                f"from the project's root, or put its folder on sys.path (PYTHONPATH; now {os.getcwd()!r})."
+            ) from error
+        if isinstance(error, KeyError) and error.args in (("formatters",), ("loggers",), ("handlers",)):
+            raise MigrationError(
+                f"env.py's logging.config.fileConfig() found no [{error.args[0]}] section in "
+                f"{migrator.config_path or 'the config'}: copy the [loggers], [handlers] and [formatters] "
+                "sections alembic init writes into it, or drop the fileConfig() call from env.py."
             ) from error
         if isinstance(error, RuntimeError) and "application context" in str(error):
             raise MigrationError(

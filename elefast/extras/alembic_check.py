@@ -41,6 +41,10 @@ def _describe(difference: Any) -> str:
     if isinstance(difference, list):
         return "; ".join(_describe(part) for part in difference)
     action, *rest = difference
+    if action.startswith("modify_") and len(rest) == 6:  # (schema, table, column, existing, old, new)
+        _, table, column, _, old, new = rest
+        what = action[len("modify_"):]
+        return f"{action}: {table}.{column}: {what} {old} in the migrations, {new} in the models"
     parts = []
     for item in rest:
         if item is None:
