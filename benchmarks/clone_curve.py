@@ -35,7 +35,8 @@ from typing import Any, Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-TEMPLATES = (("20 tables", 20, 0), ("300 tables", 300, 0), ("20 tables, ~100 MB", 20, 100), ("20 tables, ~1 GB", 20, None))
+TEMPLATES = (("20 tables", 20, 0), ("300 tables", 300, 0), ("20 tables, ~100 MB", 20, 100),
+             ("20 tables, ~1 GB", 20, None))
 
 
 def build(connection: Any, tables: int, megabytes: int) -> None:
@@ -192,7 +193,8 @@ def main() -> int:
         base: Dict[str, float] = {}
         for row in result["rows"]:
             base.setdefault(row["method"], row["clone_ms"])
-            print(f"| {label} (PostgreSQL {result['version'] // 10000}, {result['strategy']}) | {row['template']} | {row['mb']:.0f} | {row['method']} | "
+            server = f"{label} (PostgreSQL {result['version'] // 10000}, {result['strategy']})"
+            print(f"| {server} | {row['template']} | {row['mb']:.0f} | {row['method']} | "
                   f"{row['clone_ms']:.1f} | {row['drop_ms']:.1f} | {row['clone_ms'] / base[row['method']]:.2f}x |")
     return 0
 

@@ -70,6 +70,7 @@ class ServerCore:
         self._user_engine = user_engine
         self._connect_args = {} if _engines.is_admin(user_engine) else _engines.remember_connect_args(user_engine)
         self._strategy: Optional[str] = None  # "" once asked: the server's default
+        self._hstore: Optional[bool] = None  # does the schema's template have the hstore type?
         self._lock = threading.Lock()
         self._pool: Optional[ClonePool] = None
         self._local = threading.local()  # the pool workers' own admin connections
@@ -108,8 +109,15 @@ class ServerCore:
         return self.url.set(database=name)
 
     def engine_options(self, pooled: bool = True) -> Dict[str, Any]:
-        """``create_engine`` options for a created database: the user's engine's own."""
+        """``create_engine`` options for a created database: the user's engine's own.
+
+        Once a clone showed that the template has no ``hstore`` type, psycopg engines skip
+        looking it up (three round trips in each new engine's first connection, for an answer
+        every clone of the template shares); SQLAlchemy's ``HSTORE`` works either way.
+        """
         options = _engines.engine_options(self._user_engine, self._connect_args)
+        if self._hstore is False and self.url.get_driver_name() == "psycopg" and pooled:
+            options.setdefault("use_native_hstore", False)
         if not pooled:
             options = _engines.without_pool_sizes(options)
             options["poolclass"] = NullPool
@@ -265,10 +273,15 @@ class ServerCore:
 
     def _prepare(self, name: str) -> Any:
         try:
-            return self.kind.prepare(self.database_url(name), self.engine_options())
+            prepared = self.kind.prepare(self.database_url(name), self.engine_options())
         except DBAPIError as error:
             self.raise_if_full(error)
             raise
+        if self._hstore is None and isinstance(prepared, Engine):  # learnt from the first warm clone
+            found = getattr(prepared.dialect, "_has_native_hstore", None)
+            if isinstance(found, bool) and getattr(prepared.dialect, "use_native_hstore", False):
+                self._hstore = found
+        return prepared
 
     def take(self, template: Optional[str], prefix: str, encoding: str, ahead: bool = True) -> Tuple[str, Any]:
         """A fresh clone of ``template`` from the pool: (name, what ``EngineKind.prepare`` made)."""

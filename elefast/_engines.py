@@ -196,6 +196,8 @@ def engine_options(engine: Engine, connect_args: Optional[Dict[str, Any]]) -> Di
         value = getattr(engine.dialect, f"_{name}", None)
         if value is not None:
             options[name] = value
+    if getattr(engine.dialect, "use_native_hstore", True) is False:
+        options["use_native_hstore"] = False
     if connect_args:
         options["connect_args"] = dict(connect_args)
     return options
