@@ -46,8 +46,24 @@ class First(PostgresTestCase, unittest.TestCase):
         elapsed = time.time() - float(os.environ["BENCH_T0"])
         print("FIRST", elapsed, flush=True)
 
+    def tearDown(self):
+        print("LAST_AT", time.time(), flush=True)  # the process should be gone soon after
+
 unittest.main(argv=["x"], exit=False, verbosity=0)
 """
+
+#: The same first test on a 20-table schema whose template a previous run kept.
+FIRST_TEST_SCHEMA = FIRST_TEST.replace("""class First(PostgresTestCase, unittest.TestCase):
+""", """import sqlalchemy as sa
+from elefast import MetadataMigrator
+metadata = sa.MetaData()
+for number in range(20):
+    sa.Table(f"t{{number:02d}}", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("name", sa.String(100), index=True), sa.Column("value", sa.Integer))
+
+class First(PostgresTestCase, unittest.TestCase):
+    schema = MetadataMigrator(metadata)
+""")
 
 FLOOR = """
 import os, time
@@ -103,14 +119,23 @@ def _alive(pid: int) -> bool:
         return True
 
 
+EXITS: List[float] = []  # seconds from the end of a first_test() run's test to its process's end
+
+
 def first_test(env: Dict[str, str], code: str = FIRST_TEST) -> float:
     env = dict(env, BENCH_T0=repr(time.time()))
     out = subprocess.run([sys.executable, "-c", code.format(root=str(ROOT))], env=env,
                          capture_output=True, text=True, timeout=120)
+    ended = time.time()
+    first = None
     for line in out.stdout.splitlines():
         if line.startswith("FIRST"):
-            return float(line.split()[1])
-    raise RuntimeError(out.stderr[-2000:])
+            first = float(line.split()[1])
+        elif line.startswith("LAST_AT"):
+            EXITS.append(ended - float(line.split()[1]))
+    if first is None:
+        raise RuntimeError(out.stderr[-2000:])
+    return first
 
 
 def client(env: Dict[str, str], seconds: float = 0) -> subprocess.Popen[str]:
@@ -118,9 +143,14 @@ def client(env: Dict[str, str], seconds: float = 0) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def row(name: str, values: List[float], target: str) -> str:
+FLOOR_MS: List[float] = []  # the floor's median, once measured: rows print their distance to it
+
+
+def row(name: str, values: List[float], target: str, over_floor: bool = False) -> str:
     ms = [v * 1000 for v in values]
-    return (f"| {name} | {statistics.median(ms):.0f} | {min(ms):.0f} | {max(ms):.0f} | {len(ms)} | {target} |")
+    over = f"+{statistics.median(ms) - FLOOR_MS[0]:.0f}" if over_floor and FLOOR_MS else ""
+    return (f"| {name} | {statistics.median(ms):.0f} | {over} | {min(ms):.0f} | {max(ms):.0f} | {len(ms)} | "
+            f"{target} |")
 
 
 def docker_rows(repeat: int) -> List[str]:
@@ -129,7 +159,7 @@ def docker_rows(repeat: int) -> List[str]:
 
         from elefast.extras.docker import Configuration, Container, postgres
     except ImportError:
-        return ["| docker | skipped: the docker extra is not installed | | | | |"]
+        return ["| docker | skipped: the docker extra is not installed | | | | | |"]
     host = os.environ.get("DOCKER_HOST") or "unix:///var/tmp/elefast-test-docker/docker.sock"
     try:
         client_ = docker.DockerClient(base_url=host, timeout=5)
@@ -137,7 +167,7 @@ def docker_rows(repeat: int) -> List[str]:
         client_.images.get("postgres:elefast-test")
     except Exception as error:
         reason = f"{type(error).__name__} (start an engine; build the image with the tests)"
-        return [f"| docker | skipped: {reason} | | | | |"]
+        return [f"| docker | skipped: {reason} | | | | | |"]
     config = Configuration(container=Container(name="elefast-bench", version="elefast-test"))
     fresh, reused = [], []
     for _ in range(repeat):
@@ -166,7 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = base / "run"
     run_dir.mkdir(mode=0o711)
     env = env_for(run_dir, cache)
-    results: Dict[str, List[float]] = {k: [] for k in ("floor", "ready", "ensure", "cold", "warm", "hot", "kill")}
+    results: Dict[str, List[float]] = {k: [] for k in ("floor", "ready", "ensure", "cold", "warm", "warm_schema",
+                                                       "hot", "kill")}
     try:
         for _ in range(args.repeat):
             shutil.rmtree(cache, ignore_errors=True)
@@ -176,6 +207,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             results["cold"].append(first_test(env))
             wait_stopped(run_dir)
             results["warm"].append(first_test(env))
+            wait_stopped(run_dir)
+            first_test(env, FIRST_TEST_SCHEMA)  # builds (or finds) the template, then the server stops
+            wait_stopped(run_dir)
+            results["warm_schema"].append(first_test(env, FIRST_TEST_SCHEMA))
             wait_stopped(run_dir)
             process = client(env)
             info = json.loads(process.stdout.readline())
@@ -196,14 +231,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         binaries = find_binaries()
         print(f"PostgreSQL {'.'.join(map(str, binaries.version))} from {binaries.bindir}; "
               f"run directory on {base.parent}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs\n")
-        print("| measurement | median ms | min | max | runs | target ms |")
-        print("| --- | ---: | ---: | ---: | ---: | --- |")
+        print("| measurement | median ms | over the floor | min | max | runs | target ms |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
         print(row("floor: start Python, import unittest, sqlalchemy.orm, psycopg", results["floor"], ""))
+        FLOOR_MS.append(statistics.median(results["floor"]) * 1000)
         print(row("postgres ready (kept data dir, tmpfs)", results["ready"], "<= 150"))
         print(row("ensure_local_server (server stopped)", results["ensure"], ""))
-        print(row("first test, cold (no cache: initdb)", results["cold"], "<= 1500"))
-        print(row("first test, warm (data dir kept)", results["warm"], "<= 500"))
-        print(row("first test, hot (server running)", results["hot"], ""))
+        print(row("first test, cold (no cache: initdb)", results["cold"], "<= 1500", True))
+        print(row("first test, warm (data dir kept)", results["warm"], "floor + 150", True))
+        print(row("first test, warm, 20-table schema (template kept)", results["warm_schema"], "floor + 150", True))
+        print(row("first test, hot (server running)", results["hot"], "", True))
+        print(row("process gone after its last test", EXITS, "<= 300"))
         print(row("postgres gone after client SIGKILL", results["kill"], "<= 5000"))
         for line in docker_rows(args.repeat):
             print(line)

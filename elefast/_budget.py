@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from sqlalchemy import event
 
@@ -76,15 +77,16 @@ def go_lean() -> None:
 
 
 @contextlib.contextmanager
-def not_waiting() -> Iterator[None]:
+def not_waiting(connect_timeout: Optional[float] = None) -> Iterator[None]:
     """Within this block, this thread's connections fail at once on a full server (readiness has
-    its own timeout and its own message)."""
-    before = getattr(_here, "impatient", False)
-    _here.impatient = True
+    its own timeout and its own message); with ``connect_timeout``, psycopg connections that set
+    none give up after that many seconds (a readiness attempt's share of its timeout)."""
+    before = getattr(_here, "impatient", False), getattr(_here, "connect_timeout", None)
+    _here.impatient, _here.connect_timeout = True, connect_timeout
     try:
         yield
     finally:
-        _here.impatient = before
+        _here.impatient, _here.connect_timeout = before
 
 
 def wait_when_full(engine: E) -> E:
@@ -93,6 +95,9 @@ def wait_when_full(engine: E) -> E:
     is_async = bool(getattr(target.dialect, "is_async", False))
 
     def connect(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> Any:
+        bound = getattr(_here, "connect_timeout", None)
+        if bound and not is_async and dialect.driver == "psycopg" and "connect_timeout" not in cparams:
+            cparams = dict(cparams, connect_timeout=max(1, math.ceil(bound)))
         deadline = time.monotonic() + full_wait()
         pause = 0.02
         while True:

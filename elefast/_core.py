@@ -72,6 +72,7 @@ class ServerCore:
         self._strategy: Optional[str] = None  # "" once asked: the server's default
         self._hstore: Optional[bool] = None  # does the schema's template have the hstore type?
         self._lock = threading.Lock()
+        self._strategy_lock = threading.Lock()
         self._pool: Optional[ClonePool] = None
         self._local = threading.local()  # the pool workers' own admin connections
         self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
@@ -90,6 +91,7 @@ class ServerCore:
     def reset_after_fork(self) -> None:
         """A forked child owns nothing of its parent's: no pool, no connections, no held lock."""
         self._lock = threading.Lock()
+        self._strategy_lock = threading.Lock()
         leave_to_parent(self._pool)
         self._pool = None
         self._local = threading.local()
@@ -213,15 +215,24 @@ class ServerCore:
             logger.info("elefast swept %d orphaned databases", len(dropped))
         return dropped
 
-    def strategy(self) -> Optional[str]:
-        """``CREATE DATABASE ... STRATEGY`` for clones, measured best for this server (or None)."""
+    def strategy(self, connection: Optional[Connection] = None) -> Optional[str]:
+        """``CREATE DATABASE ... STRATEGY`` for clones, measured best for this server (or None);
+        asked once, on ``connection`` if given, else on a connection of its own."""
+        with self._strategy_lock:  # asked once, not by every pool thread at once
+            if self._strategy is None:
+                if connection is not None:
+                    self._learn_strategy(connection)
+                else:
+                    with self.connect() as own:
+                        self._learn_strategy(own)
+            return self._strategy or None
+
+    def _learn_strategy(self, connection: Connection) -> None:
         if self._strategy is None:
-            with self.connect() as connection:
-                fsync, version, copy_method = connection.execute(text(_sql.SERVER_SETTINGS)).one()
+            fsync, version, copy_method = connection.execute(text(_sql.SERVER_SETTINGS)).one()
             strategy = _sql.choose_strategy(int(version), str(fsync), str(copy_method))
             logger.info("%s (%s)", _messages.describe_strategy(strategy, str(copy_method)), _engines.safe_url(self.url))
             self._strategy = strategy or ""
-        return self._strategy or None
 
     def on_admin(self, work: Callable[[Connection], Any], long_lived: bool = False) -> None:
         """Run ``work`` on a fresh admin connection, or on this thread's long-lived one.

@@ -162,6 +162,17 @@ def is_admin(engine: Engine) -> bool:
     return bool(getattr(engine, _ADMIN_ENGINE_MARK, False))
 
 
+def load_dialect(is_async: bool) -> None:
+    """Import SQLAlchemy's PostgreSQL dialect for the default driver (~20 ms, paid once per process)."""
+    try:
+        if is_async:
+            import sqlalchemy.dialects.postgresql.asyncpg
+        else:
+            import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+    except ImportError:  # a missing driver is reported with its fix where the engine is made
+        pass
+
+
 def engine_options(engine: Engine, connect_args: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """``create_engine`` keyword arguments reproducing a user's engine's options.
 

@@ -91,6 +91,7 @@ class Templates:
             slot = self._build(_sql.template_name(prefix), encoding, None)
         else:
             with core.connect() as connection:
+                core.strategy(connection)  # asked here, on a connection open anyway, before the first clone
                 name = shared_name(connection, prefix, encoding, fingerprint)
                 slot = _when_ready(connection, name) or self._build_locked(connection, name, prefix, encoding,
                                                                              fingerprint)

@@ -84,6 +84,7 @@ class ClonePool:
         self._busy = 0
         self._threads: List[threading.Thread] = []
         self._making: Dict[PoolKey, int] = {}
+        self._direct = 0  # clones callers are making themselves: the makers wait, not compete
         self._stopping = False
         self._pid = os.getpid()
         self.stats = {"taken_ready": 0, "taken_direct": 0, "created": 0, "dropped": 0, "errors": 0}
@@ -118,8 +119,14 @@ class ClonePool:
                 if not self._making.get(key) or self._stopping or time.monotonic() > deadline:
                     break
                 self._cond.wait(0.5)
-        self.stats["taken_direct"] += 1
-        return self._make(template, prefix, encoding)
+            self.stats["taken_direct"] += 1
+            self._direct += 1  # the first test's clone is made alone, not beside the pool's first two
+        try:
+            return self._make(template, prefix, encoding)
+        finally:
+            with self._cond:
+                self._direct -= 1
+                self._cond.notify_all()
 
     def _make(self, template: Optional[str], prefix: str, encoding: str) -> Tuple[str, Any]:
         name = _sql.database_name(prefix)
@@ -195,7 +202,7 @@ class ClonePool:
     def _next_job(self, role: str) -> Optional[Tuple[str, Any]]:
         """Under the lock: the next job for ``role``, or None when stopping."""
         while not self._stopping:
-            if role == "create":
+            if role == "create" and not self._direct:
                 def have(key: PoolKey) -> int:
                     return len(self._ready.get(key, ())) + self._making.get(key, 0)
 

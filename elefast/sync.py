@@ -14,7 +14,6 @@ its public face for sync code.
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import AbstractContextManager
 from typing import Any, Callable, List, Optional, Union
@@ -169,16 +168,11 @@ class DatabaseServer(ServerBase[Engine]):
                 time.sleep(attempts.failed(error))
 
     def _probe(self, seconds: float) -> None:
-        probe = self._engine
-        if _engines.is_admin(probe) and "connect_timeout" not in self.url.query:  # bound each attempt
-            probe = create_engine(self.url, poolclass=NullPool,
-                                  connect_args={"connect_timeout": max(1, math.ceil(seconds))})
-        try:
-            with not_waiting(), probe.connect() as connection:  # readiness keeps its own timeout
-                connection.execute(text(_sql.SELECT_ONE))
-        finally:
-            if probe is not self._engine:
-                probe.dispose()
+        # Each attempt bounded by its share of the timeout; on elefast's own engine, so the
+        # dialect's first-connect queries run once, not again for the admin work that follows.
+        bound = seconds if _engines.is_admin(self._engine) and "connect_timeout" not in self.url.query else None
+        with not_waiting(connect_timeout=bound), self._engine.connect() as connection:
+            connection.execute(text(_sql.SELECT_ONE))
 
     def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *, keep: bool = False) -> Database:
         """Create a fresh database with the schema applied and return it.

@@ -120,7 +120,9 @@ class _Settings:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        ClassConfig.of(cls, is_async=cls._elefast_is_async)  # a bad attribute fails here, with the fix
+        config = ClassConfig.of(cls, is_async=cls._elefast_is_async)  # a bad attribute fails here, with the fix
+        if issubclass(cls, unittest.TestCase):  # a test class, not a mixin: its server may start now
+            provision.prestart(config.database_url)
 
     @classmethod
     def setUpTestData(cls, connection: Any) -> None:
@@ -171,6 +173,7 @@ class _Settings:
     def _elefast_server_url(cls, config: ClassConfig) -> URL:
         """Where the class's server is (see :mod:`elefast.provision`), with a driver of the right kind."""
         is_async = cls._elefast_is_async
+        _engines.load_dialect(is_async)  # while a prestarted local server comes up, not after it
         found = provision.resolve(config.database_url, is_async=is_async, timeout=max(config.connect_timeout, 30))
         return _engines.parse_url(found, is_async=is_async, swap_kind=True)
 

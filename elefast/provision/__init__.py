@@ -23,7 +23,7 @@ from elefast.errors import ServerNotConfiguredError
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
-__all__ = ["ENV_SERVER", "ENV_URL", "resolve"]
+__all__ = ["ENV_SERVER", "ENV_URL", "prestart", "resolve"]
 
 #: The environment variable holding the URL of an existing server.
 ENV_URL = "ELEFAST_DATABASE_URL"
@@ -93,6 +93,17 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         f"(or install PostgreSQL's server package). {_indent(local_problem)}\n"
         f"  3. use {_DOCKER_HELP}. {_indent(docker_problem)}"
     )
+
+
+def prestart(database_url: Optional[Union[str, URL]] = None) -> None:
+    """Start the local server in the background if :func:`resolve` would start it for a class
+    whose ``database_url`` is given (no URL configured, ``ELEFAST_SERVER`` unset or ``local``)."""
+    way = os.environ.get(ENV_SERVER, "").strip().lower()
+    if way not in ("", "local") or (way == "" and (database_url or os.environ.get(ENV_URL, "").strip())):
+        return
+    from elefast.provision.local import prestart as start_in_background
+
+    start_in_background()
 
 
 _SAID: Set[str] = set()

@@ -14,13 +14,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from elefast.errors import BinariesNotFoundError
 
@@ -86,10 +87,53 @@ def _has_server(directory: Path) -> bool:
     return (directory / f"initdb{_EXE}").is_file() and (directory / f"postgres{_EXE}").is_file()
 
 
-def _version(postgres: Path) -> Optional[Tuple[int, ...]]:
+def _memo_file() -> Path:
+    from elefast.provision.layout import cache_dir  # layout imports this module
+
+    return cache_dir() / "programs.json"
+
+
+def _program_output(program: Path, argument: str) -> Optional[str]:
+    """What ``program argument`` prints, remembered across runs while the program file is unchanged.
+
+    Running ``pg_config --bindir`` and ``postgres --version`` costs ~10 ms at every test process's
+    start; the answer is kept in the cache directory under the program's path, size and mtime,
+    so an upgraded installation is asked again. Memo problems only mean asking again.
+    """
     try:
-        out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, timeout=20).stdout
+        stat = program.stat()
+    except OSError:
+        return None
+    key = f"{program.resolve()}|{argument}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo: Dict[str, str] = {}
+    try:
+        memo = json.loads(_memo_file().read_text())
+        if key in memo:
+            return memo[key]
+    except (OSError, ValueError, TypeError):
+        memo = {}
+    try:
+        out = subprocess.run([str(program), argument], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    try:
+        memo = {k: v for k, v in memo.items() if not k.startswith(f"{program.resolve()}|{argument}|")}
+        memo[key] = out.stdout
+        target = _memo_file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(memo))
+        os.replace(temporary, target)
+    except OSError:
+        pass
+    return out.stdout
+
+
+def _version(postgres: Path) -> Optional[Tuple[int, ...]]:
+    out = _program_output(postgres, "--version")
+    if out is None:
         return None
     match = re.search(r"(\d+)(?:\.(\d+))?", out)
     if not match:
@@ -122,11 +166,8 @@ def candidates() -> List[Tuple[str, Optional[Path]]]:
     pg_config = shutil.which("pg_config")
     bindir: Optional[Path] = None
     if pg_config:
-        try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=20)
-            bindir = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-        except (OSError, subprocess.SubprocessError):
-            bindir = None
+        out = _program_output(Path(pg_config), "--bindir")
+        bindir = Path(out.strip()) if out and out.strip() else None
     found.append(("pg_config --bindir" + (f" ({bindir})" if bindir else " (no pg_config)"), bindir))
     initdb = shutil.which(f"initdb{_EXE}")
     found.append(("PATH" + (f" ({Path(initdb).parent})" if initdb else " (no initdb on it)"),

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -151,6 +152,41 @@ def _log_tail(layout: Layout, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
+#: One caller at a time in this process (the prestart thread and a class's set-up).
+_ENSURING = threading.Lock()
+_PRESTART: Dict[str, Any] = {}
+
+
+def _after_fork_in_child() -> None:
+    global _ENSURING
+    _ENSURING = threading.Lock()  # a lock the parent's prestart thread held is not ours
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def prestart() -> None:
+    """Start (or join) the local server in a background thread, once per process.
+
+    Called when a test class that will use the local server is created, while Python is
+    still importing the rest of the suite: the server's start (tens of ms) overlaps that
+    work instead of following it. What goes wrong here is raised again, with its message,
+    by the class's own :func:`ensure_local_server` call.
+    """
+    if _PRESTART.get("pid") == os.getpid():
+        return
+    _PRESTART["pid"] = os.getpid()
+
+    def run() -> None:
+        try:
+            ensure_local_server()
+        except Exception:
+            pass  # the class's set-up asks again and says what is wrong
+
+    threading.Thread(target=run, name="elefast-prestart", daemon=True).start()
+
+
 def ensure_local_server(timeout: float = 60, driver: str = "psycopg",
                         binaries: Optional[Binaries] = None) -> URL:
     """Start or join the local server and lease it for this process; return its URL.
@@ -159,6 +195,11 @@ def ensure_local_server(timeout: float = 60, driver: str = "psycopg",
     PostgreSQL binaries exist, and :class:`LocalServerError` (quoting the
     server's log) when the server does not start within ``timeout``.
     """
+    with _ENSURING:
+        return _ensure_local_server(timeout, driver, binaries)
+
+
+def _ensure_local_server(timeout: float, driver: str, binaries: Optional[Binaries]) -> URL:
     cached = _CACHED.get("state")
     if cached is not None and _CACHED.get("pid") == os.getpid() and _alive(cached):
         return _url(cached, driver)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -146,6 +145,8 @@ def prepare_data(layout: Layout) -> Optional[Path]:
     if fresh.exists():
         shutil.rmtree(fresh)
     _own(fresh, user, 0o700)
+    import secrets  # only for a fresh initdb: not on the warm path
+
     password = secrets.token_urlsafe(18)
     pwfile = layout.run_dir / "initdb.pw"
     pwfile.write_text(password + "\n")
