@@ -40,9 +40,13 @@ lint: install  ## ruff
 typecheck: install  ## mypy (strict)
 	$(PY) -m mypy
 
-bench: install  ## The speed benchmark: six ways to isolate tests, side by side (a few minutes)
+bench: install  ## Every speed figure in one run, each beside its physical limit (~20 minutes)
 	$(PY) -m pip install --quiet --disable-pip-version-check pytest-postgresql
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/bench.py
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/throughput.py
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
+	$(PY) benchmarks/app_engines.py
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/clone_curve.py --svg docs/pages/img/per-test-cost.svg
 
 bench-startup: install  ## Time the no-setup server: local server start, first test, Docker
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py

@@ -13,7 +13,11 @@ Servers, each a throwaway server started by elefast in a child process (its own 
 - ``xfs-copy``: the same server and templates, ``SET file_copy_method = copy`` in the session:
   what the same filesystem costs without reflinks.
 
-    python benchmarks/clone_curve.py [--clones 7] [--gigabyte-mb 1024] [--servers tmpfs,xfs]
+Beside each template, transaction mode's per-test cost on one clone of it (``BEGIN``, an insert,
+``ROLLBACK``, as a test in that mode does): it does not grow with the template. ``--svg PATH``
+draws the table as a chart (log scale), which the docs site shows.
+
+    python benchmarks/clone_curve.py [--clones 7] [--gigabyte-mb 1024] [--servers tmpfs,xfs] [--svg PATH]
 
 A server that cannot be had here is listed with the reason, not silently left out.
 """
@@ -51,6 +55,25 @@ def build(connection: Any, tables: int, megabytes: int) -> None:
             connection.execute(f"INSERT INTO t{number:03d} (name, value, note) SELECT md5(g::text), g, "
                                f"repeat('x', 160) FROM generate_series(1, {rows}) g")
     connection.execute("VACUUM (FREEZE, ANALYZE)")
+
+
+def transaction_ms(admin: Any, params: Dict[str, Any], template: str, clause: str, tests: int = 50) -> float:
+    """Median ms of one transaction-mode test's database work on a clone of ``template``."""
+    import psycopg
+
+    name = f"curve_tx_{os.getpid()}"
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{clause}')
+    try:
+        times = []
+        with psycopg.connect(dbname=name, **params) as connection:
+            for _ in range(tests):
+                started = time.perf_counter()
+                connection.execute("INSERT INTO t000 (name, value) VALUES ('x', 1)")
+                connection.rollback()
+                times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def child(args: argparse.Namespace) -> int:
@@ -94,7 +117,8 @@ def child(args: argparse.Namespace) -> int:
                     admin.execute(f'DROP DATABASE "{name}"')
                     drops.append(time.perf_counter() - started)
                 rows.append({"template": label, "mb": size / 1e6, "method": copy_method or "-",
-                             "clone_ms": statistics.median(clones) * 1000, "drop_ms": statistics.median(drops) * 1000})
+                             "clone_ms": statistics.median(clones) * 1000, "drop_ms": statistics.median(drops) * 1000,
+                             "transaction_ms": transaction_ms(admin, params, template, clause)})
         finally:
             admin.execute(f'ALTER DATABASE "{template}" WITH IS_TEMPLATE false')
             admin.execute(f'DROP DATABASE "{template}"')
@@ -167,6 +191,7 @@ def main() -> int:
     parser.add_argument("--clones", type=int, default=7)
     parser.add_argument("--gigabyte-mb", type=int, default=1024, help="size of the largest template's rows")
     parser.add_argument("--servers", default="tmpfs,xfs")
+    parser.add_argument("--svg", help="also draw the chart into this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -184,19 +209,79 @@ def main() -> int:
                 results.append(("PostgreSQL 18, loop-mounted XFS", run_child(
                     {"ELEFAST_POSTGRES_BINDIR": str(wheel_bindir()), "ELEFAST_DATA_DIR": str(mount / "data")}, args)))
     print(f"# clone cost by template size ({args.clones} clones each, medians)\n")
-    print("| server | template | size MB | file_copy_method | clone ms | drop ms | clone vs 20 tables |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: |")
+    print("| server | template | size MB | file_copy_method | clone ms | drop ms | clone vs 20 tables | "
+          "transaction mode ms/test |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
     for label, result in results:
         if "error" in result:
-            print(f"| {label} | not measured: {result['error']} | | | | | |")
+            print(f"| {label} | not measured: {result['error']} | | | | | | |")
             continue
         base: Dict[str, float] = {}
         for row in result["rows"]:
             base.setdefault(row["method"], row["clone_ms"])
             server = f"{label} (PostgreSQL {result['version'] // 10000}, {result['strategy']})"
             print(f"| {server} | {row['template']} | {row['mb']:.0f} | {row['method']} | "
-                  f"{row['clone_ms']:.1f} | {row['drop_ms']:.1f} | {row['clone_ms'] / base[row['method']]:.2f}x |")
+                  f"{row['clone_ms']:.1f} | {row['drop_ms']:.1f} | {row['clone_ms'] / base[row['method']]:.2f}x | "
+                  f"{row['transaction_ms']:.2f} |")
+    if args.svg:
+        Path(args.svg).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.svg).write_text(chart(results))
+        print(f"\nchart: {args.svg}")
     return 0
+
+
+def chart(results: List[tuple]) -> str:
+    """An SVG of per-test database cost by mode and template size (horizontal bars, log scale)."""
+    import math
+
+    series = []  # (label, colour, {template: ms})
+    colours = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c"]
+    for label, result in results:
+        if "error" in result:
+            continue
+        major = result["version"] // 10000
+        for method in dict.fromkeys(row["method"] for row in result["rows"]):
+            how = {"clone": "reflink clone", "copy": "copy", "-": "copy"}[method]
+            values = {row["template"]: row["clone_ms"] + row["drop_ms"] for row in result["rows"]
+                      if row["method"] == method}
+            series.append((f"database mode, PostgreSQL {major}, {label.split(', ')[-1]}: {how}",
+                           colours[len(series) % len(colours)], values))
+    transaction = {row["template"]: row["transaction_ms"] for _, r in results if "rows" in r for row in r["rows"]}
+    series.append(("transaction mode (one clone per class)", "#7f7f7f", transaction))
+    templates = [label for label, _, _ in TEMPLATES]
+    low, high = 0.1, 10 ** math.ceil(math.log10(max(max(v.values()) for _, _, v in series if v)))
+    width, left, bar, gap = 860, 170, 14, 16
+    height = 60 + len(templates) * (len(series) * bar + gap) + 20 * len(series) + 30
+
+    def x(ms: float) -> float:
+        return left + (width - left - 60) * (math.log10(max(ms, low)) - math.log10(low)) / (
+            math.log10(high) - math.log10(low))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<text x="{left}" y="20" font-size="14" font-weight="bold">Per-test database cost by template size '
+           f'(ms, log scale; database mode: clone + drop)</text>']
+    tick = low
+    while tick <= high:
+        out.append(f'<line x1="{x(tick):.1f}" y1="30" x2="{x(tick):.1f}" y2="{height - 20 * len(series) - 30}" '
+                   f'stroke="#ddd"/><text x="{x(tick):.1f}" y="42" text-anchor="middle" fill="#555">{tick:g}</text>')
+        tick *= 10
+    y = 55
+    for template in templates:
+        out.append(f'<text x="{left - 8}" y="{y + len(series) * bar / 2 + 4:.0f}" text-anchor="end">{template}</text>')
+        for _, colour, values in series:
+            if template in values:
+                ms = values[template]
+                out.append(f'<rect x="{left}" y="{y}" width="{x(ms) - left:.1f}" height="{bar - 2}" fill="{colour}"/>'
+                           f'<text x="{x(ms) + 4:.1f}" y="{y + bar - 4}" fill="#333">{ms:.1f}</text>')
+            y += bar
+        y += gap
+    for label, colour, _ in series:
+        out.append(f'<rect x="{left}" y="{y}" width="12" height="12" fill="{colour}"/>'
+                   f'<text x="{left + 18}" y="{y + 10}">{label}</text>')
+        y += 20
+    out.append("</svg>")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from sqlalchemy import event
 from elefast import _sql
 from elefast._logging import logger
 
-__all__ = ["FULL_WAIT", "go_lean", "is_lean", "not_waiting", "on_lean", "wait_when_full"]
+__all__ = ["FULL_WAIT", "NORMAL_NEED", "go_lean", "is_lean", "not_waiting", "on_lean", "plan", "wait_when_full"]
 
 #: Seconds a connection waits for a free slot on a full server before the error
 #: (``ELEFAST_FULL_WAIT`` overrides it).
@@ -61,14 +61,43 @@ def on_lean(callback: Callable[[], None]) -> None:
         _listeners.append(callback)
 
 
-def go_lean() -> None:
+#: Connections one process holds at most in the normal mode: its ownership connection, two pool
+#: makers and a dropper, two ready clones, and a test's two connections.
+NORMAL_NEED = 8
+
+
+def plan(max_connections: int, reserved: int, others: int, elefast_processes: int) -> None:
+    """Size this process's connections from the server's numbers, before it holds any.
+
+    ``others`` are the client connections that are not elefast's admin connections; the
+    processes sharing what is left are the elefast processes connected now, or the worker
+    count a runner announces (pytest-xdist's ``PYTEST_XDIST_WORKER_COUNT``), whichever is
+    larger. When a share is below :data:`NORMAL_NEED`, the process goes lean at once instead
+    of after its first refusal: one pool thread, one clone ahead, connections held only
+    while used.
+    """
+    import os
+
+    try:
+        announced = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    except ValueError:
+        announced = 0
+    processes = max(1, elefast_processes, announced)
+    free = max_connections - reserved - others
+    if free // processes < NORMAL_NEED:
+        go_lean(f"{free} connections of max_connections = {max_connections} are free for {processes} test "
+                f"processes, fewer than the {NORMAL_NEED} each would hold")
+
+
+def go_lean(reason: str = "the server is full") -> None:
     """Hold connections only while they are used, from now on in this process."""
     with _listeners_lock:
         if _lean.is_set():
             return
         _lean.set()
         callbacks = list(_listeners)
-    logger.info("elefast: the server is full; this process now holds connections only while it uses them")
+    logger.info("elefast: %s; this process now holds connections only while it uses them, "
+                "with one pool thread and one clone ahead", reason)
     for callback in callbacks:
         try:
             callback()

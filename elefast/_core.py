@@ -229,7 +229,9 @@ class ServerCore:
 
     def _learn_strategy(self, connection: Connection) -> None:
         if self._strategy is None:
-            fsync, version, copy_method = connection.execute(text(_sql.SERVER_SETTINGS)).one()
+            fsync, version, copy_method, most, reserved, others, ours = connection.execute(
+                text(_sql.SERVER_SETTINGS)).one()
+            _budget.plan(int(most), int(reserved), int(others), int(ours))
             strategy = _sql.choose_strategy(int(version), str(fsync), str(copy_method))
             logger.info("%s (%s)", _messages.describe_strategy(strategy, str(copy_method)), _engines.safe_url(self.url))
             self._strategy = strategy or ""

@@ -7,6 +7,7 @@ of the databases cloned on it.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional, Union
 
 from sqlalchemy import URL, Engine, event, make_url
@@ -153,8 +154,16 @@ def mark_admin(engine: Engine) -> Engine:
 
     setattr(engine, _ADMIN_ENGINE_MARK, True)
     trust(engine.dialect)  # the guard lets its connections through
+    if engine.dialect.driver == "psycopg":
+        event.listen(engine, "do_connect", _name_admin_connection)
     wait_when_full(engine)  # a full server: wait for a slot (parallel workers free them all the time)
     return engine
+
+
+def _name_admin_connection(dialect: Any, record: Any, cargs: Any, cparams: Dict[str, Any]) -> None:
+    """``application_name = 'elefast:<pid>'`` unless the URL names one: other processes count
+    elefast's processes by it to size their share of a small server's connections."""
+    cparams.setdefault("application_name", f"elefast:{os.getpid()}")
 
 
 def is_admin(engine: Engine) -> bool:

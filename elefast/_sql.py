@@ -291,7 +291,12 @@ ADVISORY_LOCK_SHARED = "SELECT pg_advisory_lock_shared(:key)"
 TEMPLATE_STATE = "SELECT datistemplate FROM pg_database WHERE datname = :name"
 SERVER_SETTINGS = (
     "SELECT current_setting('fsync'), current_setting('server_version_num')::int, "
-    "coalesce(current_setting('file_copy_method', true), '')"  # PostgreSQL 18+; '' before
+    "coalesce(current_setting('file_copy_method', true), ''), "  # PostgreSQL 18+; '' before
+    # the connection budget: slots, and who holds them (elefast's admin connections say 'elefast:<pid>')
+    "current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
+    "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+    " AND coalesce(application_name, '') NOT LIKE 'elefast:%'), "
+    "(SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name LIKE 'elefast:%')"
 )
 #: Fingerprinted templates with a given prefix, newest first, with their comments.
 LIST_TEMPLATES = (

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from elefast import _sql
+from elefast._budget import is_lean
 from elefast._logging import logger
 from elefast._process import leave_to_parent, reset_in_forked_child
 
@@ -25,23 +26,26 @@ DEFAULT_POOL_SIZE = 2
 
 
 def pool_workers() -> int:
-    """Threads making clones (``ELEFAST_POOL_WORKERS``, default 2).
+    """Threads making clones (``ELEFAST_POOL_WORKERS``, default 2; 1 on a server with few connections).
 
     Measured on 2 cores, 20-table template, tmpfs, FILE_COPY: one thread makes a clone every
     23.5 ms, two every 15 ms, three every 14.4 ms (benchmarks/RESULTS.md).
     """
     try:
-        return max(1, int(os.environ.get("ELEFAST_POOL_WORKERS", 2)))
+        workers = max(1, int(os.environ.get("ELEFAST_POOL_WORKERS", 2)))
     except ValueError:
-        return 2
+        workers = 2
+    return 1 if is_lean() else workers
 
 
 def pool_size() -> int:
-    """The configured pool size (``ELEFAST_POOL_SIZE``, default :data:`DEFAULT_POOL_SIZE`)."""
+    """The configured pool size (``ELEFAST_POOL_SIZE``, default :data:`DEFAULT_POOL_SIZE`; at most
+    1 on a server with few connections)."""
     try:
-        return max(0, int(os.environ.get("ELEFAST_POOL_SIZE", DEFAULT_POOL_SIZE)))
+        size = max(0, int(os.environ.get("ELEFAST_POOL_SIZE", DEFAULT_POOL_SIZE)))
     except ValueError:
-        return DEFAULT_POOL_SIZE
+        size = DEFAULT_POOL_SIZE
+    return min(size, 1) if is_lean() else size
 
 
 PoolKey = Tuple[Optional[str], str, str]  # (template, prefix, encoding)
@@ -105,7 +109,7 @@ class ClonePool:
         key: PoolKey = (template, prefix, encoding)
         with self._cond:
             if self.size > 0 and ahead:
-                self._wanted.setdefault(key, self.size)
+                self._wanted.setdefault(key, min(self.size, 1) if is_lean() else self.size)
                 self._start()
             deadline = time.monotonic() + 30
             while True:
