@@ -149,3 +149,47 @@ class EightWorkersOnThirtyConnectionsTests(unittest.TestCase):
     def test_pytest_n_8(self):
         self.run_runner(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "8",
                          "-o", "asyncio_default_fixture_loop_scope=function", "examples/legacy_app/tests"])
+
+
+SIZED_CHILD = """
+import sqlalchemy as sa
+from elefast import DatabaseServer, MetadataMigrator
+from elefast.pool import pool_size, pool_workers
+
+metadata = sa.MetaData()
+sa.Table("items", metadata, sa.Column("id", sa.Integer, primary_key=True))
+server = DatabaseServer({url!r}, schema=MetadataMigrator(metadata))
+with server.create_database({prefix!r}) as database:
+    with database.engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+print("pool", pool_workers(), pool_size())
+server.close()
+"""
+
+
+class SizedUpFrontTests(unittest.TestCase):
+    """The first query on a server reads its connection numbers: a small share means lean at once."""
+
+    def run_child(self, url, **env):
+        prefix = support.unique_prefix("sized")
+        result = support.run_python(SIZED_CHILD.format(url=url, prefix=prefix),
+                                    env={"ELEFAST_LOG": "info", "ELEFAST_POOL_WORKERS": "", **env})
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        return result
+
+    def test_a_small_server_makes_the_process_lean_before_any_refusal(self):
+        with support.password_server("pw", max_connections="10") as url:
+            result = self.run_child(url)
+        self.assertIn("of max_connections = 10 are free for 1 test processes", result.stderr)
+        self.assertIn("pool 1 1", result.stdout)
+        self.assertNotIn("too many clients", result.stderr)
+
+    def test_the_workers_pytest_xdist_announces_share_the_server(self):
+        result = self.run_child(support.psycopg_url(), PYTEST_XDIST_WORKER_COUNT="64")
+        self.assertIn("free for 64 test processes", result.stderr)
+        self.assertIn("pool 1 1", result.stdout)
+
+    def test_a_roomy_server_keeps_the_normal_pool(self):
+        result = self.run_child(support.psycopg_url(), PYTEST_XDIST_WORKER_COUNT="1")
+        self.assertNotIn("holds connections only while it uses them", result.stderr)
+        self.assertIn("pool 2 2", result.stdout)

@@ -297,6 +297,8 @@ def small_server(h: Harness) -> List[Row]:
     runners = [
         ("pytest -n 8, max_connections = 30", "xdist",
          [sys.executable, "-m", "pytest", "-q", "-n", "8", "-p", "no:cacheprovider", suite]),
+        ("unittest-parallel -j 8, max_connections = 30", "unittest_parallel",
+         [sys.executable, "-m", "unittest_parallel", "-j", "8", "-s", suite, "-t", "."]),
     ]
     rows = [Row(label) for label, _, _ in runners]
     with support.password_server("reliability", max_connections="30") as url:
