@@ -82,7 +82,7 @@ def child(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     sys.path.insert(0, str(ROOT))
-    from elefast import _sql
+    from elefast import _clone_strategy, _sql
     from elefast.provision.local import ensure_local_server, stop_local_server
 
     url = sa.make_url(ensure_local_server())
@@ -91,7 +91,7 @@ def child(args: argparse.Namespace) -> int:
     params = {k: v for k, v in params.items() if v is not None}
     admin = psycopg.connect(dbname="postgres", autocommit=True, **params)
     fsync, version, method = admin.execute(_sql.SERVER_SETTINGS).fetchone()  # type: ignore[misc]
-    strategy = _sql.choose_strategy(int(version), str(fsync), str(method))
+    strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(method))
     clause = f" STRATEGY {strategy}" if strategy else ""
     rows: List[Dict[str, Any]] = []
     methods = [method] + (["copy"] if method == "clone" else [])

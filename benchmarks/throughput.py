@@ -126,11 +126,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         label = "the throwaway local server (tmpfs, fsync off)"
     parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
     admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    from elefast import _sql
+    from elefast import _clone_strategy, _sql
 
     with admin.connect() as connection:
         fsync, version, copy_method = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()
-    strategy = _sql.choose_strategy(int(version), str(fsync), str(copy_method)) or ""
+    strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(copy_method)) or ""
     template = f"bench_raw_tpl_{os.getpid()}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{template}"'))

@@ -24,12 +24,13 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
 
-from elefast import _budget, _engines, _messages, _sql, ownership
+from elefast import _budget, _clone_strategy, _engines, _messages, _sql, ownership
+from elefast._disk import CloneRoom, DiskRoom
 from elefast._engine_kinds import EngineKind, Work
 from elefast._logging import logger
 from elefast._process import at_process_exit, leave_to_parent, reset_in_forked_child
 from elefast._templates import Templates
-from elefast.errors import ServerFullError
+from elefast.errors import DiskFullError, ServerFullError
 from elefast.pool import ClonePool
 
 __all__ = ["ServerCore", "core_of"]
@@ -77,6 +78,7 @@ class ServerCore:
         self._local = threading.local()  # the pool workers' own admin connections
         self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
         self._connections: List[Connection] = []  # every one of those, closed at the end
+        self.room = CloneRoom(DiskRoom.for_url(self.url), self.connect)  # the local server's disk
         self.ledger = ownership.Ledger(ownership.Owner(self.connect))
         self.templates = Templates(self)
         _CORES[server] = self
@@ -149,6 +151,7 @@ class ServerCore:
             self.log(statement)
             ownership.create_marked(connection, statement, name)
 
+        self.room.make(template)
         self.ledger.own(name)
         try:
             self.on_admin(create_and_mark, long_lived)
@@ -156,6 +159,8 @@ class ServerCore:
             self.ledger.disown(name)
             _messages.raise_if_fatal(error, self.url, action=f"create the database {name!r}")
             self.raise_if_full(error)
+            if _sql.is_disk_full(error):
+                raise DiskFullError(self.room.no_room(name)) from error
             raise
 
     def raise_if_full(self, error: BaseException) -> None:
@@ -232,8 +237,9 @@ class ServerCore:
             fsync, version, copy_method, most, reserved, others, ours = connection.execute(
                 text(_sql.SERVER_SETTINGS)).one()
             _budget.plan(int(most), int(reserved), int(others), int(ours))
-            strategy = _sql.choose_strategy(int(version), str(fsync), str(copy_method))
-            logger.info("%s (%s)", _messages.describe_strategy(strategy, str(copy_method)), _engines.safe_url(self.url))
+            strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(copy_method))
+            said = _clone_strategy.describe_strategy(strategy, str(copy_method))
+            logger.info("%s (%s)", said, _engines.safe_url(self.url))
             self._strategy = strategy or ""
 
     def on_admin(self, work: Callable[[Connection], Any], long_lived: bool = False) -> None:
@@ -280,7 +286,8 @@ class ServerCore:
                         lambda name, template, encoding: self.create(name, template, encoding,
                                                                      fast=True, long_lived=True),
                         lambda name: self.drop(name, long_lived=True),
-                        self._prepare, finish=self._close_thread_connection, sweep=self.sweep)
+                        self._prepare, finish=self._close_thread_connection, sweep=self.sweep,
+                        room=self.room.ahead)
                     _budget.on_lean(pool.let_go_of_idle)
         return pool
 

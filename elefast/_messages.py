@@ -83,16 +83,3 @@ def migration_failed(schema: Optional[Any], template: str, error: BaseException)
         f"{type(error).__name__}: {first_line(error)}. The template was dropped; fix the "
         "migration and run the tests again."
     )
-
-
-def describe_strategy(strategy: Optional[str], file_copy_method: str) -> str:
-    """How clones are made on a server, for the INFO line."""
-    if strategy != "FILE_COPY":
-        return "clones are made with the server's default CREATE DATABASE strategy (WAL_LOG on 15+)"
-    if file_copy_method.lower() == "clone":
-        return "clones share the template's blocks (STRATEGY FILE_COPY, file_copy_method = clone: reflinks)"
-    if file_copy_method:
-        return ("clones are copied (STRATEGY FILE_COPY, file_copy_method = copy; with a data directory on a "
-                "filesystem with reflinks, such as XFS or btrfs, PostgreSQL 18 can clone instead)")
-    return "clones are copied (STRATEGY FILE_COPY)"
-

@@ -246,6 +246,22 @@ SERVER_LOAD = ("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), 
                "current_setting('max_connections')::int FROM pg_stat_activity")
 
 
+_DISK_FULL_PATTERN = re.compile(r"No space left on device|could not extend file|disk full", re.IGNORECASE)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the server's disk is full (SQLSTATE 53100, or ENOSPC in the message)."""
+    for exc in _walk_causes(error):
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if sqlstate == "53100" or _DISK_FULL_PATTERN.search(str(exc)):
+            return True
+    return False
+
+
+#: A database's size in bytes (works for templates that take no connections).
+DATABASE_SIZE = "SELECT pg_database_size(:name)"
+
+
 def is_server_full(error: BaseException) -> bool:
     """Whether ``error`` says the server has no free connection slot (SQLSTATE 53300)."""
     for exc in _walk_causes(error):
@@ -269,6 +285,8 @@ TEMPLATE_FORMAT_VERSION = "2"  # 2: the name covers the role and the migrator's 
 #: How many fingerprinted templates per prefix survive a sweep.
 TEMPLATES_KEPT = 3
 _COMMENT_MARK = "elefast template"
+#: The start of the note on every template elefast marked ready (shared across runs).
+TEMPLATE_MARK = _COMMENT_MARK
 
 
 def template_hash(fingerprint: str, server_version: Optional[Tuple[Any, ...]], encoding: str, role: str = "") -> str:
@@ -342,20 +360,6 @@ def templates_to_sweep(rows: list[Tuple[str, str]], keep: int, current: str) -> 
     ours = [(note, name) for name, note in rows if note.startswith(_COMMENT_MARK) and name != current]
     ours.sort(reverse=True)
     return [name for _, name in ours[max(keep - 1, 0):]]
-
-
-def choose_strategy(server_version_num: int, fsync: str, file_copy_method: str = "") -> Optional[str]:
-    """``CREATE DATABASE ... STRATEGY``: FILE_COPY when fsync is off on PostgreSQL 15+, or when
-    the server clones files (PostgreSQL 18's ``file_copy_method = clone``: reflinks).
-
-    Measured here (20-table template): with fsync off FILE_COPY clones in 16.5 ms against
-    WAL_LOG's 25 ms; with fsync on FILE_COPY is slower (244 vs 151 ms), so the server's
-    default (WAL_LOG) is kept. With ``clone`` a FILE_COPY clone shares the template's blocks,
-    so its cost does not grow with the template's size (benchmarks/clone_curve.py).
-    """
-    if server_version_num >= 150000 and (fsync.lower() == "off" or file_copy_method.lower() == "clone"):
-        return "FILE_COPY"
-    return None
 
 
 # Ownership marks --------------------------------------------------------------

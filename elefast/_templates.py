@@ -33,6 +33,7 @@ from elefast.errors import MigrationError
 
 if TYPE_CHECKING:
     from elefast._core import ServerCore
+    from elefast._disk import DiskRoom
 
 __all__ = ["TemplateSlot", "Templates", "shared_name"]
 
@@ -138,6 +139,9 @@ class Templates:
     def _remember(self, encoding: str, slot: TemplateSlot, fingerprint: Optional[str], seconds: float) -> None:
         """Record the template for ``encoding`` and log it; a shared one gets this process's in-use lock."""
         _log(slot, self._core.schema, fingerprint, seconds)
+        if slot.error is None and self._core.room.disk is not None:
+            with self._core.connect() as connection:
+                self._core.room.measure(slot.name, connection)
         if slot.error is None and not self._core.ledger.owns(slot.name):
             try:
                 self._core.ledger.owner.use_template(slot.name)
@@ -156,6 +160,9 @@ class Templates:
         core.create(name, template, encoding, fast=True)
         try:
             core.run_in(name, fill)
+            if core.room.disk is not None:
+                with core.connect() as connection:
+                    core.room.measure(name, connection)
         except BaseException:
             core.drop(name)
             raise
@@ -231,6 +238,30 @@ def _prune(connection: Connection, prefix: str, current: str) -> None:
             ownership.drop(connection, name)
         except Exception as error:
             logger.warning("elefast could not sweep the old template %s: %s", name, error)
+        finally:
+            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+
+
+def prune_for_space(disk: DiskRoom, connection: Connection, needed: int) -> None:
+    """Drop elefast's fingerprinted templates that no process uses, largest first, until ``needed``
+    bytes fit on the local server's disk. Templates in use hold a shared lock, so they are skipped."""
+    rows = connection.execute(text(_sql.LIST_TEMPLATES), {"pattern": "%"}).all()
+    ours = [(str(name), str(note)) for name, note in rows if str(note).startswith(_sql.TEMPLATE_MARK)]
+    size_of = text(_sql.DATABASE_SIZE)
+    sized = [(int(connection.execute(size_of, {"name": name}).scalar() or 0), name) for name, _ in ours]
+    for size, name in sorted(sized, reverse=True):
+        if disk.room_for(needed):
+            return
+        key = _sql.advisory_key(name)
+        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+            continue  # in use by a process, or being built
+        try:
+            connection.execute(text(_sql.unmark_template(name)))
+            ownership.drop(connection, name)
+            logger.info("elefast dropped the unused template %s (%d MB) to make room on the server's disk",
+                        name, size // 2**20)
+        except Exception as error:
+            logger.warning("elefast could not drop the old template %s: %s", name, error)
         finally:
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 

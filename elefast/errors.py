@@ -24,6 +24,7 @@ with how to fix the problem; they never contain a password.
     ├── SandboxBusyError          an app engine waited too long for the test's shared connection
     ├── GuardError                a test's code connected to a database that is not the test's
     ├── SnapshotError             a snapshot was asked of a database that other sessions were using
+    ├── DiskFullError             the throwaway server's data directory has no room for another clone
     └── MigrationError            the schema could not be applied to a template
 
 Every class lives here, so each one pickles (pytest-xdist and stestr send errors
@@ -36,6 +37,7 @@ __all__ = [
     "BinariesNotFoundError",
     "ConfigurationError",
     "DatabaseNotReadyError",
+    "DiskFullError",
     "DockerUnavailableError",
     "DriverNotInstalledError",
     "ElefastError",
@@ -182,6 +184,17 @@ class SnapshotError(ElefastError):
     """``snapshot()`` found other sessions on the database: PostgreSQL copies only an idle database.
 
     The message lists them (application, state, last statement) and the fix: close them first.
+    """
+
+    __module__ = "elefast.errors"
+
+
+class DiskFullError(ElefastError):
+    """The throwaway local server's data directory has no room left for another database.
+
+    Raised instead of PostgreSQL's ``could not write ... No space left on device``; the message
+    gives the directory, its free space and what to do (old templates elefast could drop were
+    dropped first).
     """
 
     __module__ = "elefast.errors"

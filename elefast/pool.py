@@ -73,9 +73,11 @@ class ClonePool:
         size: Optional[int] = None,
         finish: Optional[Callable[[], None]] = None,
         sweep: Optional[Callable[[], Any]] = None,
+        room: Optional[Callable[[Optional[str], int], bool]] = None,
     ) -> None:
         self._create, self._drop, self._prepare, self._finish = create, drop, prepare, finish
         self._sweep = sweep
+        self._room = room  # room(template, pending): may one more be made ahead, with `pending` on their way?
         self.size = pool_size() if size is None else size
         self._reset()
         reset_in_forked_child(self)
@@ -210,15 +212,21 @@ class ClonePool:
                 def have(key: PoolKey) -> int:
                     return len(self._ready.get(key, ())) + self._making.get(key, 0)
 
-                short = [k for k, n in self._wanted.items() if have(k) < n]
+                pending = sum(self._making.values())
+                short = [k for k, n in self._wanted.items()
+                         if have(k) < n and (self._room is None or self._room(k[0], pending))]
                 if short:
                     key = min(short, key=have)
                     self._making[key] = self._making.get(key, 0) + 1
                     return ("create", key)
-            elif self._drops and (len(self._drops) > MAX_DEFERRED_DROPS or not self._creating()):
+            elif self._drops and (len(self._drops) > MAX_DEFERRED_DROPS or not self._creating() or self._tight()):
                 return ("drop", self._drops.popleft())
             self._cond.wait(1.0)
         return None
+
+    def _tight(self) -> bool:
+        """Whether the disk is short of room (used clones then go before new ones are made)."""
+        return self._room is not None and not self._room(None, 0)
 
     def _creating(self) -> bool:
         """Whether clones are being made or wanted: drops (each forces a checkpoint) wait for a lull."""

@@ -10,6 +10,7 @@ import unittest
 from sqlalchemy import select, text
 
 from elefast import DatabaseServer, MetadataMigrator, _sql
+from elefast._clone_strategy import choose_strategy
 from elefast._core import core_of
 from elefast._provider import SyncProvider
 from elefast._templates import shared_name
@@ -284,10 +285,12 @@ class ClonePoolTests(unittest.TestCase):
 
 class StrategyTests(unittest.TestCase):
     def test_rule(self):
-        """FILE_COPY with fsync off on PostgreSQL 15+, else the server's default."""
-        self.assertEqual(_sql.choose_strategy(150004, "off"), "FILE_COPY")
-        self.assertIsNone(_sql.choose_strategy(150004, "on"))
-        self.assertIsNone(_sql.choose_strategy(140010, "off"))
+        """FILE_COPY with fsync off on PostgreSQL 15+, or where the server clones files; else the default."""
+        self.assertEqual(choose_strategy(150004, "off"), "FILE_COPY")
+        self.assertIsNone(choose_strategy(150004, "on"))
+        self.assertIsNone(choose_strategy(140010, "off"))
+        self.assertEqual(choose_strategy(180001, "on", "clone"), "FILE_COPY")  # reflinks: cheap whatever fsync
+        self.assertIsNone(choose_strategy(180001, "on", "copy"))
 
     def test_strategy_read_from_the_server(self):
         """The server at 127.0.0.1:5432 runs with fsync on: its default strategy is kept."""
@@ -296,7 +299,7 @@ class StrategyTests(unittest.TestCase):
         with core_of(server).connect() as connection:
             fsync = connection.execute(text("show fsync")).scalar()
             version = connection.execute(text("show server_version_num")).scalar()
-        self.assertEqual(core_of(server).strategy(), _sql.choose_strategy(int(version), fsync))
+        self.assertEqual(core_of(server).strategy(), choose_strategy(int(version), fsync))
 
 
 class ConcurrencyTests(unittest.TestCase):
