@@ -90,7 +90,7 @@ def child(args: argparse.Namespace) -> int:
                   password=url.password)
     params = {k: v for k, v in params.items() if v is not None}
     admin = psycopg.connect(dbname="postgres", autocommit=True, **params)
-    fsync, version, method = admin.execute(_sql.SERVER_SETTINGS).fetchone()  # type: ignore[misc]
+    fsync, version, method = admin.execute(_sql.SERVER_SETTINGS).fetchone()[:3]  # type: ignore[index]
     strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(method))
     clause = f" STRATEGY {strategy}" if strategy else ""
     rows: List[Dict[str, Any]] = []
@@ -249,7 +249,7 @@ def chart(results: List[tuple]) -> str:
     transaction = {row["template"]: row["transaction_ms"] for _, r in results if "rows" in r for row in r["rows"]}
     series.append(("transaction mode (one clone per class)", "#7f7f7f", transaction))
     templates = [label for label, _, _ in TEMPLATES]
-    low, high = 0.1, 10 ** math.ceil(math.log10(max(max(v.values()) for _, _, v in series if v)))
+    low, high = 0.01, 10 ** math.ceil(math.log10(max(max(v.values()) for _, _, v in series if v)))
     width, left, bar, gap = 860, 170, 14, 16
     height = 60 + len(templates) * (len(series) * bar + gap) + 20 * len(series) + 30
 
@@ -272,8 +272,9 @@ def chart(results: List[tuple]) -> str:
         for _, colour, values in series:
             if template in values:
                 ms = values[template]
+                shown = f"{ms:.2f}" if ms < 1 else f"{ms:.1f}"
                 out.append(f'<rect x="{left}" y="{y}" width="{x(ms) - left:.1f}" height="{bar - 2}" fill="{colour}"/>'
-                           f'<text x="{x(ms) + 4:.1f}" y="{y + bar - 4}" fill="#333">{ms:.1f}</text>')
+                           f'<text x="{x(ms) + 4:.1f}" y="{y + bar - 4}" fill="#333">{shown}</text>')
             y += bar
         y += gap
     for label, colour, _ in series:

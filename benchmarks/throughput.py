@@ -129,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from elefast import _clone_strategy, _sql
 
     with admin.connect() as connection:
-        fsync, version, copy_method = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()
+        fsync, version, copy_method = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()[:3]
     strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(copy_method)) or ""
     template = f"bench_raw_tpl_{os.getpid()}"
     with admin.connect() as connection:

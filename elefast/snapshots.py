@@ -10,6 +10,7 @@ onto it are closed first, and a session still open fails with :class:`~elefast.e
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +47,23 @@ def _refuse_if_in_use(database: Any, action: str) -> None:
     """Fail before disposing anything: a connection still checked out of the database's own
     engine would be orphaned by the dispose and keep the database busy."""
     in_use = database._checkouts.checked_out
+    app_in_use = sum(_checked_out(steer.engine) for steer in pointed_at(database.name))
+    if app_in_use:  # disposing their pool now would orphan those connections, left open until collected
+        raise SnapshotError(f"{action}: {app_in_use} connection(s) of the app's engines (app_engines) on this "
+                            "database are still in use (an app session in a transaction, or a connection not "
+                            "closed). Close them first (e.g. Session.remove() for a scoped_session, "
+                            "db.session.remove() for Flask-SQLAlchemy); their idle connections are closed for you.")
     if in_use:
         raise SnapshotError(f"{action}: {in_use} connection(s) of the database's engine are still in use (a session "
                             "in a transaction, or a connection not closed). Close them first: self.session.close() "
                             "(and any connection you opened); the engine's idle connections are closed for you. "
                             "In a class with isolation = 'transaction', the test's own connection holds the "
                             "database for the whole test: snapshots need isolation = 'database'.")
+
+
+def _checked_out(engine: Any) -> int:
+    checkedout = getattr(getattr(engine, "pool", None), "checkedout", None)
+    return int(checkedout()) if callable(checkedout) else 0
 
 
 def let_go(database: Any, action: str = "snapshot") -> None:
@@ -87,15 +99,25 @@ def restore(database: Any, snapshot: Snapshot) -> None:
     if not isinstance(snapshot, Snapshot):
         raise TypeError(f"restore() takes a Snapshot from snapshot(), not {type(snapshot).__name__}.")
     core = core_of(database.server)
-    with core.connect() as connection:  # the drop would end them: refuse instead, naming them
-        busy = connection.execute(text(_SESSIONS), {"name": database.name}).first() is not None
-    if busy:
+    if not _idle_soon(core, database.name):  # the drop would end them: refuse instead, naming them
         raise SnapshotError(_in_use(core, database.name, "restore"))
     if database._kept:
         raise SnapshotError(f"restore: {database.name!r} is kept (keep()): elefast no longer drops it, so it "
                             "cannot be made again from the snapshot.")
     core.drop(database.name)
     _create(core, database.name, snapshot.name, "restore")
+
+
+def _idle_soon(core: Any, name: str, patience: float = 1.0) -> bool:
+    """Whether no session is on ``name`` within ``patience`` seconds: a connection just closed
+    (the engines disposed above) leaves its server process for a moment; one in use stays."""
+    deadline = time.monotonic() + patience
+    with core.connect() as connection:
+        while connection.execute(text(_SESSIONS), {"name": name}).first() is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+    return True
 
 
 def _create(core: Any, name: str, template: str, action: str) -> None:
