@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional,
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
-from elefast import _app_engines, _engines, _guard, _outcome, _sql, provision
+from elefast import _app_engines, _engines, _guard, _matrix, _outcome, _sql, provision
 from elefast._isolation import ENCODING, ClassState, Isolation, isolation_named
 from elefast._provider import SHARED, AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
 from elefast.extensions import with_extensions
 from elefast.migrators import check_schema
+from elefast.provision import versions
 from elefast.queries import NumQueries, QueryCapture
 from elefast.sync import Database, DatabaseServer
 
@@ -69,6 +70,7 @@ class ClassConfig:
     app_engines: Tuple[Any, ...] = ()
     database_url_env: Optional[str] = None
     guard: bool = False
+    postgres_version: Optional[int] = None  # a version matrix's copy of the class
 
     @classmethod
     def of(cls, owner: type, *, is_async: bool) -> ClassConfig:
@@ -99,7 +101,8 @@ class ClassConfig:
         schema = with_extensions(check_schema(getattr(owner, "schema", None), is_async=is_async), extensions)
         return cls(schema, url,
                    isolation_named(getattr(owner, "isolation", "database"), name), prefix, float(timeout), factory,
-                   tuple(app_engines or ()), url_env, _guard.guard_wanted(getattr(owner, "guard", None)))
+                   tuple(app_engines or ()), url_env, _guard.guard_wanted(getattr(owner, "guard", None)),
+                   _matrix.pinned(owner))
 
 
 class _Settings:
@@ -113,6 +116,7 @@ class _Settings:
     sessionmaker_factory: ClassVar[Optional[Callable[..., Any]]] = None
     app_engines: ClassVar[Tuple[Any, ...]] = ()
     extensions: ClassVar[Tuple[str, ...]] = ()
+    postgres_versions: ClassVar[Tuple[int, ...]] = ()
     database_url_env: ClassVar[Optional[str]] = None
     guard: ClassVar[Optional[bool]] = None
     _elefast_is_async: ClassVar[bool] = False
@@ -121,8 +125,13 @@ class _Settings:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         config = ClassConfig.of(cls, is_async=cls._elefast_is_async)  # a bad attribute fails here, with the fix
-        if issubclass(cls, unittest.TestCase):  # a test class, not a mixin: its server may start now
-            provision.prestart(config.database_url)
+        if not issubclass(cls, unittest.TestCase):
+            return  # a mixin, not a test class
+        asked = versions.requested(getattr(cls, "postgres_versions", ()), cls.__name__)
+        if asked:
+            _matrix.expand(cls, asked)
+        elif config.postgres_version is None:
+            provision.prestart(config.database_url)  # its server may start now, while the suite imports
 
     @classmethod
     def setUpTestData(cls, connection: Any) -> None:
@@ -174,7 +183,8 @@ class _Settings:
         """Where the class's server is (see :mod:`elefast.provision`), with a driver of the right kind."""
         is_async = cls._elefast_is_async
         _engines.load_dialect(is_async)  # while a prestarted local server comes up, not after it
-        found = provision.resolve(config.database_url, is_async=is_async, timeout=max(config.connect_timeout, 30))
+        found = provision.resolve(config.database_url, is_async=is_async, timeout=max(config.connect_timeout, 30),
+                                  postgres_version=config.postgres_version)
         return _engines.parse_url(found, is_async=is_async, swap_kind=True)
 
     @classmethod
@@ -244,6 +254,9 @@ class PostgresTestCase(_Settings, _TestCase):
       share the test's connection and transaction. See :mod:`elefast._app_engines`.
     - ``extensions``: PostgreSQL extensions created in the template before ``schema``
       runs, e.g. ``("vector", "pg_trgm")``. See :mod:`elefast.extensions`.
+    - ``postgres_versions``: run the class once per PostgreSQL major version, each on
+      a throwaway server of that version, e.g. ``(15, 18)`` (default:
+      ``ELEFAST_POSTGRES_VERSIONS``, else none). See :mod:`elefast.provision.versions`.
     - ``database_url_env``: an environment variable (e.g. ``"DATABASE_URL"``) that
       holds the test database's URL, password included, during each test.
     - ``guard``: True to fail any connection a test makes to a database other than

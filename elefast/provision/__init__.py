@@ -39,12 +39,20 @@ _DOCKER_HELP = "Docker: pip install 'elefast[docker]' and start a Docker daemon"
 
 
 def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = False,
-            timeout: float = 60) -> Union[str, URL]:
+            timeout: float = 60, postgres_version: Optional[int] = None) -> Union[str, URL]:
     """Return the URL of the server for a test class whose ``database_url`` is given.
 
     Starts (or joins) the local server, or a Docker container, when no URL is
-    configured. ``timeout`` bounds how long starting one may take.
+    configured. ``timeout`` bounds how long starting one may take. ``postgres_version``
+    (a version matrix's) asks for the throwaway server of that major version.
     """
+    if postgres_version is not None:
+        from elefast.provision.versions import server_for
+
+        url = server_for(postgres_version, driver="asyncpg" if is_async else "psycopg", timeout=timeout)
+        _say(f"using the throwaway local server of PostgreSQL {postgres_version} (a version matrix): "
+             f"{_shown(url)}")
+        return url
     way = os.environ.get(ENV_SERVER, "").strip().lower()
     if way and way not in _WAYS:
         raise ServerNotConfiguredError(

