@@ -11,10 +11,11 @@ database by accident.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from sqlalchemy import URL, event
 from sqlalchemy.engine import Dialect
@@ -24,7 +25,7 @@ from elefast.errors import GuardError
 __all__ = ["guard_test", "guard_wanted", "trust"]
 
 _TRUSTED: weakref.WeakSet[Any] = weakref.WeakSet()
-_state: Dict[str, Optional[str]] = {"database": None, "owner": None}
+_state: Dict[str, Any] = {"database": None, "owner": None, "also": ()}
 _installed = threading.Lock()
 _hooked: List[bool] = []
 
@@ -53,6 +54,7 @@ def guard_test(test: Any, database: str, owner: Optional[str] = None, fix: str =
 
     ``test`` needs only ``addCleanup``; ``owner`` (default: its class's name) and ``fix`` word the error.
     """
+    _state["also"] = ()
     with _installed:
         if not _hooked:
             event.listen(Dialect, "do_connect", _check)
@@ -61,8 +63,24 @@ def guard_test(test: Any, database: str, owner: Optional[str] = None, fix: str =
     test.addCleanup(_unguard)
 
 
+def also_allow(names: Any) -> None:
+    """Let the guarded test connect to these databases too (its ``extra_databases``)."""
+    _state["also"] = tuple(names)
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """elefast's own set-up steps after the guard went up (a test's extra databases)."""
+    saved = _state["database"]
+    _state["database"] = None
+    try:
+        yield
+    finally:
+        _state["database"] = saved
+
+
 def _unguard() -> None:
-    _state.update(database=None, owner=None)
+    _state.update(database=None, owner=None, also=())
 
 
 def _check(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> None:
@@ -74,7 +92,7 @@ def _check(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any])
     if is_steered(dialect):
         return
     target = cparams.get("dbname", cparams.get("database"))
-    if target == allowed:
+    if target == allowed or target in _state.get("also", ()):
         return
     url = URL.create(f"{dialect.name}+{dialect.driver}", username=cparams.get("user"), password=None,
                      host=cparams.get("host"), port=cparams.get("port"), database=target)

@@ -44,6 +44,7 @@ class ClassState:
     guard: bool = False
     owner: str = ""
     sandbox: Dict[str, Any] = field(default_factory=dict)  # transaction mode, sync: the app engines' sandbox
+    extras: List[Any] = field(default_factory=list)  # the class's extra databases (_extra_databases.Extra)
 
     def __post_init__(self) -> None:
         self.pid = os.getpid()

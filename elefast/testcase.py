@@ -28,18 +28,15 @@ from __future__ import annotations
 import os
 import sys
 import unittest
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union, cast
 
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
-from elefast import _app_engines, _engines, _guard, _matrix, _outcome, _sql, provision
-from elefast._isolation import ENCODING, ClassState, Isolation, isolation_named
+from elefast import _app_engines, _engines, _extra_databases, _matrix, _outcome, _sql, provision
+from elefast._class_config import ClassConfig
+from elefast._isolation import ENCODING, ClassState
 from elefast._provider import SHARED, AsyncProvider, SyncProvider
-from elefast.errors import ConfigurationError
-from elefast.extensions import with_extensions
-from elefast.migrators import check_schema
 from elefast.provision import versions
 from elefast.queries import NumQueries, QueryCapture
 from elefast.sync import Database, DatabaseServer
@@ -57,54 +54,6 @@ else:
 __all__ = ["AsyncPostgresTestCase", "PostgresTestCase"]
 
 
-@dataclass(frozen=True)
-class ClassConfig:
-    """A test class's elefast attributes, checked."""
-
-    schema: Any
-    database_url: Optional[Union[str, URL]]
-    isolation: Isolation
-    prefix: str
-    connect_timeout: float
-    sessionmaker_factory: Optional[Callable[..., Any]]
-    app_engines: Tuple[Any, ...] = ()
-    database_url_env: Optional[str] = None
-    guard: bool = False
-    postgres_version: Optional[int] = None  # a version matrix's copy of the class
-
-    @classmethod
-    def of(cls, owner: type, *, is_async: bool) -> ClassConfig:
-        """Read and check ``owner``'s attributes; raise :class:`ConfigurationError` with the fix."""
-        name = owner.__name__
-        url = getattr(owner, "database_url", None)
-        if url is not None and not isinstance(url, (str, URL)):
-            raise ConfigurationError(f"{name}.database_url must be a URL string, a sqlalchemy URL or None, "
-                                     f"not {type(url).__name__}.")
-        timeout = getattr(owner, "connect_timeout", 10.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigurationError(f"{name}.connect_timeout must be a positive number of seconds, not {timeout!r}.")
-        factory = getattr(owner, "sessionmaker_factory", None)  # read from the class: a lambda stays unbound
-        if factory is not None and not callable(factory):
-            raise ConfigurationError(f"{name}.sessionmaker_factory must be callable (engine -> sessionmaker), "
-                                     f"not {type(factory).__name__}.")
-        prefix = _sql.safe_prefix(getattr(owner, "database_prefix", _sql.DEFAULT_PREFIX))
-        app_engines = getattr(owner, "app_engines", ())
-        _app_engines.check_spec(app_engines, name)
-        url_env = getattr(owner, "database_url_env", None)
-        if url_env is not None and (not isinstance(url_env, str) or not url_env):
-            raise ConfigurationError(f"{name}.database_url_env must be the name of an environment variable "
-                                     f"(a non-empty str, e.g. 'DATABASE_URL') or None, not {url_env!r}.")
-        extensions = getattr(owner, "extensions", ())
-        if isinstance(extensions, str) or not isinstance(extensions, (tuple, list)):
-            raise ConfigurationError(f"{name}.extensions must be a tuple of extension names, e.g. ('vector',), "
-                                     f"not {extensions!r}.")
-        schema = with_extensions(check_schema(getattr(owner, "schema", None), is_async=is_async), extensions)
-        return cls(schema, url,
-                   isolation_named(getattr(owner, "isolation", "database"), name), prefix, float(timeout), factory,
-                   tuple(app_engines or ()), url_env, _guard.guard_wanted(getattr(owner, "guard", None)),
-                   _matrix.pinned(owner))
-
-
 class _Settings:
     """The class attributes both mixins read; documented on the mixins."""
 
@@ -117,6 +66,7 @@ class _Settings:
     app_engines: ClassVar[Tuple[Any, ...]] = ()
     extensions: ClassVar[Tuple[str, ...]] = ()
     postgres_versions: ClassVar[Tuple[int, ...]] = ()
+    extra_databases: ClassVar[Optional[Dict[str, Any]]] = None
     database_url_env: ClassVar[Optional[str]] = None
     guard: ClassVar[Optional[bool]] = None
     _elefast_is_async: ClassVar[bool] = False
@@ -193,6 +143,12 @@ class _Settings:
         raise NotImplementedError
 
     @classmethod
+    def _elefast_provider_for(cls, config: ClassConfig,
+                              schema: Any) -> Tuple[Union[SyncProvider, AsyncProvider], Callable[..., Any]]:
+        """The same for another schema on the class's server (an extra database)."""
+        raise NotImplementedError
+
+    @classmethod
     def _elefast_class_set_up(cls) -> ClassState:
         """Once per class and process: the server, the template (the class's own when it overrides
         ``setUpTestData``), then the isolation mode's class step. Runs in ``setUpClass``."""
@@ -209,6 +165,10 @@ class _Settings:
                            config.isolation, app_engines=_app_engines.resolve(config.app_engines, cls.__name__),
                            url_env=config.database_url_env, guard=config.guard, owner=cls.__name__)
         config.isolation.set_up_class(cls, state)
+        if config.extra_databases:
+            state.extras = _extra_databases.set_up_class(
+                cls, state, config.extra_databases, config.extra_app_engines or {},
+                lambda schema: cls._elefast_provider_for(config, schema), config.isolation)
         cls._elefast_class_state = state
         cls._elefast_add_class_cleanup(_forget, cls)  # a rerun of the class starts anew
         return state
@@ -254,6 +214,12 @@ class PostgresTestCase(_Settings, _TestCase):
       share the test's connection and transaction. See :mod:`elefast._app_engines`.
     - ``extensions``: PostgreSQL extensions created in the template before ``schema``
       runs, e.g. ``("vector", "pg_trgm")``. See :mod:`elefast.extensions`.
+    - ``extra_databases``: more databases per test, for apps with more than one:
+      ``{"reports": AlembicMigrator("reports/alembic.ini")}`` gives each test
+      ``self.databases["reports"]`` and ``self.sessions["reports"]`` (and, in transaction
+      mode, ``self.connections["reports"]``), each with its own template, in the class's
+      isolation mode; ``app_engines`` names an app engine of one as ``("reports", engine)``.
+      See :mod:`elefast._extra_databases`.
     - ``postgres_versions``: run the class once per PostgreSQL major version, each on
       a throwaway server of that version, e.g. ``(15, 18)`` (default:
       ``ELEFAST_POSTGRES_VERSIONS``, else none). See :mod:`elefast.provision.versions`.
@@ -295,6 +261,11 @@ class PostgresTestCase(_Settings, _TestCase):
         server = cls.elefast_server()
         return SyncProvider(server), server.sessionmaker_factory
 
+    @classmethod
+    def _elefast_provider_for(cls, config: ClassConfig, schema: Any) -> Tuple[SyncProvider, Callable[..., Any]]:
+        server = SHARED.sync_server(cls._elefast_server_url(config), schema, config.connect_timeout)
+        return SyncProvider(server), server.sessionmaker_factory
+
     def _callSetUp(self) -> None:
         self._elefast_set_up()
         super()._callSetUp()  # type: ignore[misc]
@@ -304,6 +275,8 @@ class PostgresTestCase(_Settings, _TestCase):
         self.addCleanup(_outcome.say_if_server_lost, self, state.provider.url)
         with _outcome.explaining_loss(state.provider.url):
             state.isolation.set_up_test(self, state)
+            if state.extras:
+                _extra_databases.set_up_test(self, state, state.extras)
 
 
 class AsyncPostgresTestCase(_Settings, _AsyncTestCase):
@@ -352,6 +325,11 @@ class AsyncPostgresTestCase(_Settings, _AsyncTestCase):
         server = cls._elefast_shared_server(config)
         return AsyncProvider(server), server.sessionmaker_factory
 
+    @classmethod
+    def _elefast_provider_for(cls, config: ClassConfig, schema: Any) -> Tuple[AsyncProvider, Callable[..., Any]]:
+        server = SHARED.async_server(cls._elefast_server_url(config), schema, config.connect_timeout)
+        return AsyncProvider(server), server.sessionmaker_factory
+
     def __getstate__(self) -> Dict[str, Any]:
         """Picklable (unittest-parallel sends tests to its workers): without the asyncio context."""
         state = dict(self.__dict__)
@@ -374,4 +352,6 @@ class AsyncPostgresTestCase(_Settings, _AsyncTestCase):
         self.addCleanup(_outcome.say_if_server_lost, self, state.provider.url)
         with _outcome.explaining_loss(state.provider.url):
             await state.isolation.set_up_test_async(self, state)
+            if state.extras:
+                await _extra_databases.set_up_test_async(self, state, state.extras)
 
