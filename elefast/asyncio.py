@@ -171,9 +171,13 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
                 await connection.execute(text(_sql.SELECT_ONE))
 
     async def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *,
-                              keep: bool = False) -> AsyncDatabase:
-        """Create a fresh database with the schema applied; see :meth:`DatabaseServer.create_database`."""
-        name, _ = await _aio.to_thread(self._take, prefix, encoding)  # the pool's work stays off the loop
+                              keep: bool = False, snapshot: Optional[Snapshot] = None) -> AsyncDatabase:
+        """Create a fresh database with the schema applied (or a copy of ``snapshot``); see
+        :meth:`DatabaseServer.create_database`."""
+        if snapshot is not None:
+            name = await _aio.to_thread(_snapshots.clone_of, self, snapshot, prefix)
+        else:
+            name, _ = await _aio.to_thread(self._take, prefix, encoding)  # the pool's work stays off the loop
         engine = wait_when_full(create_async_engine(self._core.database_url(name), **self._core.engine_options()))
         database = AsyncDatabase(engine, self, self.sessionmaker_factory)
         if keep:

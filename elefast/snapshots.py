@@ -93,6 +93,16 @@ def take(database: Any) -> Snapshot:
     return Snapshot(name, database.name)
 
 
+def clone_of(server: Any, snapshot: Snapshot, prefix: str) -> str:
+    """A new database made from ``snapshot`` on ``server`` (owned, marked, dropped like any clone)."""
+    if not isinstance(snapshot, Snapshot):
+        raise TypeError(f"snapshot= takes a Snapshot from snapshot(), not {type(snapshot).__name__}.")
+    core = core_of(server)
+    name = _sql.database_name(_sql.safe_prefix(prefix))
+    _create(core, name, snapshot.name, "clone")
+    return name
+
+
 def restore(database: Any, snapshot: Snapshot) -> None:
     """Drop ``database`` (its engine already disposed; other sessions are ended) and make it
     again from ``snapshot``, under the same name."""

@@ -174,7 +174,8 @@ class DatabaseServer(ServerBase[Engine]):
         with not_waiting(connect_timeout=bound), self._engine.connect() as connection:
             connection.execute(text(_sql.SELECT_ONE))
 
-    def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *, keep: bool = False) -> Database:
+    def create_database(self, prefix: str = "elefast", encoding: str = "utf8", *, keep: bool = False,
+                        snapshot: Optional[Snapshot] = None) -> Database:
         """Create a fresh database with the schema applied and return it.
 
         Clones come from the server's pool: once the same prefix and encoding
@@ -186,9 +187,13 @@ class DatabaseServer(ServerBase[Engine]):
         context manager (or call :meth:`Database.drop`) to drop it. With
         ``keep=True`` (keyword only) it outlives the process, as after
         :meth:`Database.keep`: marked kept, never swept, listed by
-        ``python -m elefast sweep --dry-run``.
+        ``python -m elefast sweep --dry-run``. With ``snapshot=`` (keyword only; from
+        :meth:`Database.snapshot`), the new database is a copy of that snapshot instead.
         """
-        name, engine = self._take(prefix, encoding)  # from the pool, made ahead in the background
+        if snapshot is not None:
+            name, engine = _snapshots.clone_of(self, snapshot, prefix), None
+        else:
+            name, engine = self._take(prefix, encoding)  # from the pool, made ahead in the background
         if engine is None:
             engine = wait_when_full(create_engine(self._core.database_url(name), **self._core.engine_options()))
         database = Database(engine, self, self.sessionmaker_factory)

@@ -51,6 +51,20 @@ class SnapshotTests(PostgresTestCase, unittest.TestCase):
         self.session.close()
         self.database.snapshot()  # idle now
 
+    def test_a_fresh_database_from_a_snapshot(self):
+        db.add_item("lamp")
+        snapshot = self.database.snapshot()
+        db.add_item("desk")  # after the snapshot: not in the copy
+        with self.database.server.create_database("copy", snapshot=snapshot) as copy:
+            self.assertNotEqual(copy.name, self.database.name)
+            with copy.engine.connect() as connection:
+                self.assertEqual(connection.execute(select(db.Item.name)).scalars().all(), ["lamp"])
+            name = copy.name
+        self.assertNotIn(name, support.databases("copy_%"))  # dropped like any clone
+        self.assertEqual(self.names(), ["desk", "lamp"])  # the test's own database is untouched
+        with self.assertRaises(TypeError):
+            self.database.server.create_database("copy", snapshot="not a snapshot")
+
     def test_restore_takes_only_snapshots(self):
         with self.assertRaises(TypeError):
             self.database.restore("elefast_x")
@@ -69,6 +83,9 @@ class AsyncSnapshotTests(AsyncPostgresTestCase, unittest.IsolatedAsyncioTestCase
         await self.session.close()
         await self.database.restore(snapshot)
         self.assertEqual(await adb.count_items(), 1)
+        async with await self.database.server.create_database("acopy", snapshot=snapshot) as copy:
+            async with copy.engine.connect() as connection:
+                self.assertEqual((await connection.execute(select(adb.Item.name))).scalars().all(), ["lamp"])
 
 
 class LeftBehindTests(unittest.TestCase):
