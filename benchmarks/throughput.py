@@ -26,7 +26,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -37,28 +36,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from workload import metadata  # noqa: E402
+from clone_rate import on_template, pair_ms, run_clients  # noqa: E402
 
 
 def raw_rate(admin: sa.Engine, template: str, strategy: str, clients: int, pairs: int) -> float:
-    """Clone + drop pairs per second with ``clients`` threads, ``pairs`` in all."""
-    each = max(1, pairs // clients)
-    clause = f" STRATEGY {strategy}" if strategy else ""
-
-    def work(client: int) -> None:
-        with admin.connect() as connection:
-            for number in range(each):
-                name = f"bench_raw_{os.getpid()}_{client}_{number}"
-                connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{clause}'))
-                connection.execute(sa.text(f'DROP DATABASE "{name}"'))
-
-    threads = [threading.Thread(target=work, args=(client,)) for client in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return each * clients / (time.perf_counter() - started)
+    """Clone + drop pairs per second with ``clients`` threads, ``pairs`` in all (clone_rate.py's loop)."""
+    return 1000 / pair_ms(admin, template, strategy or None, clients, pairs)
 
 
 def floor_rate(admin: sa.Engine, template: str, strategy: str, clients: int, pairs: int) -> float:
@@ -87,13 +70,7 @@ def floor_rate(admin: sa.Engine, template: str, strategy: str, clients: int, pai
             if previous:
                 connection.execute(sa.text(f'DROP DATABASE "{previous}" WITH (FORCE)'))
 
-    threads = [threading.Thread(target=work, args=(client,)) for client in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return each * clients / (time.perf_counter() - started)
+    return each * clients / run_clients(work, clients)
 
 
 def elefast_rate(url: str, tests: int) -> Dict[str, float]:
@@ -125,31 +102,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         url = ensure_local_server().render_as_string(hide_password=False)  # held by this process's lease
         label = "the throwaway local server (tmpfs, fsync off)"
     parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     from elefast import _clone_strategy, _sql
 
-    with admin.connect() as connection:
-        fsync, version, copy_method = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()[:3]
-    strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(copy_method)) or ""
-    template = f"bench_raw_tpl_{os.getpid()}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{template}"'))
-    engine = sa.create_engine(parsed.set(database=template), poolclass=sa.NullPool)
-    metadata.create_all(engine)
-    engine.dispose()
-    elefast_rate(parsed.render_as_string(hide_password=False), 5)  # builds elefast's template once
     raws: List[float] = []
     floors: List[float] = []
     runs: List[Dict[str, float]] = []
-    try:
+    settings: List[str] = []
+
+    def measure(admin: sa.Engine, template: str) -> None:
+        with admin.connect() as connection:
+            fsync, version, copy_method = connection.execute(sa.text(_sql.SERVER_SETTINGS)).one()[:3]
+        strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(copy_method)) or ""
+        settings.extend([str(version), strategy])
+        elefast_rate(parsed.render_as_string(hide_password=False), 5)  # builds elefast's template once
         for _ in range(args.rounds):
             raws.append(raw_rate(admin, template, strategy, 2, args.tests))
             floors.append(floor_rate(admin, template, strategy, 2, args.tests))
             runs.append(elefast_rate(parsed.render_as_string(hide_password=False), args.tests))
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
-        admin.dispose()
+
+    on_template(parsed, measure)  # the same 20-table template, built beside elefast's
+    version, strategy = settings
 
     print(f"# database mode vs the server's clone rate: {args.tests} do-nothing tests, 20-table template, "
           f"{args.rounds} rounds (alternating)")

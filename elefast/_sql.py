@@ -251,9 +251,13 @@ _DISK_FULL_PATTERN = re.compile(r"No space left on device|could not extend file|
 
 def is_disk_full(error: BaseException) -> bool:
     """Whether ``error`` says the server's disk is full (SQLSTATE 53100, or ENOSPC in the message)."""
+    return _says(error, "53100", _DISK_FULL_PATTERN)
+
+
+def _says(error: BaseException, sqlstate: str, pattern: Any) -> bool:
+    """Whether ``error`` or one of its causes has ``sqlstate`` or a message matching ``pattern``."""
     for exc in _walk_causes(error):
-        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-        if sqlstate == "53100" or _DISK_FULL_PATTERN.search(str(exc)):
+        if (getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)) == sqlstate or pattern.search(str(exc)):
             return True
     return False
 
@@ -264,11 +268,7 @@ DATABASE_SIZE = "SELECT pg_database_size(:name)"
 
 def is_server_full(error: BaseException) -> bool:
     """Whether ``error`` says the server has no free connection slot (SQLSTATE 53300)."""
-    for exc in _walk_causes(error):
-        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-        if sqlstate == "53300" or _FULL_PATTERN.search(str(exc)):
-            return True
-    return False
+    return _says(error, "53300", _FULL_PATTERN)
 
 
 def hide_secret(text: str, secret: Optional[str]) -> str:
