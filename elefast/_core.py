@@ -279,6 +279,7 @@ class ServerCore:
         """The clone pool (started on first use)."""
         pool = self._pool
         if pool is None:
+            self.strategy()  # the first query also sizes the connection budget: before the pool is made
             with self._lock:
                 pool = self._pool
                 if pool is None:

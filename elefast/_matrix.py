@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import unittest
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from elefast.errors import ConfigurationError
 from elefast.provision import versions
@@ -33,8 +33,10 @@ def expand(cls: type, asked: Tuple[int, ...]) -> None:
             f"runs each version on a throwaway server of its own. Remove one of the two.")
     first, *others = asked
     base_name, base_qualname = cls.__name__, cls.__qualname__
-    _pin(cls, first, base_name, base_qualname)
     module = sys.modules.get(cls.__module__)
+    _pin(cls, first, base_name, base_qualname)
+    if module is not None:
+        _alias(module, cls.__qualname__, cls)  # pickle (unittest-parallel) finds it by its new name
     for major in others:
         copy = type(base_name, (cls,), {_COPY: True, "__module__": cls.__module__})
         _pin(copy, major, base_name, base_qualname)
@@ -48,6 +50,29 @@ def _pin(cls: type, major: int, name: str, qualname: str) -> None:
     reason = versions.missing_reason(major)
     if reason:
         unittest.skip(reason)(cls)
+    else:  # its own verdict: a copy must not inherit the skip of a version missing here
+        cls.__unittest_skip__ = False  # type: ignore[attr-defined]
+        cls.__unittest_skip_why__ = ""  # type: ignore[attr-defined]
+
+
+def _alias(module: Any, name: str, cls: type) -> None:
+    """Let ``module.<name>`` find ``cls`` for pickle and ``loadTestsFromName``, without a second module
+    attribute (loaders would run its tests twice): through the module's ``__getattr__`` (PEP 562)."""
+    aliases = module.__dict__.setdefault("_elefast_matrix_aliases", {})
+    aliases[name] = cls
+    if "__getattr__" in module.__dict__ and getattr(module.__getattr__, "_elefast", False):
+        return
+    previous = module.__dict__.get("__getattr__")
+
+    def __getattr__(attribute: str) -> Any:
+        if attribute in aliases:
+            return aliases[attribute]
+        if previous is not None:
+            return previous(attribute)
+        raise AttributeError(f"module {module.__name__!r} has no attribute {attribute!r}")
+
+    __getattr__._elefast = True  # type: ignore[attr-defined]
+    module.__getattr__ = __getattr__
 
 
 def pinned(cls: type) -> Optional[int]:

@@ -80,7 +80,7 @@ class _Settings:
         asked = versions.requested(getattr(cls, "postgres_versions", ()), cls.__name__)
         if asked:
             _matrix.expand(cls, asked)
-        elif config.postgres_version is None:
+        elif config.postgres_version is None and unittest.defaultTestLoader.getTestCaseNames(cls):
             provision.prestart(config.database_url)  # its server may start now, while the suite imports
 
     @classmethod

@@ -33,6 +33,11 @@ SUITE = textwrap.dedent('''
 
 
     class VersionTests(Base):
+        def test_the_class_pickles(self):  # unittest-parallel sends tests to its workers by pickle
+            import pickle
+
+            self.assertIs(pickle.loads(pickle.dumps(type(self))), type(self))
+
         def test_version(self):
             number = self.session.execute(sa.text("show server_version_num")).scalar()
             print("VERSION", type(self).__name__, number, flush=True)
@@ -77,6 +82,16 @@ class VersionMatrixTests(unittest.TestCase):
         if 18 in found:
             self.assertRegex(result.stdout, r"VERSION AsyncVersionTests_pg18 18\d{4}")
             self.assertNotIn("AsyncVersionTests_pg15", result.stderr)
+
+    def test_a_missing_first_version_skips_only_its_own_copy(self):
+        found = versions.available()
+        missing = next(major for major in range(10, 40) if major not in found)
+        present = sorted(found)[0]
+        result = self.run_suite({"ELEFAST_POSTGRES_VERSIONS": f"{missing},{present}"})
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertRegex(result.stderr, rf"VersionTests_pg{missing}(\.test_version)?\) \.\.\. skipped ")
+        self.assertRegex(result.stderr, rf"VersionTests_pg{present}(\.test_version)?\) \.\.\. ok")
+        self.assertRegex(result.stderr, rf"VersionTests_pg{present}(\.test_the_class_pickles)?\) \.\.\. ok")
 
     def test_without_a_matrix_nothing_changes(self):
         result = self.run_suite({"ELEFAST_POSTGRES_VERSIONS": ""}, "-k", "VersionTests.test_version")

@@ -116,7 +116,7 @@ def _usable_binaries(layout: Layout) -> Layout:
         os.replace(tmp, target)
     copied = Binaries(target / binaries.bindir.relative_to(base), binaries.version,
                       f"{binaries.source}, copied to {target}")
-    return Layout(copied, user, layout.run_dir, layout.cache)
+    return Layout(copied, user, layout.run_dir, layout.cache, layout.data_root)
 
 
 def _prepare_run_dir(layout: Layout) -> None:

@@ -132,7 +132,10 @@ def prepare_data(layout: Layout) -> Optional[Path]:
         shutil.rmtree(layout.data)
     if layout.data_root is not None:  # ELEFAST_DATA_DIR: a directory of ours inside it, for the data
         _check_reachable(layout.data_root.parent, user)  # before making anything there
-        layout.data_root.parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed([layout.data_root.parent, *layout.data_root.parent.parents]):
+            if not folder.exists():  # ours: made enterable, whatever the umask says
+                folder.mkdir(mode=0o755)
+                os.chmod(folder, 0o755)
         _own(layout.data_root, user, 0o700)
     _own(layout.data, user, 0o700)
     cached = layout.initdb_cache
