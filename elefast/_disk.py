@@ -119,6 +119,9 @@ class CloneRoom:
         :class:`~elefast.errors.DiskFullError` if it still does not fit."""
         if self.disk is None or self.disk.room_for(self.size_of(template)):
             return
+        from elefast.pool import shed_ready
+
+        shed_ready(template)  # this process's clones kept ahead for other schemas go first
         deadline = time.monotonic() + 10  # used clones on their way out (the pool drops them first now)
         while time.monotonic() < deadline:
             time.sleep(0.05)

@@ -46,6 +46,7 @@ class TemplateSlot:
     error: Optional[BaseException] = None
     message: str = ""
     reused: bool = False
+    held: bool = False  # this process holds its in-use lock
 
 
 class Templates:
@@ -94,10 +95,23 @@ class Templates:
             with core.connect() as connection:
                 core.strategy(connection)  # asked here, on a connection open anyway, before the first clone
                 name = shared_name(connection, prefix, encoding, fingerprint)
-                slot = _when_ready(connection, name) or self._build_locked(connection, name, prefix, encoding,
-                                                                             fingerprint)
+                for _attempt in range(3):  # a template can be pruned by another process before we hold it
+                    slot = _when_ready(connection, name) or self._build_locked(connection, name, prefix, encoding,
+                                                                                 fingerprint)
+                    if slot.error is not None or self._hold(slot, connection):
+                        break
         self._remember(encoding, slot, fingerprint, time.monotonic() - started)
         return slot
+
+    def _hold(self, slot: TemplateSlot, connection: Connection) -> bool:
+        """Take this process's in-use lock on a shared template; False if it was dropped just before."""
+        try:
+            self._core.ledger.owner.use_template(slot.name)
+        except Exception as error:  # not fatal: only an old-template sweep could race us
+            logger.warning("elefast could not mark the template %s as in use: %s", slot.name, error)
+            return True
+        slot.held = True
+        return _when_ready(connection, slot.name) is not None
 
     def _build_locked(self, connection: Connection, name: str, prefix: str, encoding: str,
                       fingerprint: str) -> TemplateSlot:
@@ -139,14 +153,14 @@ class Templates:
     def _remember(self, encoding: str, slot: TemplateSlot, fingerprint: Optional[str], seconds: float) -> None:
         """Record the template for ``encoding`` and log it; a shared one gets this process's in-use lock."""
         _log(slot, self._core.schema, fingerprint, seconds)
-        if slot.error is None and self._core.room.disk is not None:
-            with self._core.connect() as connection:
-                self._core.room.measure(slot.name, connection)
-        if slot.error is None and not self._core.ledger.owns(slot.name):
+        if slot.error is None and not slot.held and not self._core.ledger.owns(slot.name):
             try:
                 self._core.ledger.owner.use_template(slot.name)
             except Exception as error:  # not fatal: only an old-template sweep could race us
                 logger.warning("elefast could not mark the template %s as in use: %s", slot.name, error)
+        if slot.error is None and self._core.room.disk is not None:  # measured once held: nobody drops it now
+            with self._core.connect() as connection:
+                self._core.room.measure(slot.name, connection)
         self._slots[encoding] = slot
 
     def for_class(self, template: Optional[str], prefix: str, encoding: str, fill: Callable[[Any], Any]) -> str:

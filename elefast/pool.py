@@ -11,6 +11,7 @@ import collections
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from elefast import _sql
@@ -49,6 +50,14 @@ def pool_size() -> int:
 
 
 PoolKey = Tuple[Optional[str], str, str]  # (template, prefix, encoding)
+#: Every pool of this process (one per server object: per schema, per extra database).
+_POOLS: weakref.WeakSet[ClonePool] = weakref.WeakSet()
+
+
+def shed_ready(keep: Optional[str]) -> int:
+    """Give up the ready clones of every template but ``keep``, in every pool of this process (the
+    disk is short: those clones are dropped, and made again on demand); how many were given up."""
+    return sum(pool.shed(keep) for pool in list(_POOLS))
 #: Used clones waiting to be dropped beyond which drops no longer wait for a lull in creating.
 MAX_DEFERRED_DROPS = 24
 
@@ -81,6 +90,7 @@ class ClonePool:
         self.size = pool_size() if size is None else size
         self._reset()
         reset_in_forked_child(self)
+        _POOLS.add(self)
 
     def _reset(self) -> None:
         self._cond = threading.Condition()
@@ -167,6 +177,22 @@ class ClonePool:
                 self._drops.append(then_drop)
             self._start()
             self._cond.notify_all()
+
+    def shed(self, keep: Optional[str]) -> int:
+        """Stop keeping clones ahead of templates other than ``keep``; drop their ready ones."""
+        with self._cond:
+            keys = [k for k in set(self._wanted) | set(self._ready) if k[0] != keep]
+            shed = 0
+            for key in keys:
+                self._wanted.pop(key, None)
+                for name, prepared in self._ready.pop(key, ()):
+                    _dispose(prepared)
+                    self._drops.append(name)
+                    shed += 1
+            if shed:
+                self._start()
+                self._cond.notify_all()
+        return shed
 
     def let_go_of_idle(self) -> None:
         """Close the connections ready clones keep open (they reconnect when taken): the server is full."""
