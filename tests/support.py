@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import psycopg
 
@@ -213,3 +213,18 @@ def alembic_project_failing_halfway(directory):
                     ignore=shutil.ignore_patterns("__pycache__"))
     (target / "migrations" / "versions" / "0003_halfway.py").write_text(FAILING_REVISION)
     return target / "alembic.ini"
+
+
+def run_keeping_failed(test: Any, prefix: str, class_body: str) -> tuple:
+    """Run, with ``ELEFAST_KEEP_FAILED=1``, a module whose class ``T`` (``database_prefix = prefix``
+    plus ``class_body``) has a test that fails; (the run, the databases it kept), each kept one
+    dropped at ``test``'s cleanup."""
+    code = ("import unittest\nfrom elefast import PostgresTestCase\n"
+            "class T(PostgresTestCase, unittest.TestCase):\n"
+            f"    database_prefix = {prefix!r}\n{class_body}"
+            "unittest.main(exit=False)\n")
+    result = run_python(code, env={"ELEFAST_KEEP_FAILED": "1", "ELEFAST_DATABASE_URL": server_url()})
+    kept = databases(prefix + "%")
+    for name in kept:
+        test.addCleanup(execute, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return result, kept

@@ -97,21 +97,10 @@ class AsyncTwoDatabasesTests(AsyncPostgresTestCase, unittest.IsolatedAsyncioTest
 class KeepFailedTests(unittest.TestCase):
     def test_a_failing_test_keeps_its_extra_databases_too(self):
         prefix = support.unique_prefix("kfx")
-        code = (
-            "import unittest\n"
-            "from elefast import PostgresTestCase\n"
-            "class T(PostgresTestCase, unittest.TestCase):\n"
-            f"    database_prefix = {prefix!r}\n"
+        result, kept = support.run_keeping_failed(self, prefix, (
             "    extra_databases = {'reports': None}\n"
             "    def test_fails(self):\n"
-            "        self.fail('on purpose')\n"
-            "unittest.main(exit=False)\n"
-        )
-        result = support.run_python(code, env={"ELEFAST_KEEP_FAILED": "1",
-                                                "ELEFAST_DATABASE_URL": support.server_url()})
-        kept = support.databases(prefix + "%")
-        for name in kept:
-            self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            "        self.fail('on purpose')\n"))
         self.assertEqual(len(kept), 2, result.stderr[-2000:])  # the main one and the reports one
         self.assertEqual(len([name for name in kept if name.startswith(prefix + "_reports_")]), 1, kept)
         for name in kept:

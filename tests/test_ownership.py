@@ -183,23 +183,11 @@ class OwnershipTests(unittest.TestCase):
 class KeepFailedTests(unittest.TestCase):
     def test_failing_test_database_is_kept_and_printed(self):
         """ELEFAST_KEEP_FAILED=1: a failing test's database stays, named with a psql line; passing ones go."""
-        prefix = support.unique_prefix("kf")
-        code = (
-            "import unittest, sys\n"
-            "from elefast import PostgresTestCase\n"
-            "class T(PostgresTestCase, unittest.TestCase):\n"
-            f"    database_prefix = {prefix!r}\n"
+        result, kept = support.run_keeping_failed(self, support.unique_prefix("kf"), (
             "    def test_fails(self):\n"
             "        self.fail('on purpose')\n"
             "    def test_passes(self):\n"
-            "        pass\n"
-            "unittest.main(exit=False)\n"
-        )
-        result = support.run_python(code, env={"ELEFAST_KEEP_FAILED": "1",
-                                                "ELEFAST_DATABASE_URL": support.server_url()})
-        kept = support.databases(prefix + "%")
-        for name in kept:
-            self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            "        pass\n"))
         self.assertEqual(len(kept), 1, result.stderr[-2000:])
         self.assertIn(f"elefast kept the database of the failing test __main__.T.test_fails: {kept[0]}",
                       result.stderr)
