@@ -89,11 +89,10 @@ class _Slot:
     else (cleanups, the test's outcome) is the test's."""
 
     def __init__(self, test: Any) -> None:
-        object.__setattr__(self, "_test", test)
         object.__setattr__(self, "_elefast_test", test)  # whose outcome counts (ELEFAST_KEEP_FAILED)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_test"), name)
+        return getattr(object.__getattribute__(self, "_elefast_test"), name)
 
 
 def _collect(test: Any, extra: Extra, slot: _Slot) -> None:
@@ -103,7 +102,7 @@ def _collect(test: Any, extra: Extra, slot: _Slot) -> None:
         test.connections[extra.name] = slot.__dict__["connection"]
 
 
-def _start(test: Any, extras: List[Extra]) -> None:
+def _start(test: Any) -> None:
     test.databases, test.sessions, test.connections = {}, {}, {}
 
 
@@ -114,7 +113,7 @@ def _allow(test: Any, main: ClassState) -> None:
 
 def set_up_test(test: Any, main: ClassState, extras: List[Extra]) -> None:
     """Each extra database for a ``unittest.TestCase`` test, after the main one."""
-    _start(test, extras)
+    _start(test)
     with _guard.paused():  # elefast's own steps: its first connection to a clone may come from here
         for extra in extras:
             slot = _Slot(test)
@@ -125,7 +124,7 @@ def set_up_test(test: Any, main: ClassState, extras: List[Extra]) -> None:
 
 async def set_up_test_async(test: Any, main: ClassState, extras: List[Extra]) -> None:
     """Each extra database for an ``IsolatedAsyncioTestCase`` test, after the main one."""
-    _start(test, extras)
+    _start(test)
     with _guard.paused():
         for extra in extras:
             slot = _Slot(test)
