@@ -124,6 +124,11 @@ def wait_when_full(engine: E) -> E:
     is_async = bool(getattr(target.dialect, "is_async", False))
 
     def connect(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> Any:
+        hooks = list(dialect.dispatch.do_connect)  # the first hook to return a connection ends the chain:
+        for hook in hooks[hooks.index(connect) + 1:] if connect in hooks else ():  # hooks added later
+            made = hook(dialect, record, cargs, cparams)  # (a test's, to set a password) run first
+            if made is not None:
+                return made
         bound = getattr(_here, "connect_timeout", None)
         if bound and not is_async and dialect.driver == "psycopg" and "connect_timeout" not in cparams:
             cparams = dict(cparams, connect_timeout=max(1, math.ceil(bound)))

@@ -292,9 +292,9 @@ class ServerCore:
                     _budget.on_lean(pool.let_go_of_idle)
         return pool
 
-    def _prepare(self, name: str) -> Any:
+    def _prepare(self, name: str, template: Optional[str]) -> Any:
         try:
-            prepared = self.kind.prepare(self.database_url(name), self.engine_options())
+            prepared = self.kind.prepare(self.database_url(name), self.engine_options(), template)
         except DBAPIError as error:
             self.raise_if_full(error)
             raise
@@ -306,7 +306,10 @@ class ServerCore:
 
     def take(self, template: Optional[str], prefix: str, encoding: str, ahead: bool = True) -> Tuple[str, Any]:
         """A fresh clone of ``template`` from the pool: (name, what ``EngineKind.prepare`` made)."""
-        return self.pool.take(template, prefix, encoding, ahead)
+        return self._current(template, *self.pool.take(template, prefix, encoding, ahead))
+
+    def _current(self, template: Optional[str], name: str, prepared: Any) -> Tuple[str, Any]:
+        return name, self.kind.current(prepared, lambda: self._prepare(name, template))
 
     def take_for_caller(self, template: Optional[str], prefix: str, encoding: str) -> Tuple[str, Any]:
         """A clone for the public ``create_database()``: from the pool, kept ahead from the second
@@ -316,7 +319,7 @@ class ServerCore:
         with self._lock:
             again = key in self._asked
             self._asked.add(key)
-        return self.pool.take(template, prefix, encoding, ahead=again)
+        return self._current(template, *self.pool.take(template, prefix, encoding, ahead=again))
 
     def release(self, name: str) -> None:
         """Hand a clone back to the pool, to be dropped in the background."""

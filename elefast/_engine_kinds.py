@@ -10,13 +10,14 @@ or ``setUpTestData`` there, or to warm a clone the pool keeps) asks an
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from sqlalchemy import URL, Engine, create_engine
 from typing_extensions import Protocol
 
 from elefast import _aio
 from elefast._budget import is_lean, wait_when_full
+from elefast._shared_dialect import EngineMaker
 from elefast.errors import ConfigurationError
 
 __all__ = ["ASYNC", "SYNC", "EngineKind", "Work"]
@@ -33,14 +34,27 @@ class EngineKind(Protocol):
     def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
         """Run ``work`` in one transaction on a connection to ``url`` (a fresh NullPool engine)."""
 
-    def prepare(self, url: URL, options: Dict[str, Any]) -> Any:
-        """What to make ready beside a clone the pool keeps (an engine with a connection), or None."""
+    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> Any:
+        """What to make ready beside a clone of ``template`` the pool keeps (an engine with a connection), or None."""
+
+    def current(self, prepared: Any, remake: Callable[[], Any]) -> Any:
+        """``prepared`` as a caller takes it from the pool, or ``remake()`` if it went stale meanwhile."""
 
 
 class _SyncEngines:
     """Plain engines and sync migrators; the pool keeps a warm engine beside each clone."""
 
     is_async = False
+
+    def __init__(self) -> None:
+        self._maker = EngineMaker(wait_when_full)  # on the first engine; the others share its dialect
+
+    def engine(self, url: URL, options: Dict[str, Any], template: Optional[str] = None) -> Engine:
+        """A test's engine on ``url``, a clone of ``template``: from the second clone of a template on
+        (``template`` given), one sharing the first one's dialect and statement cache."""
+        if template is None:
+            return wait_when_full(create_engine(url, **options))
+        return self._maker.engine(url, options, template)
 
     def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
         if inspect.iscoroutinefunction(work):
@@ -55,8 +69,11 @@ class _SyncEngines:
         finally:
             engine.dispose()
 
-    def prepare(self, url: URL, options: Dict[str, Any]) -> Engine:
-        engine = wait_when_full(create_engine(url, **options))
+    def current(self, prepared: Any, remake: Callable[[], Any]) -> Any:
+        return self._maker.current(prepared, remake) if isinstance(prepared, Engine) else prepared
+
+    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> Engine:
+        engine = self.engine(url, options, template)
         if not is_lean():  # on a full server a ready clone waits without a connection of its own
             with engine.connect():
                 pass  # one connection made ahead, left idle in the engine's pool
@@ -84,11 +101,14 @@ class _AsyncEngines:
 
         _aio.run(run())
 
-    def prepare(self, url: URL, options: Dict[str, Any]) -> None:
+    def current(self, prepared: Any, remake: Callable[[], Any]) -> Any:
+        return prepared
+
+    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> None:
         return None  # an async engine belongs to one event loop: each test makes its own
 
 
-SYNC: EngineKind = _SyncEngines()
+SYNC = _SyncEngines()
 """Engines for :class:`~elefast.sync.DatabaseServer`."""
 
 ASYNC: EngineKind = _AsyncEngines()

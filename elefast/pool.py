@@ -66,8 +66,8 @@ class ClonePool:
     """Clones made ahead and dropped behind by background threads, for one server.
 
     ``create(name, template, encoding)`` and ``drop(name)`` do the I/O (synchronously, from
-    a worker thread or the caller's); ``prepare(name)`` may warm something up for a ready
-    clone (an engine with a connection open); ``finish()`` runs as each worker stops.
+    a worker thread or the caller's); ``prepare(name, template)`` may warm something up for a
+    ready clone (an engine with a connection open); ``finish()`` runs as each worker stops.
     :meth:`take` returns a ready clone, else waits for one already being made, else makes
     one itself. Workers: :func:`pool_workers` makers and one dropper; drops wait for a lull
     in making. After ``fork()`` a child starts with an empty pool of its own (the parent's
@@ -78,7 +78,7 @@ class ClonePool:
         self,
         create: Callable[[str, Optional[str], str], None],
         drop: Callable[[str], None],
-        prepare: Optional[Callable[[str], Any]] = None,
+        prepare: Optional[Callable[[str, Optional[str]], Any]] = None,
         size: Optional[int] = None,
         finish: Optional[Callable[[], None]] = None,
         sweep: Optional[Callable[[], Any]] = None,
@@ -148,7 +148,7 @@ class ClonePool:
         name = _sql.database_name(prefix)
         self._create(name, template, encoding)
         try:
-            prepared = self._prepare(name) if self._prepare else None
+            prepared = self._prepare(name, template) if self._prepare else None
         except BaseException:
             self.release(name)
             raise

@@ -24,7 +24,7 @@ from typing_extensions import Self, TypeAlias
 
 from elefast import _engines, _sql
 from elefast import snapshots as _snapshots
-from elefast._budget import not_waiting, wait_when_full
+from elefast._budget import not_waiting
 from elefast._engine_kinds import SYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
@@ -195,7 +195,7 @@ class DatabaseServer(ServerBase[Engine]):
         else:
             name, engine = self._take(prefix, encoding)  # from the pool, made ahead in the background
         if engine is None:
-            engine = wait_when_full(create_engine(self._core.database_url(name), **self._core.engine_options()))
+            engine = SYNC.engine(self._core.database_url(name), self._core.engine_options())
         database = Database(engine, self, self.sessionmaker_factory)
         if keep:
             database.keep()
