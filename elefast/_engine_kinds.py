@@ -10,6 +10,7 @@ or ``setUpTestData`` there, or to warm a clone the pool keeps) asks an
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Callable, Dict, Optional
 
 from sqlalchemy import URL, Engine, create_engine
@@ -51,8 +52,9 @@ class _SyncEngines:
 
     def engine(self, url: URL, options: Dict[str, Any], template: Optional[str] = None) -> Engine:
         """A test's engine on ``url``, a clone of ``template``: from the second clone of a template on
-        (``template`` given), one sharing the first one's dialect and statement cache."""
-        if template is None:
+        (``template`` given), one sharing the first one's dialect and statement cache, unless
+        ``ELEFAST_SHARE_DIALECT=0`` (then each engine is ``create_engine``'s own, as before)."""
+        if template is None or os.environ.get("ELEFAST_SHARE_DIALECT", "1") == "0":
             return wait_when_full(create_engine(url, **options))
         return self._maker.engine(url, options, template)
 
@@ -75,8 +77,8 @@ class _SyncEngines:
     def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> Engine:
         engine = self.engine(url, options, template)
         if not is_lean():  # on a full server a ready clone waits without a connection of its own
-            with engine.connect():
-                pass  # one connection made ahead, left idle in the engine's pool
+            with engine.connect() as connection:  # one connection made ahead, left idle in the engine's pool,
+                connection.exec_driver_sql("SELECT 1")  # its backend past its first query (not the test's time)
         return engine
 
 
