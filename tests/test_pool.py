@@ -235,6 +235,14 @@ class ClonePoolTests(unittest.TestCase):
         self.server.close()
         self.assertEqual(self.clones(), [])
 
+    def test_close_drops_many_over_two_connections_and_leaves_nothing(self):
+        """Several databases still owned at the end (used ones not dropped yet, ready ones) all go."""
+        held = [self.pooled() for _ in range(5)]  # never dropped by the test: the end drops them
+        self.assertGreaterEqual(len(self.clones()), 5)
+        self.server.close()
+        self.assertEqual(self.clones(), [])
+        self.assertEqual([n for n in support.databases(self.prefix + "%") if n in {d.name for d in held}], [])
+
     @unittest.skipUnless(hasattr(os, "fork"), "needs fork()")
     def test_refill_after_fork(self):
         """A forked child gets a pool of its own: new clones, none of the parent's, nothing of the parent's dropped."""
