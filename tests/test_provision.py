@@ -137,6 +137,27 @@ class BinariesTests(unittest.TestCase):
 class LocalServerTests(unittest.TestCase):
     """Real servers in a private run directory, used by real client processes."""
 
+    def test_a_class_waits_for_a_prestart_no_longer_than_its_own_timeout(self):
+        """The background start holds the process's start lock; a class with a 0.5 s timeout is not
+        kept waiting for the prestart's 60 s: it gets the local server's error within its own."""
+        code = (
+            "import time\n"
+            "from elefast.errors import LocalServerError\n"
+            "from elefast.provision import local\n"
+            "local._ENSURING.acquire()  # as a prestart thread still starting the server holds it\n"
+            "start = time.monotonic()\n"
+            "try:\n"
+            "    local.ensure_local_server(timeout=0.5)\n"
+            "except LocalServerError as error:\n"
+            "    print('raised', round(time.monotonic() - start, 2), str(error).splitlines()[0])\n"
+        )
+        result = support.run_python(code, env=self.env)
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        words = result.stdout.split()
+        self.assertEqual(words[0], "raised", result.stdout)
+        self.assertLess(float(words[1]), 2.0)
+        self.assertIn("was not ready within 0.5 s (it was being started in the background)", result.stdout)
+
     def setUp(self):
         base = tempfile.mkdtemp(prefix="eft-run-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         os.chmod(base, 0o711)  # our own directory: the server user (as root) must traverse it

@@ -196,8 +196,15 @@ def ensure_local_server(timeout: float = 60, driver: str = "psycopg",
     PostgreSQL binaries exist, and :class:`LocalServerError` (quoting the
     server's log) when the server does not start within ``timeout``.
     """
-    with _ENSURING:
+    if not _ENSURING.acquire(timeout=max(timeout, 0.001)):  # a prestart thread may be starting it: wait
+        layout = local_layout(binaries)  # for it no longer than this caller's own timeout
+        raise LocalServerError(
+            f"The local PostgreSQL ({layout.binaries.bindir}) was not ready within {timeout:g} s "
+            f"(it was being started in the background).\nIts log ({layout.log}) ends with:\n{_log_tail(layout)}")
+    try:
         return _ensure_local_server(timeout, driver, binaries)
+    finally:
+        _ENSURING.release()
 
 
 def _ensure_local_server(timeout: float, driver: str, binaries: Optional[Binaries]) -> URL:
