@@ -48,7 +48,7 @@ class _SyncEngines:
     is_async = False
 
     def __init__(self) -> None:
-        self._maker = EngineMaker(wait_when_full)  # on the first engine; the others share its dialect
+        self._maker = EngineMaker(lambda url, options: wait_when_full(create_engine(url, **options)))
 
     def engine(self, url: URL, options: Dict[str, Any], template: Optional[str] = None) -> Engine:
         """A test's engine on ``url``, a clone of ``template``: from the second clone of a template on
@@ -87,6 +87,17 @@ class _AsyncEngines:
 
     is_async = True
 
+    def __init__(self) -> None:
+        self._maker = EngineMaker(_new_async)
+
+    def engine(self, url: URL, options: Dict[str, Any], template: Optional[str] = None) -> Any:
+        """A test's ``AsyncEngine`` on ``url``, a clone of ``template``: as :meth:`_SyncEngines.engine`."""
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if template is None or os.environ.get("ELEFAST_SHARE_DIALECT", "1") == "0":
+            return AsyncEngine(_new_async(url, options))
+        return AsyncEngine(self._maker.engine(url, options, template))
+
     def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
         from sqlalchemy.ext.asyncio import create_async_engine  # only async users pay for the import
 
@@ -110,8 +121,15 @@ class _AsyncEngines:
         return None  # an async engine belongs to one event loop: each test makes its own
 
 
+def _new_async(url: URL, options: Dict[str, Any]) -> Engine:
+    """The ``sync_engine`` of a new ``create_async_engine`` engine that waits on a full server."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    return wait_when_full(create_async_engine(url, **options)).sync_engine
+
+
 SYNC = _SyncEngines()
 """Engines for :class:`~elefast.sync.DatabaseServer`."""
 
-ASYNC: EngineKind = _AsyncEngines()
+ASYNC = _AsyncEngines()
 """Engines for :class:`~elefast.asyncio.AsyncDatabaseServer`."""

@@ -17,6 +17,7 @@ from sqlalchemy import URL
 from elefast import _aio
 from elefast._budget import wait_when_full
 from elefast._core import ServerCore, core_of
+from elefast._engine_kinds import ASYNC
 from elefast.migrators import schema_key
 
 if TYPE_CHECKING:
@@ -102,18 +103,17 @@ class AsyncProvider(_Provider):
                        sessionmaker_factory: Callable[..., Any]) -> AsyncDatabase:
         """A fresh clone from the pool (taken in a thread: the loop never waits on it)."""
         name, _ = await _aio.to_thread(self.core.take, template, prefix, encoding)
-        return self._on(name, sessionmaker_factory, self.core.release)
+        return self._on(name, sessionmaker_factory, self.core.release, template)
 
     def database_on(self, name: str, sessionmaker_factory: Callable[..., Any]) -> AsyncDatabase:
         """An ``AsyncDatabase`` on an existing clone whose ``drop()`` only disposes its engine."""
         return self._on(name, sessionmaker_factory, _keep_database)
 
-    def _on(self, name: str, sessionmaker_factory: Callable[..., Any], on_drop: Callable[[str], None]) -> AsyncDatabase:
-        from sqlalchemy.ext.asyncio import create_async_engine
-
+    def _on(self, name: str, sessionmaker_factory: Callable[..., Any], on_drop: Callable[[str], None],
+            template: Optional[str] = None) -> AsyncDatabase:
         from elefast.asyncio import AsyncDatabase
 
-        engine = wait_when_full(create_async_engine(self.core.database_url(name), **self.core.engine_options()))
+        engine = ASYNC.engine(self.core.database_url(name), self.core.engine_options(), template)
         return AsyncDatabase(engine, self.server, sessionmaker_factory, on_drop=on_drop)
 
 

@@ -20,7 +20,9 @@ fresh prototype for the engines it makes next, and swaps the engines made ahead 
 dialect as they are taken (:meth:`EngineMaker.current`), so it never does. Hooks elefast
 adds itself (waiting for a free connection on a full server) are added once, to the first
 engine, before its prototype is taken. Anything the maker cannot reproduce (an SQLAlchemy
-without these parts) makes plain ``create_engine`` engines, as before.
+without these parts) makes plain ``create_engine`` engines, as before. Async engines are made
+the same way: the maker works on their ``sync_engine``, and the caller wraps each in an
+``AsyncEngine``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy import URL, Engine, event
 
 __all__ = ["EngineMaker"]
 
@@ -108,8 +110,8 @@ class EngineMaker:
     #: each a candidate prototype: the first to connect is the one later engines copy.
     CANDIDATES = 4
 
-    def __init__(self, finish: Callable[[Engine], Engine] = lambda engine: engine) -> None:
-        self._finish = finish  # applied to each new create_engine engine before it is used or copied
+    def __init__(self, make: Callable[[URL, Dict[str, Any]], Engine]) -> None:
+        self._make = make  # a new engine of the plain kind (create_engine's, or an async engine's sync_engine)
         self._lock = threading.Lock()
         self._prototypes: Dict[Tuple[str, str, str], Optional[List[_Prototype]]] = {}
         self._made: weakref.WeakKeyDictionary[Engine, _Prototype] = weakref.WeakKeyDictionary()
@@ -133,7 +135,7 @@ class EngineMaker:
             except (AttributeError, TypeError):  # another SQLAlchemy's internals: plain engines from now on
                 with self._lock:
                     self._prototypes[key] = candidates = None
-        engine = self._finish(create_engine(url, **options))
+        engine = self._make(url, options)
         if candidates is not None:
             try:
                 taken = _Prototype(engine)

@@ -30,7 +30,7 @@ from typing_extensions import Self, TypeAlias
 
 from elefast import _aio, _engines, _sql
 from elefast import snapshots as _snapshots
-from elefast._budget import not_waiting, wait_when_full
+from elefast._budget import not_waiting
 from elefast._engine_kinds import ASYNC
 from elefast._facade import DatabaseBase, ServerBase
 from elefast._readiness import Attempts
@@ -178,7 +178,8 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
             name = await _aio.to_thread(_snapshots.clone_of, self, snapshot, prefix)
         else:
             name, _ = await _aio.to_thread(self._take, prefix, encoding)  # the pool's work stays off the loop
-        engine = wait_when_full(create_async_engine(self._core.database_url(name), **self._core.engine_options()))
+        slot = None if snapshot is not None else self._core.templates.slot(encoding)  # the one _take used
+        engine = ASYNC.engine(self._core.database_url(name), self._core.engine_options(), slot.name if slot else None)
         database = AsyncDatabase(engine, self, self.sessionmaker_factory)
         if keep:
             await database.keep()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import default
 
-from elefast import DatabaseServer, MetadataMigrator, _budget
+from elefast import AsyncDatabaseServer, DatabaseServer, MetadataMigrator, _budget
 from elefast.extensions import Extensions
 from elefast.migrators import ChainMigrator
 from tests import support
@@ -120,6 +120,34 @@ class SharedDialectTests(unittest.TestCase):
         made = self.databases(server, 4)
         self.assertIsNot(made[2].engine.dialect, made[3].engine.dialect)
         self.assertTrue(made[3].engine.dialect._has_native_hstore)
+
+
+class AsyncSharedDialectTests(unittest.IsolatedAsyncioTestCase):
+    """The async server's engines share the same way (their ``sync_engine``s do)."""
+
+    async def test_later_async_engines_share_and_reach_their_own_database(self) -> None:
+        prefix = support.unique_prefix("sda")
+        self.addCleanup(support.drop_templates, prefix)
+        server = AsyncDatabaseServer(support.server_url(), schema=MetadataMigrator(metadata))  # asyncpg
+        self.addAsyncCleanup(server.close)
+        made = []
+        for _ in range(4):
+            database = await server.create_database(prefix)
+            self.addAsyncCleanup(database.drop)
+            async with database.engine.begin() as connection:
+                self.assertEqual((await connection.execute(sa.text("SELECT current_database()"))).scalar(),
+                                 database.name)
+                await connection.execute(items.insert().values(name=database.name))
+            made.append(database)
+        third, fourth = made[2].engine.sync_engine, made[3].engine.sync_engine
+        self.assertIs(third.dialect, fourth.dialect)
+        self.assertIs(third._compiled_cache, fourth._compiled_cache)
+        query = sa.select(items.c.name)
+        for database in made[2:]:
+            async with database.engine.connect() as connection:
+                result = await connection.execute(query)
+                self.assertEqual(result.scalars().all(), [database.name])
+        self.assertIs(result.context.cache_hit, default.CACHE_HIT)
 
 
 class SharedDialectOnAFullServerTests(SharedDialectTests):
