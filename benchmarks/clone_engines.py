@@ -16,56 +16,26 @@ Without ``--url`` it uses the throwaway local server (tmpfs, fsync off).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from database_mode_runs import run_suite, server_arguments
 
 VARIANTS = (("create_engine per clone", "0"), ("shared dialect", "1"))
 
 
 def run(url: str, tests: int, body: str, share: str) -> Dict[str, float]:
     """One workload process; its rate, CPU per test and median body time."""
-    before = os.times()
-    out = subprocess.run([sys.executable, str(HERE / "workload.py"), "elefast-database", url, str(tests), body],
-                         capture_output=True, text=True, check=False,
-                         env=dict(os.environ, ELEFAST_SHARE_DIALECT=share, PYTHONPATH=str(HERE.parent)))
-    ended, after = time.time(), os.times()
-    if out.returncode != 0:
-        raise SystemExit(f"workload failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["ok"]:
-        raise SystemExit(f"the suite failed: {result['errors']}")
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return {"rate": tests / (ended - result["run_start"]), "cpu_ms": cpu / tests * 1000,
+    result = run_suite(url, tests, body, {"ELEFAST_SHARE_DIALECT": share})
+    return {"rate": tests / (result["ended"] - result["run_start"]), "cpu_ms": result["cpu_s"] / tests * 1000,
             "body_ms": statistics.median(r["body"] for r in result["records"]) * 1000}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a server (default: the throwaway local server)")
-    parser.add_argument("--tests", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.url:
-        url = args.url
-        import sqlalchemy as sa
-
-        label = sa.make_url(url).render_as_string(hide_password=True)
-    else:
-        from elefast.provision.local import ensure_local_server
-
-        url = ensure_local_server().render_as_string(hide_password=False)  # held by this process's lease
-        label = "the throwaway local server (tmpfs, fsync off)"
+    args, url, label = server_arguments(__doc__ or "", 300, argv)
     run(url, 5, "nothing", "1")  # builds the template once
     results: Dict[tuple, List[Dict[str, float]]] = {}
     for _ in range(args.rounds):

@@ -19,14 +19,10 @@ Without ``--url`` it uses the throwaway local server (tmpfs, fsync off).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -37,6 +33,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from clone_rate import on_template, pair_ms, run_clients  # noqa: E402
+from database_mode_runs import run_suite, server_arguments  # noqa: E402
 
 
 def raw_rate(admin: sa.Engine, template: str, strategy: str, clients: int, pairs: int) -> float:
@@ -75,32 +72,15 @@ def floor_rate(admin: sa.Engine, template: str, strategy: str, clients: int, pai
 
 def elefast_rate(url: str, tests: int) -> Dict[str, float]:
     """Tests per second of a database-mode suite of do-nothing tests, run start to process exit."""
-    out = subprocess.run([sys.executable, str(HERE / "workload.py"), "elefast-database", url, str(tests), "nothing"],
-                         capture_output=True, text=True, check=False)
-    ended = time.time()
-    if out.returncode != 0:
-        raise SystemExit(f"workload failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["ok"]:
-        raise SystemExit(f"the elefast suite failed: {result['errors']}")
+    result = run_suite(url, tests, "nothing")
+    ended = result["ended"]
     waits = sorted(r["wait"] for r in result["records"])
     return {"rate": tests / (ended - result["run_start"]), "runner_rate": tests / result["wall"],
             "exit_s": ended - result["run_start"] - result["wall"], "wait_ms": waits[len(waits) // 2] * 1000}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a server (default: the throwaway local server)")
-    parser.add_argument("--tests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.url:
-        url, label = args.url, sa.make_url(args.url).render_as_string(hide_password=True)
-    else:
-        from elefast.provision.local import ensure_local_server
-
-        url = ensure_local_server().render_as_string(hide_password=False)  # held by this process's lease
-        label = "the throwaway local server (tmpfs, fsync off)"
+    args, url, label = server_arguments(__doc__ or "", 200, argv)
     parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
     from elefast import _clone_strategy, _sql
 
