@@ -45,6 +45,7 @@ bench: install  ## Every speed figure in one run, each beside its physical limit
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/bench.py
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/throughput.py
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/clone_engines.py
+	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/slow_clones.py
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
 	$(PY) benchmarks/app_engines.py
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/clone_curve.py --svg docs/pages/img/per-test-cost.svg

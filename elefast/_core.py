@@ -292,9 +292,9 @@ class ServerCore:
                     _budget.on_lean(pool.let_go_of_idle)
         return pool
 
-    def _prepare(self, name: str, template: Optional[str]) -> Any:
+    def _prepare(self, name: str, template: Optional[str], warm: bool = True) -> Any:
         try:
-            prepared = self.kind.prepare(self.database_url(name), self.engine_options(), template)
+            prepared = self.kind.prepare(self.database_url(name), self.engine_options(), template, warm)
         except DBAPIError as error:
             self.raise_if_full(error)
             raise

@@ -35,8 +35,9 @@ class EngineKind(Protocol):
     def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
         """Run ``work`` in one transaction on a connection to ``url`` (a fresh NullPool engine)."""
 
-    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> Any:
-        """What to make ready beside a clone of ``template`` the pool keeps (an engine with a connection), or None."""
+    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str], warm: bool = True) -> Any:
+        """What to make ready beside a clone of ``template`` the pool keeps (an engine, with a connection
+        open if ``warm``), or None."""
 
     def current(self, prepared: Any, remake: Callable[[], Any]) -> Any:
         """``prepared`` as a caller takes it from the pool, or ``remake()`` if it went stale meanwhile."""
@@ -74,9 +75,9 @@ class _SyncEngines:
     def current(self, prepared: Any, remake: Callable[[], Any]) -> Any:
         return self._maker.current(prepared, remake) if isinstance(prepared, Engine) else prepared
 
-    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> Engine:
+    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str], warm: bool = True) -> Engine:
         engine = self.engine(url, options, template)
-        if not is_lean():  # on a full server a ready clone waits without a connection of its own
+        if warm and not is_lean():  # on a full server a ready clone waits without a connection of its own
             with engine.connect() as connection:  # one connection made ahead, left idle in the engine's pool,
                 connection.exec_driver_sql("SELECT 1")  # its backend past its first query (not the test's time)
         return engine
@@ -117,7 +118,7 @@ class _AsyncEngines:
     def current(self, prepared: Any, remake: Callable[[], Any]) -> Any:
         return prepared
 
-    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> None:
+    def prepare(self, url: URL, options: Dict[str, Any], template: Optional[str], warm: bool = True) -> None:
         return None  # an async engine belongs to one event loop: each test makes its own
 
 
