@@ -127,6 +127,7 @@ class ClonePool:
         self._threads: List[threading.Thread] = []
         self._making: Dict[PoolKey, int] = {}
         self._clone_ms: Dict[PoolKey, float] = {}  # how long a clone of each key takes (moving average)
+        self._clones_made: Dict[PoolKey, int] = {}  # how many the average is made of
         self._direct = 0  # clones callers are making themselves: the makers wait, not compete
         self._stopping = False
         self._pid = os.getpid()
@@ -282,8 +283,8 @@ class ClonePool:
         """How many clones of ``key`` to keep ready: ``wanted``, or more while its clones are slow to
         make (see :data:`SLOW_CLONE_MS`; up to :func:`max_depth`; not when lean)."""
         took = self._clone_ms.get(key)
-        if took is None or took <= SLOW_CLONE_MS or wanted < 1 or is_lean():
-            return wanted
+        if took is None or took <= SLOW_CLONE_MS or wanted < 1 or is_lean() or self._clones_made.get(key, 0) < 3:
+            return wanted  # (the first clones after a server's start are slow whatever the template)
         return max(wanted, min(max_depth(), wanted + math.ceil((took - SLOW_CLONE_MS) / DEPTH_STEP_MS)))
 
     def _tight(self) -> bool:
@@ -331,6 +332,7 @@ class ClonePool:
                     with self._cond:
                         before = self._clone_ms.get(what)
                         self._clone_ms[what] = took if before is None else 0.7 * before + 0.3 * took
+                        self._clones_made[what] = self._clones_made.get(what, 0) + 1
                         if what in self._wanted and not self._stopping:
                             self._ready.setdefault(what, collections.deque()).append((name, prepared))
                             self._cond.notify_all()
