@@ -8,47 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from elefast import _sql
 from elefast._budget import is_lean
 from elefast._logging import logger
+from elefast._pool_sizes import depth, pool_size, pool_workers
 from elefast._process import leave_to_parent, reset_in_forked_child
 
 __all__ = ["ClonePool", "pool_size", "pool_workers"]
-
-#: Clones kept ready per template. Two keeps both cores busy on the machines we measured on
-#: (one clone being made while the test runs, one waiting); override with ELEFAST_POOL_SIZE.
-DEFAULT_POOL_SIZE = 2
-
-
-def pool_workers() -> int:
-    """Threads making clones (``ELEFAST_POOL_WORKERS``, default 2; 1 on a server with few connections).
-
-    Measured on 2 cores, 20-table template, tmpfs, FILE_COPY: one thread makes a clone every
-    23.5 ms, two every 15 ms, three every 14.4 ms (benchmarks/RESULTS.md).
-    """
-    try:
-        workers = max(1, int(os.environ.get("ELEFAST_POOL_WORKERS", 2)))
-    except ValueError:
-        workers = 2
-    return 1 if is_lean() else workers
-
-
-def pool_size() -> int:
-    """The configured pool size (``ELEFAST_POOL_SIZE``, default :data:`DEFAULT_POOL_SIZE`; at most
-    1 on a server with few connections)."""
-    try:
-        size = max(0, int(os.environ.get("ELEFAST_POOL_SIZE", DEFAULT_POOL_SIZE)))
-    except ValueError:
-        size = DEFAULT_POOL_SIZE
-    return min(size, 1) if is_lean() else size
-
 
 PoolKey = Tuple[Optional[str], str, str]  # (template, prefix, encoding)
 #: Every pool of this process (one per server object: per schema, per extra database).
@@ -60,24 +32,6 @@ def shed_ready(keep: Optional[str]) -> int:
     disk is short: those clones are dropped, and made again on demand); how many were given up."""
     return sum(pool.shed(keep) for pool in list(_POOLS))
 
-
-#: Clones kept ready for one template at most when they are slow to make (see ``ClonePool._depth``;
-#: ``ELEFAST_POOL_MAX_DEPTH`` sets another; at most ``ELEFAST_POOL_SIZE`` keeps the pool that deep).
-MAX_DEPTH = 6
-
-
-def max_depth() -> int:
-    """Clones kept ready per template at most when they are slow (``ELEFAST_POOL_MAX_DEPTH``, default 6)."""
-    try:
-        return max(0, int(os.environ.get("ELEFAST_POOL_MAX_DEPTH", MAX_DEPTH)))
-    except ValueError:
-        return MAX_DEPTH
-
-#: Clones slower than this are kept deeper: one more ready per :data:`DEPTH_STEP_MS` beyond it (a
-#: template whose clones take 55 ms is kept 4 deep, from 2). With a ~100 MB template and 50 ms tests
-#: the wait for a clone had a p95 of 12-16 ms kept 2 deep, 0.2-0.35 ms kept 5 deep (measured here).
-SLOW_CLONE_MS = 40.0
-DEPTH_STEP_MS = 10.0
 
 #: Used clones waiting to be dropped beyond which drops no longer wait for a lull in creating.
 #: What is still waiting when the process ends is dropped then: with 24, a saturated run of
@@ -96,7 +50,7 @@ class ClonePool:
     one itself. Workers: :func:`pool_workers` makers and one dropper; drops wait for a lull
     in making. After ``fork()`` a child starts with an empty pool of its own (the parent's
     ready clones stay the parent's). Where clones are slow to make (a template with many rows),
-    more are kept ready, up to :func:`max_depth`, within the disk's room; those beyond ``size``
+    more are kept ready, up to ``ELEFAST_POOL_MAX_DEPTH``, within the disk's room; those beyond ``size``
     hold no connection, so the connection budget stays as planned.
     """
 
@@ -128,6 +82,8 @@ class ClonePool:
         self._making: Dict[PoolKey, int] = {}
         self._clone_ms: Dict[PoolKey, float] = {}  # how long a clone of each key takes (moving average)
         self._clones_made: Dict[PoolKey, int] = {}  # how many the average is made of
+        self._warm_making: Dict[PoolKey, int] = {}  # clones being made that will hold a connection
+        self._warm_names: Set[str] = set()  # ready clones that hold one
         self._direct = 0  # clones callers are making themselves: the makers wait, not compete
         self._stopping = False
         self._pid = os.getpid()
@@ -156,6 +112,7 @@ class ClonePool:
                 queue = self._ready.get(key)
                 if queue:
                     item = queue.popleft()
+                    self._warm_names.discard(item[0])
                     self.stats["taken_ready"] += 1
                     self._cond.notify_all()
                     return item
@@ -271,21 +228,25 @@ class ClonePool:
                          if have(k) < self._depth(k, n) and (self._room is None or self._room(k[0], pending))]
                 if short:
                     key = min(short, key=have)
-                    warm = have(key) < self._wanted[key]  # the ones beyond the planned size hold no connection
+                    # As many as the planned size hold a connection; the ones beyond it, none.
+                    warm = self._warm_count(key) < self._wanted[key]
                     self._making[key] = self._making.get(key, 0) + 1
+                    if warm:
+                        self._warm_making[key] = self._warm_making.get(key, 0) + 1
                     return ("create", (key, warm))
             elif self._drops and (len(self._drops) > MAX_DEFERRED_DROPS or not self._creating() or self._tight()):
                 return ("drop", self._drops.popleft())
             self._cond.wait(1.0)
         return None
 
+    def _warm_count(self, key: PoolKey) -> int:
+        """Under the lock: clones of ``key`` ready or being made that hold a connection."""
+        ready = sum(1 for name, _ in self._ready.get(key, ()) if name in self._warm_names)
+        return ready + self._warm_making.get(key, 0)
+
     def _depth(self, key: PoolKey, wanted: int) -> int:
-        """How many clones of ``key`` to keep ready: ``wanted``, or more while its clones are slow to
-        make (see :data:`SLOW_CLONE_MS`; up to :func:`max_depth`; not when lean)."""
-        took = self._clone_ms.get(key)
-        if took is None or took <= SLOW_CLONE_MS or wanted < 1 or is_lean() or self._clones_made.get(key, 0) < 3:
-            return wanted  # (the first clones after a server's start are slow whatever the template)
-        return max(wanted, min(max_depth(), wanted + math.ceil((took - SLOW_CLONE_MS) / DEPTH_STEP_MS)))
+        """How many clones of ``key`` to keep ready (:func:`~elefast._pool_sizes.depth`)."""
+        return depth(wanted, self._clone_ms.get(key), self._clones_made.get(key, 0))
 
     def _tight(self) -> bool:
         """Whether the disk is short of room (used clones then go before new ones are made)."""
@@ -335,6 +296,8 @@ class ClonePool:
                         self._clones_made[what] = self._clones_made.get(what, 0) + 1
                         if what in self._wanted and not self._stopping:
                             self._ready.setdefault(what, collections.deque()).append((name, prepared))
+                            if warm:
+                                self._warm_names.add(name)
                             self._cond.notify_all()
                         else:
                             _dispose(prepared)
@@ -355,6 +318,8 @@ class ClonePool:
                     self._busy -= 1
                     if kind == "create":
                         self._making[what] = self._making.get(what, 1) - 1
+                        if warm:
+                            self._warm_making[what] = self._warm_making.get(what, 1) - 1
                     self._cond.notify_all()
 
     def close(self, timeout: float = 30) -> List[str]:

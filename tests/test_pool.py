@@ -294,11 +294,15 @@ class ClonePoolTests(unittest.TestCase):
 
         pool = ClonePool(slow, self.server.drop_database, lambda n, t, warm: core._prepare(n, t, warm), size=2)
         self.addCleanup(lambda: [self.server.drop_database(name) for name in pool.close()])
-        taken, engine = pool.take(self.template, self.prefix, "utf8")
-        self.addCleanup(self.server.drop_database, taken)
-        self.addCleanup(engine.dispose)
-        self.assertTrue(self.wait_for(lambda: len(self.clones()) >= 1 + 4), self.clones())
-        ready = [name for name in self.clones() if name != taken]
+        taken = set()
+        for _ in range(3):  # a few tests' worth, each taking a ready clone: the pool times those it makes
+            name, engine = pool.take(self.template, self.prefix, "utf8")
+            taken.add(name)
+            self.addCleanup(self.server.drop_database, name)
+            self.addCleanup(engine.dispose)
+            self.assertTrue(self.wait_for(lambda: len(set(self.clones()) - taken) >= 2), self.clones())
+        self.assertTrue(self.wait_for(lambda: len(set(self.clones()) - taken) >= 4), self.clones())
+        ready = [name for name in self.clones() if name not in taken]
         with psycopg.connect(support.libpq_dsn(), autocommit=True) as connection:
             connected = {row[0] for row in connection.execute(
                 "SELECT DISTINCT datname FROM pg_stat_activity WHERE datname = ANY(%s)", (ready,))}
