@@ -14,6 +14,14 @@ from elefast._budget import is_lean
 
 __all__ = ["depth", "max_depth", "pool_size", "pool_workers"]
 
+def _setting(name: str, default: int, least: int = 0) -> int:
+    """The whole number in environment variable ``name`` (at least ``least``), else ``default``."""
+    try:
+        return max(least, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
 #: Clones kept ready per template. Two keeps both cores busy on the machines we measured on
 #: (one clone being made while the test runs, one waiting); override with ELEFAST_POOL_SIZE.
 DEFAULT_POOL_SIZE = 2
@@ -25,20 +33,13 @@ def pool_workers() -> int:
     Measured on 2 cores, 20-table template, tmpfs, FILE_COPY: one thread makes a clone every
     23.5 ms, two every 15 ms, three every 14.4 ms (benchmarks/RESULTS.md).
     """
-    try:
-        workers = max(1, int(os.environ.get("ELEFAST_POOL_WORKERS", 2)))
-    except ValueError:
-        workers = 2
-    return 1 if is_lean() else workers
+    return 1 if is_lean() else _setting("ELEFAST_POOL_WORKERS", 2, least=1)
 
 
 def pool_size() -> int:
     """The configured pool size (``ELEFAST_POOL_SIZE``, default :data:`DEFAULT_POOL_SIZE`; at most
     1 on a server with few connections)."""
-    try:
-        size = max(0, int(os.environ.get("ELEFAST_POOL_SIZE", DEFAULT_POOL_SIZE)))
-    except ValueError:
-        size = DEFAULT_POOL_SIZE
+    size = _setting("ELEFAST_POOL_SIZE", DEFAULT_POOL_SIZE)
     return min(size, 1) if is_lean() else size
 
 
@@ -49,10 +50,7 @@ MAX_DEPTH = 6
 
 def max_depth() -> int:
     """Clones kept ready per template at most when they are slow (``ELEFAST_POOL_MAX_DEPTH``, default 6)."""
-    try:
-        return max(0, int(os.environ.get("ELEFAST_POOL_MAX_DEPTH", MAX_DEPTH)))
-    except ValueError:
-        return MAX_DEPTH
+    return _setting("ELEFAST_POOL_MAX_DEPTH", MAX_DEPTH)
 
 
 #: Clones slower than this are kept deeper: one more ready per :data:`DEPTH_STEP_MS` beyond it (a
