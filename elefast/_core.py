@@ -356,15 +356,15 @@ class ServerCore:
     def _drop_names(self, names: List[str]) -> None:
         """Drop ``names`` at the end: over two connections at once when there are several (each
         ``DROP DATABASE`` waits for a checkpoint, and two waiting share one), else over one."""
-        lanes = 1 if len(names) < 4 or _budget.is_lean() else 2
-        helper = threading.Thread(target=self._drop_lane, args=(names[1::lanes],), daemon=True)
-        try:
-            if lanes > 1:
+        helper: Optional[threading.Thread] = None
+        if len(names) >= 4 and not _budget.is_lean():
+            helper = threading.Thread(target=self._drop_lane, args=(names[1::2],), daemon=True)
+            try:
                 helper.start()
-        except RuntimeError:  # Python 3.12 starts no thread at interpreter shutdown: one lane then
-            lanes = 1
-        self._drop_lane(names[0::lanes])
-        if helper.is_alive() or helper.ident is not None:
+            except RuntimeError:  # Python 3.12 starts no thread at interpreter shutdown: one lane then
+                helper = None
+        self._drop_lane(names if helper is None else names[0::2])
+        if helper is not None:
             helper.join()
 
     def _drop_lane(self, names: List[str]) -> None:

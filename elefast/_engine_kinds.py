@@ -10,7 +10,6 @@ or ``setUpTestData`` there, or to warm a clone the pool keeps) asks an
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any, Callable, Dict, Optional
 
 from sqlalchemy import URL, Engine, create_engine
@@ -55,8 +54,6 @@ class _SyncEngines:
         """A test's engine on ``url``, a clone of ``template``: from the second clone of a template on
         (``template`` given), one sharing the first one's dialect and statement cache, unless
         ``ELEFAST_SHARE_DIALECT=0`` (then each engine is ``create_engine``'s own, as before)."""
-        if template is None or os.environ.get("ELEFAST_SHARE_DIALECT", "1") == "0":
-            return wait_when_full(create_engine(url, **options))
         return self._maker.engine(url, options, template)
 
     def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:
@@ -95,8 +92,6 @@ class _AsyncEngines:
         """A test's ``AsyncEngine`` on ``url``, a clone of ``template``: as :meth:`_SyncEngines.engine`."""
         from sqlalchemy.ext.asyncio import AsyncEngine
 
-        if template is None or os.environ.get("ELEFAST_SHARE_DIALECT", "1") == "0":
-            return AsyncEngine(_new_async(url, options))
         return AsyncEngine(self._maker.engine(url, options, template))
 
     def run_in(self, url: URL, options: Dict[str, Any], work: Work) -> None:

@@ -103,10 +103,10 @@ class ServerBase(Generic[E]):
         """The engine elefast uses to create and drop databases."""
         return self._engine
 
-    def _take(self, prefix: str, encoding: str) -> Tuple[str, Any]:
+    def _take(self, prefix: str, encoding: str) -> Tuple[str, Any, Optional[str]]:
         """A clone of the schema's template (built first if need be) from the clone pool:
-        (its name, the warm engine the pool made for it, or None)."""
+        (its name, the warm engine the pool made for it or None, the template's name)."""
         prefix = _sql.safe_prefix(prefix)
         _sql.validate_encoding(encoding)
         template = self._core.templates.get(prefix, encoding)
-        return self._core.take_for_caller(template, prefix, encoding)
+        return (*self._core.take_for_caller(template, prefix, encoding), template)

@@ -14,6 +14,7 @@ from elefast._budget import is_lean
 
 __all__ = ["depth", "max_depth", "pool_size", "pool_workers"]
 
+
 def _setting(name: str, default: int, least: int = 0) -> int:
     """The whole number in environment variable ``name`` (at least ``least``), else ``default``."""
     try:

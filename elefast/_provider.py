@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Optional, Tuple
 from sqlalchemy import URL
 
 from elefast import _aio
-from elefast._budget import wait_when_full
 from elefast._core import ServerCore, core_of
-from elefast._engine_kinds import ASYNC
+from elefast._engine_kinds import ASYNC, SYNC
 from elefast.migrators import schema_key
 
 if TYPE_CHECKING:
@@ -84,11 +83,9 @@ class SyncProvider(_Provider):
 
     def database_on(self, name: str, sessionmaker_factory: Callable[..., Any]) -> Database:
         """A ``Database`` on an existing clone whose ``drop()`` only disposes its engine."""
-        from sqlalchemy import create_engine
-
         from elefast.sync import Database
 
-        engine = wait_when_full(create_engine(self.core.database_url(name), **self.core.engine_options()))
+        engine = SYNC.engine(self.core.database_url(name), self.core.engine_options())
         return Database(engine, self.server, sessionmaker_factory, on_drop=_keep_database)
 
 

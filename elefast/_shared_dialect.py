@@ -27,6 +27,7 @@ the same way: the maker works on their ``sync_engine``, and the caller wraps eac
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -116,9 +117,11 @@ class EngineMaker:
         self._prototypes: Dict[Tuple[str, str, str], Optional[List[_Prototype]]] = {}
         self._made: weakref.WeakKeyDictionary[Engine, _Prototype] = weakref.WeakKeyDictionary()
 
-    def engine(self, url: URL, options: Dict[str, Any], template: str) -> Engine:
+    def engine(self, url: URL, options: Dict[str, Any], template: Optional[str]) -> Engine:
         """An engine for database ``url``, a clone of ``template``, with ``options`` (``create_engine``
-        keyword arguments)."""
+        keyword arguments). A plain one when the template is not known or ``ELEFAST_SHARE_DIALECT=0``."""
+        if template is None or os.environ.get("ELEFAST_SHARE_DIALECT", "1") == "0":
+            return self._make(url, options)
         key = _signature(url, options, template)
         with self._lock:
             candidates = self._prototypes.setdefault(key, [])

@@ -174,12 +174,12 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
                               keep: bool = False, snapshot: Optional[Snapshot] = None) -> AsyncDatabase:
         """Create a fresh database with the schema applied (or a copy of ``snapshot``); see
         :meth:`DatabaseServer.create_database`."""
+        template: Optional[str] = None
         if snapshot is not None:
             name = await _aio.to_thread(_snapshots.clone_of, self, snapshot, prefix)
-        else:
-            name, _ = await _aio.to_thread(self._take, prefix, encoding)  # the pool's work stays off the loop
-        slot = None if snapshot is not None else self._core.templates.slot(encoding)  # the one _take used
-        engine = ASYNC.engine(self._core.database_url(name), self._core.engine_options(), slot.name if slot else None)
+        else:  # the pool's work stays off the loop
+            name, _, template = await _aio.to_thread(self._take, prefix, encoding)
+        engine = ASYNC.engine(self._core.database_url(name), self._core.engine_options(), template)
         database = AsyncDatabase(engine, self, self.sessionmaker_factory)
         if keep:
             await database.keep()

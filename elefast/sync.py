@@ -191,11 +191,11 @@ class DatabaseServer(ServerBase[Engine]):
         :meth:`Database.snapshot`), the new database is a copy of that snapshot instead.
         """
         if snapshot is not None:
-            name, engine = _snapshots.clone_of(self, snapshot, prefix), None
+            name, engine, template = _snapshots.clone_of(self, snapshot, prefix), None, None
         else:
-            name, engine = self._take(prefix, encoding)  # from the pool, made ahead in the background
+            name, engine, template = self._take(prefix, encoding)  # from the pool, made ahead in the background
         if engine is None:
-            engine = SYNC.engine(self._core.database_url(name), self._core.engine_options())
+            engine = SYNC.engine(self._core.database_url(name), self._core.engine_options(), template)
         database = Database(engine, self, self.sessionmaker_factory)
         if keep:
             database.keep()
