@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from elefast import _sql
 from elefast._budget import is_lean
@@ -80,10 +80,8 @@ class ClonePool:
         self._busy = 0
         self._threads: List[threading.Thread] = []
         self._making: Dict[PoolKey, int] = {}
-        self._clone_ms: Dict[PoolKey, float] = {}  # how long a clone of each key takes (moving average)
-        self._clones_made: Dict[PoolKey, int] = {}  # how many the average is made of
+        self._timing: Dict[PoolKey, Tuple[float, int]] = {}  # ms a clone takes (moving average), of how many
         self._warm_making: Dict[PoolKey, int] = {}  # clones being made that will hold a connection
-        self._warm_names: Set[str] = set()  # ready clones that hold one
         self._direct = 0  # clones callers are making themselves: the makers wait, not compete
         self._stopping = False
         self._pid = os.getpid()
@@ -112,7 +110,6 @@ class ClonePool:
                 queue = self._ready.get(key)
                 if queue:
                     item = queue.popleft()
-                    self._warm_names.discard(item[0])
                     self.stats["taken_ready"] += 1
                     self._cond.notify_all()
                     return item
@@ -241,12 +238,13 @@ class ClonePool:
 
     def _warm_count(self, key: PoolKey) -> int:
         """Under the lock: clones of ``key`` ready or being made that hold a connection."""
-        ready = sum(1 for name, _ in self._ready.get(key, ()) if name in self._warm_names)
+        ready = sum(1 for _, prepared in self._ready.get(key, ()) if _holds_connection(prepared))
         return ready + self._warm_making.get(key, 0)
 
     def _depth(self, key: PoolKey, wanted: int) -> int:
         """How many clones of ``key`` to keep ready (:func:`~elefast._pool_sizes.depth`)."""
-        return depth(wanted, self._clone_ms.get(key), self._clones_made.get(key, 0))
+        average, timed = self._timing.get(key, (None, 0))
+        return depth(wanted, average, timed)
 
     def _tight(self) -> bool:
         """Whether the disk is short of room (used clones then go before new ones are made)."""
@@ -291,13 +289,10 @@ class ClonePool:
                     name, prepared = self._make(template, prefix, encoding, warm)
                     took = (time.monotonic() - started) * 1000
                     with self._cond:
-                        before = self._clone_ms.get(what)
-                        self._clone_ms[what] = took if before is None else 0.7 * before + 0.3 * took
-                        self._clones_made[what] = self._clones_made.get(what, 0) + 1
+                        average, timed = self._timing.get(what, (took, 0))
+                        self._timing[what] = (0.7 * average + 0.3 * took, timed + 1)
                         if what in self._wanted and not self._stopping:
                             self._ready.setdefault(what, collections.deque()).append((name, prepared))
-                            if warm:
-                                self._warm_names.add(name)
                             self._cond.notify_all()
                         else:
                             _dispose(prepared)
@@ -346,6 +341,12 @@ class ClonePool:
         del counts["dropped"]  # "created 61, dropped 58" read like three clones left behind
         logger.debug("clone pool at exit: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         return names
+
+
+def _holds_connection(prepared: Any) -> bool:
+    """Whether what ``prepare`` made keeps a connection open (an engine with one idle in its pool)."""
+    checked_in = getattr(getattr(prepared, "pool", None), "checkedin", None)
+    return bool(checked_in()) if callable(checked_in) else False
 
 
 def _dispose(prepared: Any) -> None:
