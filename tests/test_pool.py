@@ -10,7 +10,7 @@ import unittest
 import psycopg
 from sqlalchemy import select, text
 
-from elefast import DatabaseServer, MetadataMigrator, _budget, _sql
+from elefast import DatabaseServer, MetadataMigrator, _sql
 from elefast._clone_strategy import choose_strategy
 from elefast._core import core_of
 from elefast._provider import SyncProvider
@@ -283,9 +283,7 @@ class ClonePoolTests(unittest.TestCase):
     def test_slow_clones_are_kept_deeper_the_extra_ones_without_a_connection(self):
         """Clones taking ~80 ms (a template with many rows, as the pool sees it) are kept more than
         `size` deep; only `size` of them hold a connection, so the connection budget is unchanged."""
-        if _budget.is_lean():  # an earlier test found a server full: this process keeps pools shallow
-            _budget._lean.clear()
-            self.addCleanup(_budget._lean.set)
+        support.process_lean(self, False)  # a lean process keeps pools shallow
         core = core_of(self.server)
 
         def slow(name, template, encoding):

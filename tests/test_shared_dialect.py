@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import default
 
-from elefast import AsyncDatabaseServer, DatabaseServer, MetadataMigrator, _budget
+from elefast import AsyncDatabaseServer, DatabaseServer, MetadataMigrator
 from elefast.extensions import Extensions
 from elefast.migrators import ChainMigrator
 from tests import support
@@ -154,9 +154,7 @@ class SharedDialectOnAFullServerTests(SharedDialectTests):
     """The same, in a process that found the server full: ready clones are made without a connection."""
 
     def setUp(self) -> None:
-        if not _budget.is_lean():
-            _budget._lean.set()  # as go_lean() does, without its warning; undone after the test
-            self.addCleanup(_budget._lean.clear)
+        support.process_lean(self, True)
 
 
 if __name__ == "__main__":
