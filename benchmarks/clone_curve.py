@@ -108,7 +108,8 @@ def child(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     sys.path.insert(0, str(ROOT))
-    from elefast import _clone_strategy, _sql
+    from elefast._base import sql as _sql
+    from elefast._server import clone_strategy as _clone_strategy
     from elefast.provision.local import ensure_local_server, stop_local_server
 
     url = sa.make_url(ensure_local_server())

@@ -92,7 +92,8 @@ def run(url: str, megabytes: int, tests: int, depth: Optional[str]) -> Dict[str,
 
 def server_clone_ms(url: str, megabytes: int) -> float:
     """The server's own time to clone the benchmark's template (median of 5, each dropped after)."""
-    from elefast import _clone_strategy, _sql
+    from elefast._base import sql as _sql
+    from elefast._server import clone_strategy as _clone_strategy
 
     engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
     try:

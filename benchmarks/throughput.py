@@ -82,7 +82,8 @@ def elefast_rate(url: str, tests: int) -> Dict[str, float]:
 def main(argv: Optional[List[str]] = None) -> int:
     args, url, label = server_arguments(__doc__ or "", 200, argv)
     parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
-    from elefast import _clone_strategy, _sql
+    from elefast._base import sql as _sql
+    from elefast._server import clone_strategy as _clone_strategy
 
     raws: List[float] = []
     floors: List[float] = []

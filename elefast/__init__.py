@@ -6,20 +6,17 @@ Subclass :class:`PostgresTestCase` (or :class:`AsyncPostgresTestCase`) in a
 The names below are imported on first use, so that light parts of the package
 (the local server's supervisor, the CLI) start without loading SQLAlchemy.
 
-How it works, in the order a test meets it (docs: "How it works")::
+How it works, in the order a test meets it (docs: "How it works"); the folders are the rooms::
 
-    testcase.py        the mixins; class attributes checked when the class is created
-    _isolation.py      the two isolation modes as strategies ("database", "transaction")
-    _provider.py       the front ends' one way in: shared servers, templates, pooled databases
+    testcase.py pytest_plugin.py  the front ends (the mixins, the fixtures); _cli/ the command line
+    _testing/          the test side: class attributes, isolation modes, app engines, guard, provider
     provision/         where the server is: a URL, a throwaway local server, Docker
-    sync.py asyncio.py the public servers and databases: thin facades (_facade.py)
-    _core.py           the admin core: every server step once (create+mark, drop, keep, sweep)
-    _templates.py      templates found or built once under an advisory lock, then verified
+    sync.py asyncio.py the public servers and databases (thin); snapshots.py
+    _server/           one server for both kinds: admin core, templates, clone pool, ownership, disk
     migrators.py       what builds a template (MetaData, chains; sql_files.py, extras/alembic.py);
-                       _fingerprints.py what names a shared one
-    pool.py            clones made ahead and dropped behind by threads
-    ownership.py       who owns which database; the one place a database is dropped
-    _sql.py errors.py  every statement; every error
+                       _schema/ the fingerprints that name a shared one
+    _engines/          URLs, engine options, sync/async kinds, steering, connection slots
+    _base/ errors.py   every statement, the logger, fork and exit; every error
 """
 
 from __future__ import annotations

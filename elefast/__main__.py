@@ -1,7 +1,7 @@
-"""``python -m elefast``: see :mod:`elefast.cli`."""
+"""``python -m elefast``: see :mod:`elefast._cli.main`."""
 
 import sys
 
-from elefast.cli import main
+from elefast._cli.main import main
 
 sys.exit(main())

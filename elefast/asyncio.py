@@ -1,7 +1,7 @@
 """The asynchronous API: the twins of :mod:`elefast.sync` for ``asyncio`` code.
 
 Every server-side step runs in the same admin core as the sync API
-(:mod:`elefast._core`), called from a worker thread so the event loop never waits on
+(:mod:`elefast._server.core`), called from a worker thread so the event loop never waits on
 it; only readiness, the engines of the databases and ``migrate_async`` are natively
 async. The default driver is asyncpg::
 
@@ -28,12 +28,15 @@ from sqlalchemy.ext.asyncio import (
 )
 from typing_extensions import Self, TypeAlias
 
-from elefast import _aio, _engines, _sql
 from elefast import snapshots as _snapshots
-from elefast._budget import not_waiting
-from elefast._engine_kinds import ASYNC
-from elefast._facade import DatabaseBase, ServerBase
-from elefast._readiness import Attempts
+from elefast._base import sql as _sql
+from elefast._engines import aio as _aio
+from elefast._engines import options as _options
+from elefast._engines import urls as _urls
+from elefast._engines.budget import not_waiting
+from elefast._engines.kinds import ASYNC
+from elefast._server.facade import DatabaseBase, ServerBase
+from elefast._server.readiness import Attempts
 from elefast.migrators import AsyncMetadataMigrator, AsyncMigrator
 from elefast.snapshots import Snapshot
 
@@ -137,12 +140,12 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
         sessionmaker_factory: Callable[[AsyncEngine], Callable[[], AsyncSession]] = async_sessionmaker,
     ) -> None:
         if isinstance(engine, AsyncEngine):
-            _engines.check_driver(engine.url, is_async=True)
+            _urls.check_driver(engine.url, is_async=True)
         else:
-            url = _engines.parse_url(engine, is_async=True)
+            url = _urls.parse_url(engine, is_async=True)
             engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-            _engines.mark_admin(engine.sync_engine)
-        admin = _engines.mark_admin(create_engine(_engines.sync_url(engine.url), poolclass=NullPool))
+            _options.mark_admin(engine.sync_engine)
+        admin = _options.mark_admin(create_engine(_urls.sync_url(engine.url), poolclass=NullPool))
         super().__init__(engine, schema, debug, sessionmaker_factory, admin, engine.sync_engine, ASYNC)
 
     async def __aenter__(self) -> Self:

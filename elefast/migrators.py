@@ -7,7 +7,7 @@ every test. An optional ``fingerprint()`` returning a ``str`` names what the mig
 builds: templates are kept across runs and shared between processes while it is
 unchanged. Without one, a template lives for the process only. The template's name
 also covers the migrator's type, the code a subclass overrides, the instance's own
-configuration and the role that builds it (see :mod:`elefast._fingerprints`).
+configuration and the role that builds it (see :mod:`elefast._schema.fingerprints`).
 
 After every build, before the template is marked ready, elefast calls the migrator's
 optional ``verify(connection)`` on a new connection to the template (a sync
@@ -28,7 +28,7 @@ from sqlalchemy import Connection, MetaData
 from sqlalchemy.schema import CreateSchema
 from typing_extensions import Protocol, runtime_checkable
 
-from elefast import _fingerprints
+from elefast._schema import fingerprints as _fingerprints
 from elefast.errors import ConfigurationError, MigrationError
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def schema_key(schema: Any) -> Hashable:
     """What makes two migrators the same schema, for sharing one server object per process.
 
     Migrators with the same identity (type, fingerprint, overridden code, configuration:
-    see :mod:`elefast._fingerprints`) build the same template, so two test modules each
+    see :mod:`elefast._schema.fingerprints`) build the same template, so two test modules each
     writing ``MetadataMigrator(db.metadata)`` share one server, pool and template; a
     migrator that cannot be fingerprinted is only ever the same as itself.
     """

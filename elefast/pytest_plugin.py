@@ -69,9 +69,10 @@ CONNECT_TIMEOUT = 30.0
 
 
 def _url(is_async: bool) -> Any:
-    from elefast import _engines, provision
+    from elefast import provision
+    from elefast._engines import urls as _urls
 
-    return _engines.parse_url(provision.resolve(is_async=is_async, timeout=60), is_async=is_async, swap_kind=True)
+    return _urls.parse_url(provision.resolve(is_async=is_async, timeout=60), is_async=is_async, swap_kind=True)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +93,7 @@ def elefast_server(elefast_schema: Any) -> Iterator[DatabaseServer]:
 
 def _guard_if_wanted(cleanups: _Cleanups, database: str) -> None:
     """``ELEFAST_GUARD=1``: the test's connections anywhere but its database fail (as the mixins' guard)."""
-    from elefast import _guard
+    from elefast._testing import guard as _guard
 
     if _guard.guard_wanted(None):
         _guard.guard_test(cleanups, database, owner="elefast_database", fix=_guard.PYTEST_FIX)
@@ -133,8 +134,9 @@ def elefast_app_engines() -> Any:
 @pytest.fixture
 def elefast_database(elefast_server: DatabaseServer, elefast_app_engines: Any) -> Iterator[Database]:
     """A fresh database cloned from the template (taken from the clone pool), dropped after the test."""
-    from elefast import _app_engines, _app_steps
-    from elefast._provider import SyncProvider
+    from elefast._testing import app_engines as _app_engines
+    from elefast._testing import app_steps as _app_steps
+    from elefast._testing.provider import SyncProvider
 
     engines = _app_engines.resolve(elefast_app_engines or (), "elefast_app_engines")
     provider = SyncProvider(elefast_server)
@@ -165,7 +167,7 @@ def elefast_session(elefast_database: Database) -> Iterator[Session]:
 @pytest.fixture(scope="session")
 def elefast_async_server(elefast_schema: Any) -> Iterator[AsyncDatabaseServer]:
     """The session's :class:`~elefast.asyncio.AsyncDatabaseServer` (asyncpg by default)."""
-    from elefast import _aio
+    from elefast._engines import aio as _aio
     from elefast.asyncio import AsyncDatabaseServer
 
     server = AsyncDatabaseServer(_url(is_async=True), schema=elefast_schema)
@@ -188,8 +190,10 @@ if HAVE_PYTEST_ASYNCIO:
     async def elefast_async_database(elefast_async_server: AsyncDatabaseServer,
                                      elefast_app_engines: Any) -> AsyncIterator[AsyncDatabase]:
         """A fresh database for an async test, dropped after it."""
-        from elefast import _aio, _app_engines, _app_steps
-        from elefast._provider import AsyncProvider
+        from elefast._engines import aio as _aio
+        from elefast._testing import app_engines as _app_engines
+        from elefast._testing import app_steps as _app_steps
+        from elefast._testing.provider import AsyncProvider
 
         engines = _app_engines.resolve(elefast_app_engines or (), "elefast_app_engines")
         provider = AsyncProvider(elefast_async_server)

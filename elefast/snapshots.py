@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from elefast import _sql
-from elefast._app_engines import pointed_at
-from elefast._core import core_of
+from elefast._base import sql as _sql
+from elefast._engines.steering import pointed_at
+from elefast._server.core import core_of
 from elefast.errors import SnapshotError
 
 __all__ = ["Snapshot", "let_go", "let_go_async", "restore", "take"]

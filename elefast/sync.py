@@ -8,7 +8,7 @@ Typical use::
         with database.session() as session:
             ...
 
-Every server-side step runs in the admin core (:mod:`elefast._core`); this module is
+Every server-side step runs in the admin core (:mod:`elefast._server.core`); this module is
 its public face for sync code.
 """
 
@@ -22,12 +22,14 @@ from sqlalchemy import URL, Engine, NullPool, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from typing_extensions import Self, TypeAlias
 
-from elefast import _engines, _sql
 from elefast import snapshots as _snapshots
-from elefast._budget import not_waiting
-from elefast._engine_kinds import SYNC
-from elefast._facade import DatabaseBase, ServerBase
-from elefast._readiness import Attempts
+from elefast._base import sql as _sql
+from elefast._engines import options as _options
+from elefast._engines import urls as _urls
+from elefast._engines.budget import not_waiting
+from elefast._engines.kinds import SYNC
+from elefast._server.facade import DatabaseBase, ServerBase
+from elefast._server.readiness import Attempts
 from elefast.migrators import MetadataMigrator, Migrator
 from elefast.snapshots import Snapshot
 
@@ -136,13 +138,13 @@ class DatabaseServer(ServerBase[Engine]):
         sessionmaker_factory: Callable[[Engine], Callable[[], Session]] = sessionmaker,
     ) -> None:
         if isinstance(engine, Engine):
-            _engines.check_driver(engine.url, is_async=False)
-            admin = _engines.mark_admin(create_engine(  # its own: the user's may say isolation_level="autocommit"
+            _urls.check_driver(engine.url, is_async=False)
+            admin = _options.mark_admin(create_engine(  # its own: the user's may say isolation_level="autocommit"
                 engine.url, isolation_level="AUTOCOMMIT", poolclass=NullPool,
-                connect_args=_engines.remember_connect_args(engine)))
+                connect_args=_options.remember_connect_args(engine)))
         else:
-            url = _engines.parse_url(engine, is_async=False)
-            engine = admin = _engines.mark_admin(create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool))
+            url = _urls.parse_url(engine, is_async=False)
+            engine = admin = _options.mark_admin(create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool))
         super().__init__(engine, schema, debug, sessionmaker_factory, admin, engine, SYNC)
 
     def __enter__(self) -> Self:
@@ -170,7 +172,7 @@ class DatabaseServer(ServerBase[Engine]):
     def _probe(self, seconds: float) -> None:
         # Each attempt bounded by its share of the timeout; on elefast's own engine, so the
         # dialect's first-connect queries run once, not again for the admin work that follows.
-        bound = seconds if _engines.is_admin(self._engine) and "connect_timeout" not in self.url.query else None
+        bound = seconds if _options.is_admin(self._engine) and "connect_timeout" not in self.url.query else None
         with not_waiting(connect_timeout=bound), self._engine.connect() as connection:
             connection.execute(text(_sql.SELECT_ONE))
 
@@ -221,6 +223,6 @@ class DatabaseServer(ServerBase[Engine]):
         """Drop the databases elefast made for processes that are gone; return their names.
 
         Only databases marked as elefast's whose ownership lock no living process holds
-        (see :mod:`elefast.ownership`); never one kept for inspection, never a template.
+        (see :mod:`elefast._server.ownership`); never one kept for inspection, never a template.
         """
         return self._core.sweep(dry_run)

@@ -14,7 +14,7 @@ the same server and the same schema (migrator objects of one type with the same
 fingerprint count as one). With ``isolation = "database"`` (the default) each test
 gets its own clone, taken from a pool that a background thread fills ahead and
 drains behind. With ``isolation = "transaction"`` the class gets one clone and each
-test runs inside a transaction rolled back after it (:mod:`elefast._isolation`).
+test runs inside a transaction rolled back after it (:mod:`elefast._testing.isolation`).
 Everything a test gets is registered with ``addCleanup`` the moment it exists, so a
 failing ``setUp``, a test that leaves connections or transactions open, or a
 subclass that forgets ``super().setUp()`` leaks nothing.
@@ -33,10 +33,17 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional,
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
-from elefast import _app_engines, _engines, _extra_databases, _matrix, _outcome, _sql, provision
-from elefast._class_config import ClassConfig
-from elefast._isolation import ENCODING, ClassState
-from elefast._provider import SHARED, AsyncProvider, SyncProvider
+from elefast import provision
+from elefast._base import sql as _sql
+from elefast._engines import options as _options
+from elefast._engines import urls as _urls
+from elefast._testing import app_engines as _app_engines
+from elefast._testing import extra_databases as _extra_databases
+from elefast._testing import matrix as _matrix
+from elefast._testing import outcome as _outcome
+from elefast._testing.class_config import ClassConfig
+from elefast._testing.isolation import ENCODING, ClassState
+from elefast._testing.provider import SHARED, AsyncProvider, SyncProvider
 from elefast.provision import versions
 from elefast.queries import NumQueries, QueryCapture
 from elefast.sync import Database, DatabaseServer
@@ -132,10 +139,10 @@ class _Settings:
     def _elefast_server_url(cls, config: ClassConfig) -> URL:
         """Where the class's server is (see :mod:`elefast.provision`), with a driver of the right kind."""
         is_async = cls._elefast_is_async
-        _engines.load_dialect(is_async)  # while a prestarted local server comes up, not after it
+        _options.load_dialect(is_async)  # while a prestarted local server comes up, not after it
         found = provision.resolve(config.database_url, is_async=is_async, timeout=max(config.connect_timeout, 30),
                                   postgres_version=config.postgres_version)
-        return _engines.parse_url(found, is_async=is_async, swap_kind=True)
+        return _urls.parse_url(found, is_async=is_async, swap_kind=True)
 
     @classmethod
     def _elefast_provider(cls, config: ClassConfig) -> Tuple[Union[SyncProvider, AsyncProvider], Callable[..., Any]]:
@@ -211,7 +218,7 @@ class PostgresTestCase(_Settings, _TestCase):
     - ``app_engines``: the app's own engines, steered onto each test's database
       (a tuple of ``Engine`` / ``AsyncEngine`` objects, Flask-SQLAlchemy ``db``
       objects, or ``"package.module:attribute"`` strings); in transaction mode they
-      share the test's connection and transaction. See :mod:`elefast._app_engines`.
+      share the test's connection and transaction. See :mod:`elefast._testing.app_engines`.
     - ``extensions``: PostgreSQL extensions created in the template before ``schema``
       runs, e.g. ``("vector", "pg_trgm")``. See :mod:`elefast.extensions`.
     - ``extra_databases``: more databases per test, for apps with more than one:
@@ -219,7 +226,7 @@ class PostgresTestCase(_Settings, _TestCase):
       ``self.databases["reports"]`` and ``self.sessions["reports"]`` (and, in transaction
       mode, ``self.connections["reports"]``), each with its own template, in the class's
       isolation mode; ``app_engines`` names an app engine of one as ``("reports", engine)``.
-      See :mod:`elefast._extra_databases`.
+      See :mod:`elefast._testing.extra_databases`.
     - ``postgres_versions``: run the class once per PostgreSQL major version, each on
       a throwaway server of that version, e.g. ``(15, 18)`` (default:
       ``ELEFAST_POSTGRES_VERSIONS``, else none). See :mod:`elefast.provision.versions`.
@@ -311,7 +318,7 @@ class AsyncPostgresTestCase(_Settings, _AsyncTestCase):
     @classmethod
     async def elefast_server(cls) -> AsyncDatabaseServer:
         """The process-wide :class:`AsyncDatabaseServer` for this class's URL and schema."""
-        from elefast import _aio
+        from elefast._engines import aio as _aio
 
         return await _aio.to_thread(cls._elefast_shared_server, ClassConfig.of(cls, is_async=True))
 

@@ -233,7 +233,7 @@ def run_keeping_failed(test: Any, prefix: str, class_body: str) -> tuple:
 def process_lean(test: Any, lean: bool) -> None:
     """Put this process in the mode of a server with few connections (``lean``) or out of it, for
     ``test`` only (an earlier test that found a server full leaves the process lean)."""
-    from elefast import _budget
+    from elefast._engines import budget as _budget
 
     if _budget.is_lean() != lean:
         (_budget._lean.set if lean else _budget._lean.clear)()

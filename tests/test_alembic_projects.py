@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 
 from elefast import AsyncDatabaseServer, DatabaseServer
-from elefast._fingerprints import identity
+from elefast._schema.fingerprints import identity
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras.alembic import AlembicMigrator
 from tests import support

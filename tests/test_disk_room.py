@@ -19,7 +19,7 @@ from tests import support
 CHILD = """
 import sqlalchemy as sa
 from elefast import DatabaseServer, MetadataMigrator
-from elefast._core import core_of
+from elefast._server.core import core_of
 from elefast.errors import DiskFullError
 from elefast.provision.local import ensure_local_server, stop_local_server
 

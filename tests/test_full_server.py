@@ -159,7 +159,7 @@ class EightWorkersOnThirtyConnectionsTests(unittest.TestCase):
 SIZED_CHILD = """
 import sqlalchemy as sa
 from elefast import DatabaseServer, MetadataMigrator
-from elefast.pool import pool_size, pool_workers
+from elefast._server.pool import pool_size, pool_workers
 
 metadata = sa.MetaData()
 sa.Table("items", metadata, sa.Column("id", sa.Integer, primary_key=True))

@@ -8,7 +8,8 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import elefast
-import elefast._engines
+import elefast._engines.options
+import elefast._engines.urls
 import elefast.asyncio
 import elefast.errors
 import elefast.sync
@@ -124,7 +125,7 @@ class PublicAPITests(unittest.TestCase):
                 self.assertEqual(str(copy), f"{name} message")
         defined_elsewhere = []
         for module in (elefast, elefast.sync, elefast.asyncio, elefast.provision.local, elefast.provision.binaries,
-                       elefast.provision.docker, elefast._engines):
+                       elefast.provision.docker, elefast._engines.urls, elefast._engines.options):
             for value in vars(module).values():
                 if (isinstance(value, type) and issubclass(value, elefast.ElefastError)
                         and value is not getattr(elefast.errors, value.__name__, None)):

@@ -1,4 +1,4 @@
-"""Tests of elefast.ownership: only orphans are swept, on a real server, with real killed processes."""
+"""Tests of elefast._server.ownership: only orphans are swept, on a real server, with real killed processes."""
 
 import os
 import signal
@@ -7,8 +7,9 @@ import sys
 import time
 import unittest
 
-from elefast import DatabaseServer, ownership
-from elefast._core import core_of
+from elefast import DatabaseServer
+from elefast._server import ownership
+from elefast._server.core import core_of
 from tests import support
 
 KILLED = """

@@ -1,4 +1,4 @@
-"""Tests of elefast.pool and the template machinery: fingerprints, reuse across processes,
+"""Tests of elefast._server.pool and the template machinery: fingerprints, reuse across processes,
 sweeping, the background clone pool (fork included) and the CREATE DATABASE strategy."""
 
 import asyncio
@@ -10,13 +10,14 @@ import unittest
 import psycopg
 from sqlalchemy import select, text
 
-from elefast import DatabaseServer, MetadataMigrator, _sql
-from elefast._clone_strategy import choose_strategy
-from elefast._core import core_of
-from elefast._provider import SyncProvider
-from elefast._templates import shared_name
+from elefast import DatabaseServer, MetadataMigrator
+from elefast._base import sql as _sql
+from elefast._server.clone_strategy import choose_strategy
+from elefast._server.core import core_of
+from elefast._server.pool import ClonePool
+from elefast._server.templates import shared_name
+from elefast._testing.provider import SyncProvider
 from elefast.extras.alembic import AlembicMigrator
-from elefast.pool import ClonePool
 from tests import support
 from tests.test_alembic import INI
 from tests.test_sync import metadata, users
@@ -24,7 +25,7 @@ from tests.test_sync import metadata, users
 RUNS_FILE_CODE = """
 import os, sys
 from elefast import DatabaseServer, MetadataMigrator
-from elefast._core import core_of
+from elefast._server.core import core_of
 from tests.test_sync import metadata, users
 from tests import support
 
@@ -179,7 +180,7 @@ class TemplateTests(unittest.TestCase):
 
 
 def _identity(migrator):
-    from elefast._fingerprints import identity
+    from elefast._schema.fingerprints import identity
 
     digest, why = identity(migrator)
     assert digest is not None, why

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 
 from elefast import AsyncDatabaseServer, ChainMigrator, DatabaseServer, MetadataMigrator, SQLFileMigrator
-from elefast._fingerprints import identity
+from elefast._schema.fingerprints import identity
 from elefast.errors import MigrationError
 from elefast.extras.alembic import AlembicMigrator
 from tests import support

@@ -1,11 +1,11 @@
-"""Tests of elefast._sql: statements, names, quoting and error triage (no I/O)."""
+"""Tests of elefast._base.sql: statements, names, quoting and error triage (no I/O)."""
 
 import re
 import unittest
 
 import psycopg
 
-from elefast import _sql
+from elefast._base import sql as _sql
 from elefast.errors import ConfigurationError, InvalidPrefixError
 from tests import support
 

@@ -9,8 +9,8 @@ from unittest import mock
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, select, text
 
 from elefast import AsyncDatabaseServer, AsyncMetadataMigrator, DatabaseServer, MetadataMigrator
-from elefast._core import core_of
-from elefast._fingerprints import identity
+from elefast._schema.fingerprints import identity
+from elefast._server.core import core_of
 from elefast.errors import MigrationError
 from tests import support
 

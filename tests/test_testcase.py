@@ -22,8 +22,8 @@ def run(*classes):
 
 def drain_pools():
     """Let every shared server's pool drop what it keeps ahead or has yet to drop."""
-    from elefast._core import core_of
-    from elefast._provider import SHARED
+    from elefast._server.core import core_of
+    from elefast._testing.provider import SHARED
 
     for server in SHARED.servers():
         core_of(server).drain()

@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Set, Union
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from elefast import _aio, _sql
-from elefast._engines import safe_url, sync_url
-from elefast._messages import first_line
+from elefast._base import sql as _sql
+from elefast._engines import aio as _aio
+from elefast._engines.urls import safe_url, sync_url
+from elefast._server.messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras._alembic_support import is_package_location, logging_kept, package_folder
 from elefast.extras._flask_migrate import flask_app_on

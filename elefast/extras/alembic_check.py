@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, List
 
-from elefast._engines import sync_url
+from elefast._engines.urls import sync_url
 
 __all__ = ["migration_differences"]
 

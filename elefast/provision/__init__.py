@@ -17,7 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Optional, Set, Union
 
-from elefast._logging import logger
+from elefast._base.log import logger
 from elefast.errors import ServerNotConfiguredError
 
 if TYPE_CHECKING:

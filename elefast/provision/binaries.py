@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from elefast.errors import BinariesNotFoundError
+from elefast.provision.cache import cache_dir
 
 __all__ = ["ENV_BINDIR", "Binaries", "BinariesNotFoundError", "by_major", "find_binaries"]
 
@@ -88,8 +89,6 @@ def _has_server(directory: Path) -> bool:
 
 
 def _memo_file() -> Path:
-    from elefast.provision.layout import cache_dir  # layout imports this module
-
     return cache_dir() / "programs.json"
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from elefast.provision.binaries import Binaries
+from elefast.provision.cache import cache_dir
 
 #: Bump when the server settings or the layout change, so old run directories are not reused.
 LAYOUT_VERSION = "1"
@@ -59,17 +60,6 @@ def server_user() -> Optional[ServerUser]:
         "elefast runs as root, and PostgreSQL refuses to; neither a 'postgres' nor a 'nobody' "
         "user exists to run it as. Run the tests as a normal user, or set ELEFAST_DATABASE_URL."
     )
-
-
-def cache_dir() -> Path:
-    """The persistent cache directory (see the module docstring)."""
-    configured = os.environ.get("ELEFAST_CACHE_DIR", "").strip()
-    if configured:
-        return Path(configured)
-    if os.name == "posix" and os.geteuid() == 0:
-        return Path("/var/tmp/elefast-0")
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "elefast"
 
 
 def _run_base() -> Path:

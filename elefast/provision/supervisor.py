@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from elefast.provision import locks, reflinks
 from elefast.provision.binaries import Binaries
-from elefast.provision.layout import Layout, ServerUser, cache_dir, server_user
+from elefast.provision.cache import cache_dir
+from elefast.provision.layout import Layout, ServerUser, server_user
 
 #: Seconds without any client before the server is stopped.
 IDLE_GRACE = 1.0

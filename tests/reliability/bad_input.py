@@ -87,7 +87,7 @@ def _made_safe(prefix: str) -> Optional[str]:
 
 def _long_prefix() -> Optional[str]:
     """Not an error (DESIGN.md): a long prefix is shortened and the random part kept whole."""
-    from elefast import _sql
+    from elefast._base import sql as _sql
 
     name = _sql.database_name("p" * 200)
     if len(name.encode()) == 63 and name[-17] == "_" and all(c in "0123456789abcdef" for c in name[-16:]):

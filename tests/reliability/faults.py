@@ -101,7 +101,7 @@ def machines_sharing_a_server(h: Harness, processes: int = 8) -> Row:
         env = {k: v for k, v in h.child_env().items() if k not in ("ELEFAST_SERVER", "ELEFAST_RUN_DIR")}
         # A process running a sync and an async class peaks at 13 client connections, so 8 of them
         # graze the machine server's max_connections = 100: elefast waits for a free slot and goes
-        # lean instead of failing with "too many clients" (elefast/_budget.py).
+        # lean instead of failing with "too many clients" (elefast/_engines/budget.py).
         env.update(HOME=str(home), TMPDIR=str(home / "tmp"), ELEFAST_DATABASE_URL=MACHINE_URL, ELEFAST_LOG="info",
                    RELIABILITY_PREFIX=prefix, RELIABILITY_SCHEMA=schema)
         env.pop("XDG_CACHE_HOME", None)

@@ -1,13 +1,13 @@
 """The admin core: every server-side step, written once, under both public APIs.
 
 :class:`ServerCore` creates (and marks) databases, drops them, keeps them, sweeps
-orphans, builds and finds templates (:mod:`elefast._templates`), runs the clone pool
-(:mod:`elefast.pool`) and cleans up at the end. It is synchronous and talks to the
+orphans, builds and finds templates (:mod:`elefast._server.templates`), runs the clone pool
+(:mod:`elefast._server.pool`) and cleans up at the end. It is synchronous and talks to the
 server through one SQLAlchemy engine of psycopg connections in autocommit: the sync
 :class:`~elefast.sync.DatabaseServer` calls it directly, the async
 :class:`~elefast.asyncio.AsyncDatabaseServer` from worker threads, off its event loop.
 
-What differs between the two is an :class:`~elefast._engine_kinds.EngineKind`: how to
+What differs between the two is an :class:`~elefast._engines.kinds.EngineKind`: how to
 open an engine on a database elefast created, run a migration or ``setUpTestData`` there (a coroutine for
 async migrators), and what to warm up for a ready clone.
 
@@ -24,14 +24,20 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
 
-from elefast import _budget, _clone_strategy, _engines, _messages, _sql, ownership
-from elefast._disk import CloneRoom, DiskRoom
-from elefast._engine_kinds import EngineKind, Work
-from elefast._logging import logger
-from elefast._process import at_process_exit, leave_to_parent, reset_in_forked_child
-from elefast._templates import Templates
+from elefast._base import sql as _sql
+from elefast._base.log import logger
+from elefast._base.process import at_process_exit, leave_to_parent, reset_in_forked_child
+from elefast._engines import budget as _budget
+from elefast._engines import options as _options
+from elefast._engines import urls as _urls
+from elefast._engines.kinds import EngineKind, Work
+from elefast._server import clone_strategy as _clone_strategy
+from elefast._server import messages as _messages
+from elefast._server import ownership
+from elefast._server.disk import CloneRoom, DiskRoom
+from elefast._server.pool import ClonePool
+from elefast._server.templates import Templates
 from elefast.errors import DiskFullError, ServerFullError
-from elefast.pool import ClonePool
 
 __all__ = ["ServerCore", "core_of"]
 
@@ -69,7 +75,7 @@ class ServerCore:
         self.url: URL = user_engine.url
         self._described = repr(server)
         self._user_engine = user_engine
-        self._connect_args = {} if _engines.is_admin(user_engine) else _engines.remember_connect_args(user_engine)
+        self._connect_args = {} if _options.is_admin(user_engine) else _options.remember_connect_args(user_engine)
         self._strategy: Optional[str] = None  # "" once asked: the server's default
         self._hstore: Optional[bool] = None  # does the schema's template have the hstore type?
         self._lock = threading.Lock()
@@ -119,11 +125,11 @@ class ServerCore:
         looking it up (three round trips in each new engine's first connection, for an answer
         every clone of the template shares); SQLAlchemy's ``HSTORE`` works either way.
         """
-        options = _engines.engine_options(self._user_engine, self._connect_args)
+        options = _options.engine_options(self._user_engine, self._connect_args)
         if self._hstore is False and self.url.get_driver_name() == "psycopg" and pooled:
             options.setdefault("use_native_hstore", False)
         if not pooled:
-            options = _engines.without_pool_sizes(options)
+            options = _options.without_pool_sizes(options)
             options["poolclass"] = NullPool
         return options
 
@@ -239,7 +245,7 @@ class ServerCore:
             _budget.plan(int(most), int(reserved), int(others), int(ours))
             strategy = _clone_strategy.choose_strategy(int(version), str(fsync), str(copy_method))
             said = _clone_strategy.describe_strategy(strategy, str(copy_method))
-            logger.info("%s (%s)", said, _engines.safe_url(self.url))
+            logger.info("%s (%s)", said, _urls.safe_url(self.url))
             self._strategy = strategy or ""
 
     def on_admin(self, work: Callable[[Connection], Any], long_lived: bool = False) -> None:

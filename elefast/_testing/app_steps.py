@@ -1,4 +1,4 @@
-"""What each test does with the app's engines (``app_engines``; resolved by :mod:`elefast._app_engines`).
+"""What each test does with the app's engines (``app_engines``; resolved by :mod:`elefast._testing.app_engines`).
 
 - database mode: :func:`steer_to_database` (and its async twin) points every engine's new
   connections at the test's database and empties the engine's pool before and after;
@@ -16,17 +16,16 @@ from typing import Any, Callable, Dict, List
 from sqlalchemy import URL, Engine
 
 from elefast import queries
-from elefast._app_engines import (
+from elefast._engines.steering import Steering, steering
+from elefast._engines.urls import safe_url
+from elefast._testing.app_engines import (
     _STAND_INS,
     STAND_IN_URL,
     AppEngine,
     AppEngineSpec,
     FlaskExtension,
-    Steering,
     current,
-    steering,
 )
-from elefast._engines import safe_url
 from elefast.errors import ConfigurationError
 
 __all__ = ["set_url_variable", "share_connection", "share_connection_async", "steer_to_database",
@@ -145,7 +144,7 @@ async def _unsteer_async(app_engine: AppEngine, steer: Steering) -> None:
 
 def _report_unused(app_engine: AppEngine, steer: Steering) -> None:
     if not steer.connected:
-        from elefast._logging import logger
+        from elefast._base.log import logger
 
         logger.debug("app engine %s did not connect during the test", app_engine.label)
 
@@ -157,7 +156,7 @@ def share_connection(test: Any, specs: List[AppEngineSpec], connection: Any, url
     ``kept`` is the class's: its sandbox pools and savepoint tracking are made once (the
     class's engine serves every test) and pointed at each test's connection.
     """
-    from elefast._sandbox import Savepoints, ThreadTurns
+    from elefast._testing.sandbox import Savepoints, ThreadTurns
 
     if "savepoints" not in kept:
         kept.update(turns=ThreadTurns(), savepoints=Savepoints(), pools=weakref.WeakKeyDictionary())
@@ -173,7 +172,7 @@ def share_connection(test: Any, specs: List[AppEngineSpec], connection: Any, url
 
 def _share_one(test: Any, app_engine: AppEngine, dbapi_connection: Any, url: URL, owner: str,
                kept: Dict[str, Any]) -> None:
-    from elefast._sandbox import SandboxPool
+    from elefast._testing.sandbox import SandboxPool
 
     if app_engine.is_async:
         raise ConfigurationError(
@@ -201,7 +200,7 @@ def _share_one(test: Any, app_engine: AppEngine, dbapi_connection: Any, url: URL
 async def share_connection_async(test: Any, specs: List[AppEngineSpec], connection: Any, url: URL,
                                  owner: str) -> None:
     """Transaction mode, async test: the engines' connections share the test's ``AsyncConnection``."""
-    from elefast._sandbox import SandboxPool, Savepoints, TaskTurns
+    from elefast._testing.sandbox import SandboxPool, Savepoints, TaskTurns
 
     raw = await connection.get_raw_connection()
     turns, savepoints = TaskTurns(), Savepoints()

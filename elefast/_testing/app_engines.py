@@ -7,7 +7,7 @@ changes where the object's connections go, for the length of one test:
 - database mode: a ``do_connect`` hook rewrites the connection's host, port, database,
   user and password to the test's database (the app's driver and options stay); the
   engine's pool is emptied before and after the test, so no connection serves two tests;
-- transaction mode: the engine's pool is swapped for a :class:`~elefast._sandbox.SandboxPool`
+- transaction mode: the engine's pool is swapped for a :class:`~elefast._testing.sandbox.SandboxPool`
   whose connections all share the test's one connection, inside its transaction.
 
 Outside the class's tests the engine behaves as before. What ``app_engines`` may hold:
@@ -20,19 +20,14 @@ from __future__ import annotations
 import importlib
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Union
 
-from sqlalchemy import URL, Engine, event
+from sqlalchemy import Engine
 
-from elefast._engines import safe_url
+from elefast._engines.urls import safe_url
 from elefast.errors import ConfigurationError
 
-__all__ = ["STAND_IN_URL", "AppEngine", "AppEngineSpec", "FlaskExtension", "Steering", "check_spec", "current",
-           "is_steered", "pointed_at", "resolve", "steering"]
-
-#: The keys of a driver's connect parameters that say where a connection goes.
-IDENTITY_KEYS = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service", "dsn")
-
+__all__ = ["STAND_IN_URL", "AppEngine", "AppEngineSpec", "FlaskExtension", "check_spec", "current", "resolve"]
 
 @dataclass(frozen=True)
 class AppEngine:
@@ -56,59 +51,6 @@ class FlaskExtension:
 
 #: What a class's resolved ``app_engines`` holds.
 AppEngineSpec = Union[AppEngine, FlaskExtension]
-
-
-class Steering:
-    """Where one engine's new connections go while a test runs (None: where the app said)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.target: Optional[Dict[str, Any]] = None
-        self.target_url: Optional[URL] = None
-        self.connected = 0  # connections made since the target was set
-        self.outer: Any = engine  # what disposes its connections: the Engine, or its AsyncEngine
-        event.listen(engine, "do_connect", self._redirect)
-
-    def point_at(self, url: Optional[URL]) -> None:
-        """Send new connections to ``url`` (the app's driver kept), or back where the app said."""
-        if url is None:
-            self.target = self.target_url = None
-            return
-        url = url.set(drivername=self.engine.url.drivername)
-        params = self.engine.dialect.create_connect_args(url)[1]
-        self.target = {key: value for key, value in params.items() if key in IDENTITY_KEYS}
-        self.target_url, self.connected = url, 0
-
-    def _redirect(self, dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> None:
-        target = self.target
-        if target is None:
-            return
-        for key in IDENTITY_KEYS:
-            cparams.pop(key, None)
-        cparams.update(target)
-        self.connected += 1
-
-
-_STEERING: weakref.WeakKeyDictionary[Engine, Steering] = weakref.WeakKeyDictionary()
-
-
-def steering(engine: Engine) -> Steering:
-    """The one :class:`Steering` of ``engine`` (made on first use)."""
-    found = _STEERING.get(engine)
-    if found is None:
-        found = _STEERING[engine] = Steering(engine)
-    return found
-
-
-def pointed_at(database: str) -> List[Steering]:
-    """The steerings now sending their engine's connections to ``database``."""
-    return [steer for steer in list(_STEERING.values())
-            if steer.target_url is not None and steer.target_url.database == database]
-
-
-def is_steered(dialect: Any) -> bool:
-    """Whether ``dialect`` belongs to an app engine elefast steers."""
-    return any(engine.dialect is dialect and steer.target is not None for engine, steer in list(_STEERING.items()))
 
 
 def check_spec(specs: Any, owner: str) -> None:

@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from sqlalchemy import event
 
-from elefast import _sql
-from elefast._logging import logger
+from elefast._base import sql as _sql
+from elefast._base.log import logger
 
 __all__ = ["FULL_WAIT", "NORMAL_NEED", "go_lean", "is_lean", "not_waiting", "on_lean", "plan", "wait_when_full"]
 

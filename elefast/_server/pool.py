@@ -14,11 +14,11 @@ import time
 import weakref
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from elefast import _sql
-from elefast._budget import is_lean
-from elefast._logging import logger
-from elefast._pool_sizes import depth, pool_size, pool_workers
-from elefast._process import leave_to_parent, reset_in_forked_child
+from elefast._base import sql as _sql
+from elefast._base.log import logger
+from elefast._base.process import leave_to_parent, reset_in_forked_child
+from elefast._engines.budget import is_lean
+from elefast._server.pool_sizes import depth, pool_size, pool_workers
 
 __all__ = ["ClonePool", "pool_size", "pool_workers"]
 
@@ -242,7 +242,7 @@ class ClonePool:
         return ready + self._warm_making.get(key, 0)
 
     def _depth(self, key: PoolKey, wanted: int) -> int:
-        """How many clones of ``key`` to keep ready (:func:`~elefast._pool_sizes.depth`)."""
+        """How many clones of ``key`` to keep ready (:func:`~elefast._server.pool_sizes.depth`)."""
         average, timed = self._timing.get(key, (None, 0))
         return depth(wanted, average, timed)
 

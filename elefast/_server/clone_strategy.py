@@ -1,5 +1,5 @@
 """How elefast makes clones on a given server: the ``CREATE DATABASE ... STRATEGY`` it picks from
-the server's settings (read once per server with :data:`elefast._sql.SERVER_SETTINGS`), and the
+the server's settings (read once per server with :data:`elefast._base.sql.SERVER_SETTINGS`), and the
 INFO line that says so."""
 
 from __future__ import annotations

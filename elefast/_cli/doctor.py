@@ -64,12 +64,12 @@ def _packages(report: Report) -> None:
 
 
 def _check_url(report: Report, url: str, source: str, timeout: float) -> None:
-    from elefast import _engines
+    from elefast._engines import urls as _urls
     from elefast.errors import ElefastError
     from elefast.sync import DatabaseServer
 
     try:
-        parsed = _engines.parse_url(url, is_async=False, swap_kind=True)
+        parsed = _urls.parse_url(url, is_async=False, swap_kind=True)
     except ElefastError as error:
         report.add(f"  {source} is set but unusable: {error}")
         return
@@ -148,7 +148,7 @@ def diagnose(timeout: float = 3) -> Report:
         report.server_found, report.way = True, "docker"
     ini = Path.cwd() / "alembic.ini"
     if ini.is_file():
-        from elefast._scaffold import env_py_advice
+        from elefast._cli.scaffold import env_py_advice
 
         advice = env_py_advice(ini)
         report.add("")

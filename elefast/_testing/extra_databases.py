@@ -16,8 +16,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
-from elefast import _app_engines, _guard, _sql
-from elefast._isolation import ENCODING, ClassState, Isolation
+from elefast._base import sql as _sql
+from elefast._testing import app_engines as _app_engines
+from elefast._testing import guard as _guard
+from elefast._testing.isolation import ENCODING, ClassState, Isolation
 from elefast.errors import ConfigurationError
 
 __all__ = ["Extra", "check", "set_up_class", "set_up_test", "set_up_test_async", "split_app_engines"]

@@ -19,7 +19,10 @@ from typing import Callable, Dict, Optional
 
 from sqlalchemy import URL, Connection, text
 
-from elefast import _sql
+from elefast._base import sql as _sql
+from elefast._base.log import logger
+from elefast._server import ownership
+from elefast._server.pool import shed_ready
 from elefast.errors import DiskFullError
 
 __all__ = ["RESERVE_BYTES", "RESERVE_SHARE", "CloneRoom", "DiskRoom"]
@@ -119,16 +122,12 @@ class CloneRoom:
         :class:`~elefast.errors.DiskFullError` if it still does not fit."""
         if self.disk is None or self.disk.room_for(self.size_of(template)):
             return
-        from elefast.pool import shed_ready
-
         shed_ready(template)  # this process's clones kept ahead for other schemas go first
         deadline = time.monotonic() + 10  # used clones on their way out (the pool drops them first now)
         while time.monotonic() < deadline:
             time.sleep(0.05)
             if self.disk.room_for(self.size_of(template)):
                 return
-        from elefast._templates import prune_for_space
-
         with self._connect() as connection:
             prune_for_space(self.disk, connection, self.size_of(template))
         if not self.disk.room_for(self.size_of(template)):
@@ -146,3 +145,27 @@ class CloneRoom:
         return (f"No room for {what} on the throwaway server's disk ({where}; elefast keeps {reserve} MB free and "
                 f"has dropped the old templates no process uses). Free space there, run fewer test processes at "
                 f"once, or keep the server's data on a larger filesystem: ELEFAST_DATA_DIR=/path/with/room.")
+
+
+def prune_for_space(disk: DiskRoom, connection: Connection, needed: int) -> None:
+    """Drop elefast's fingerprinted templates that no process uses, largest first, until ``needed``
+    bytes fit on the local server's disk. Templates in use hold a shared lock, so they are skipped."""
+    rows = connection.execute(text(_sql.LIST_TEMPLATES), {"pattern": "%"}).all()
+    ours = [(str(name), str(note)) for name, note in rows if str(note).startswith(_sql.TEMPLATE_MARK)]
+    size_of = text(_sql.DATABASE_SIZE)
+    sized = [(int(connection.execute(size_of, {"name": name}).scalar() or 0), name) for name, _ in ours]
+    for size, name in sorted(sized, reverse=True):
+        if disk.room_for(needed):
+            return
+        key = _sql.advisory_key(name)
+        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+            continue  # in use by a process, or being built
+        try:
+            connection.execute(text(_sql.unmark_template(name)))
+            ownership.drop(connection, name)
+            logger.info("elefast dropped the unused template %s (%d MB) to make room on the server's disk",
+                        name, size // 2**20)
+        except Exception as error:
+            logger.warning("elefast could not drop the old template %s: %s", name, error)
+        finally:
+            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})

@@ -90,8 +90,8 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"Nothing to sweep: no --url, no {ENV_URL}, and no local server running.", file=sys.stderr)
             return 1
         url = local.ensure_local_server()
-    from elefast import ownership
-    from elefast._core import core_of
+    from elefast._server import ownership
+    from elefast._server.core import core_of
 
     try:
         server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)
@@ -125,7 +125,7 @@ def _stdout_is_a_python_file() -> bool:
 def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from elefast import _scaffold
+    from elefast._cli import scaffold as _scaffold
 
     root = Path.cwd()
     project = _scaffold.detect(root)
@@ -156,7 +156,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from elefast import _doctor
+    from elefast._cli import doctor as _doctor
 
     report = _doctor.diagnose(timeout=args.timeout)
     print("\n".join(report.lines))
@@ -239,7 +239,7 @@ def _checkout(args: argparse.Namespace) -> int:
     """Start a holder for a fresh migrated database; print its URL (or --json) and return."""
     import json
 
-    from elefast import _checkout as checkout
+    from elefast._cli import checkout
     from elefast.errors import ElefastError
 
     argv = [*(["--url", args.url] if args.url else []), "--hold", str(args.hold), "--timeout", str(args.timeout),
@@ -257,13 +257,13 @@ def _checkout(args: argparse.Namespace) -> int:
 
 
 def _hold(args: argparse.Namespace) -> int:
-    from elefast import _checkout as checkout
+    from elefast._cli import checkout
 
     return checkout.hold(args.url, checkout.schema_from(args.schema, args.alembic, args.sql), args.hold, args.timeout)
 
 
 def _release(args: argparse.Namespace) -> int:
-    from elefast import _checkout as checkout
+    from elefast._cli import checkout
     from elefast.errors import ElefastError
 
     try:

@@ -15,9 +15,9 @@ from typing import Any, Callable, Dict, Optional
 from sqlalchemy import URL, Engine, create_engine
 from typing_extensions import Protocol
 
-from elefast import _aio
-from elefast._budget import is_lean, wait_when_full
-from elefast._shared_dialect import EngineMaker
+from elefast._engines import aio as _aio
+from elefast._engines.budget import is_lean, wait_when_full
+from elefast._engines.shared_dialect import EngineMaker
 from elefast.errors import ConfigurationError
 
 __all__ = ["ASYNC", "SYNC", "EngineKind", "Work"]

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Optional, Tuple
 
 from sqlalchemy import URL
 
-from elefast import _aio
-from elefast._core import ServerCore, core_of
-from elefast._engine_kinds import ASYNC, SYNC
+from elefast._engines import aio as _aio
+from elefast._engines.kinds import ASYNC, SYNC
+from elefast._server.core import ServerCore, core_of
 from elefast.migrators import schema_key
 
 if TYPE_CHECKING:

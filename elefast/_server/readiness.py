@@ -13,7 +13,8 @@ import time
 
 from sqlalchemy import URL
 
-from elefast import _messages, _sql
+from elefast._base import sql as _sql
+from elefast._server import messages as _messages
 from elefast.errors import DatabaseNotReadyError, ServerFullError
 
 __all__ = ["Attempts"]

@@ -6,7 +6,9 @@ from typing import Any, Optional
 
 from sqlalchemy import URL
 
-from elefast import _engines, _sql
+from elefast._base import sql as _sql
+from elefast._engines import urls as _urls
+from elefast._server.pool_sizes import pool_workers
 from elefast.errors import ServerRejectedError
 
 
@@ -19,7 +21,7 @@ def first_line(error: BaseException) -> str:
 def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> str:
     """Why :meth:`ensure_is_ready` gave up, and what to do."""
     return (
-        f"PostgreSQL at {_engines.safe_url(url)} did not answer within the timeout of {timeout:g} s "
+        f"PostgreSQL at {_urls.safe_url(url)} did not answer within the timeout of {timeout:g} s "
         f"({attempts} attempts; last error: {_sql.hide_secret(first_line(error), url.password)}). "
         "Start the server, or fix the host and port in the URL."
     )
@@ -27,13 +29,11 @@ def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> 
 
 def server_full(url: URL, load: Optional[Any] = None, waited: Optional[float] = None) -> str:
     """The server had no free connection: its numbers when known, elefast's share, the fix."""
-    from elefast.pool import pool_workers
-
     numbers = f": {load[0]} client connections in use of max_connections = {load[1]}" if load else ""
     during = f" for {waited:g} s" if waited is not None else ""
     own = pool_workers() + 3  # clone makers, the dropper, the admin and the ownership connections
     return (
-        f"PostgreSQL at {_engines.safe_url(url)} has no free connections{during} (too many clients "
+        f"PostgreSQL at {_urls.safe_url(url)} has no free connections{during} (too many clients "
         f"already){numbers}. It is running but full. elefast holds about {own} connections per test "
         f"process, plus one per ready clone and per open test connection. Lower the number of test "
         f"workers (or ELEFAST_POOL_WORKERS=1), close connections other programs keep open, or raise "
@@ -61,7 +61,7 @@ def rejected(url: URL, reason: str, action: str) -> str:
     }
     fix = fixes.get(reason, "Check the URL's user, password and database.")
     return (
-        f"PostgreSQL at {_engines.safe_url(url)} refused to let elefast {action}: {reason}. {fix}"
+        f"PostgreSQL at {_urls.safe_url(url)} refused to let elefast {action}: {reason}. {fix}"
     )
 
 

@@ -95,7 +95,7 @@ def start_holder(argv: List[str], timeout: float) -> Dict[str, Any]:
 def hold(url: Any, schema: Any, hold_for: float, timeout: float) -> int:
     """The holder's body: make the database, report it on stdout, keep it until released or expired."""
     from elefast import DatabaseServer, provision
-    from elefast._engines import safe_url
+    from elefast._engines.urls import safe_url
 
     server = DatabaseServer(provision.resolve(url, timeout=timeout), schema=schema)
     stop = threading.Event()

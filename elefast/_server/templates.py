@@ -3,7 +3,7 @@
 A server's schema is built into a template database once; every test database is a
 clone of it. A migrator with a ``fingerprint()`` gets a shared template named by a hash
 of its identity (type, fingerprint, overridden code, configuration: see
-:mod:`elefast._fingerprints`), the role that builds it, the server version, the encoding
+:mod:`elefast._schema.fingerprints`), the role that builds it, the server version, the encoding
 and elefast's template format: built by the first process that needs it, under an
 advisory lock so concurrent processes wait instead of building it again, verified
 (the migrator's ``verify``), marked read-only and ready only when all of that
@@ -23,19 +23,39 @@ import datetime
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from sqlalchemy import Connection, text
+from typing_extensions import Protocol
 
-from elefast import _fingerprints, _messages, _sql, migrators, ownership
-from elefast._logging import logger
+from elefast import migrators
+from elefast._base import sql as _sql
+from elefast._base.log import logger
+from elefast._engines.kinds import EngineKind
+from elefast._schema import fingerprints as _fingerprints
+from elefast._server import messages as _messages
+from elefast._server import ownership
+from elefast._server.disk import CloneRoom
 from elefast.errors import MigrationError
 
-if TYPE_CHECKING:
-    from elefast._core import ServerCore
-    from elefast._disk import DiskRoom
 
-__all__ = ["TemplateSlot", "Templates", "shared_name"]
+class TemplateHost(Protocol):
+    """What templates need of their server (:class:`elefast._server.core.TemplateHost` is one)."""
+
+    schema: Any
+    kind: EngineKind
+    room: CloneRoom
+    ledger: ownership.Ledger
+
+    def connect(self) -> Connection: ...
+    def log(self, statement: str) -> None: ...
+    def strategy(self, connection: Optional[Connection] = None) -> Optional[str]: ...
+    def run_in(self, name: str, work: Callable[[Connection], Any]) -> None: ...
+    def drop(self, name: str, *, long_lived: bool = False) -> None: ...
+    def create(self, name: str, template: Optional[str], encoding: str, *,
+               fast: bool = False, long_lived: bool = False) -> None: ...
+
+__all__ = ["TemplateHost", "TemplateSlot", "Templates", "shared_name"]
 
 
 @dataclass
@@ -52,7 +72,7 @@ class TemplateSlot:
 class Templates:
     """One server's templates, one per encoding, found or built on first use."""
 
-    def __init__(self, core: ServerCore) -> None:
+    def __init__(self, core: TemplateHost) -> None:
         self._core = core
         self._lock = threading.Lock()
         self._slots: Dict[str, TemplateSlot] = {}
@@ -167,7 +187,7 @@ class Templates:
         """A per-class template: a clone of ``template`` with ``fill``'s rows (``setUpTestData``).
 
         ``fill(connection)`` may be a coroutine function on an async server. Drop the result
-        with :meth:`ServerCore.retire` when the class is done.
+        with :meth:`TemplateHost.retire` when the class is done.
         """
         core = self._core
         name = _sql.database_name(prefix, infix="cls_")
@@ -232,7 +252,7 @@ def _when_ready(connection: Connection, name: str) -> Optional[TemplateSlot]:
     return None
 
 
-def _drop_quietly(core: ServerCore, name: str) -> None:
+def _drop_quietly(core: TemplateHost, name: str) -> None:
     try:
         core.drop(name)
     except Exception as error:
@@ -252,30 +272,6 @@ def _prune(connection: Connection, prefix: str, current: str) -> None:
             ownership.drop(connection, name)
         except Exception as error:
             logger.warning("elefast could not sweep the old template %s: %s", name, error)
-        finally:
-            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-
-
-def prune_for_space(disk: DiskRoom, connection: Connection, needed: int) -> None:
-    """Drop elefast's fingerprinted templates that no process uses, largest first, until ``needed``
-    bytes fit on the local server's disk. Templates in use hold a shared lock, so they are skipped."""
-    rows = connection.execute(text(_sql.LIST_TEMPLATES), {"pattern": "%"}).all()
-    ours = [(str(name), str(note)) for name, note in rows if str(note).startswith(_sql.TEMPLATE_MARK)]
-    size_of = text(_sql.DATABASE_SIZE)
-    sized = [(int(connection.execute(size_of, {"name": name}).scalar() or 0), name) for name, _ in ours]
-    for size, name in sorted(sized, reverse=True):
-        if disk.room_for(needed):
-            return
-        key = _sql.advisory_key(name)
-        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
-            continue  # in use by a process, or being built
-        try:
-            connection.execute(text(_sql.unmark_template(name)))
-            ownership.drop(connection, name)
-            logger.info("elefast dropped the unused template %s (%d MB) to make room on the server's disk",
-                        name, size // 2**20)
-        except Exception as error:
-            logger.warning("elefast could not drop the old template %s: %s", name, error)
         finally:
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 

@@ -1,122 +1,26 @@
-"""Turning what users pass (a URL string, a ``URL``, an engine) into engines.
+"""The engines elefast builds: its admin engines marked, a user's engine's options carried over.
 
-Shared by the sync and async halves: URL parsing and defaults, driver checks,
-hiding passwords, and carrying a server engine's options over to the engines
-of the databases cloned on it.
+An admin engine (AUTOCOMMIT, NullPool) is marked so that its options are never copied to a
+test's engine, its dialect is known as elefast's own (:func:`is_elefasts`: the guard lets it
+through), and it waits for a free slot on a full server. The engines of cloned databases get
+the user's server engine's options (:func:`engine_options`), and :class:`CheckoutTracker`
+knows which of their connections a test left open.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Union
+import weakref
+from typing import Any, Dict, Optional
 
-from sqlalchemy import URL, Engine, event, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy import Engine, event
 
-from elefast.errors import DriverNotInstalledError, InvalidURLError, NotAURLError, WrongDriverKindError
-
-#: Driver used for a bare ``postgresql://`` URL by the sync classes.
-DEFAULT_SYNC_DRIVER = "psycopg"
-#: Driver used for a bare ``postgresql://`` URL by the async classes.
-DEFAULT_ASYNC_DRIVER = "asyncpg"
-
-#: How to install each driver, for error messages.
-_INSTALL_HINTS = {
-    "psycopg": "pip install 'psycopg[binary]'",
-    "asyncpg": "pip install 'elefast[asyncpg]'",
-    "psycopg2": "pip install psycopg2-binary",
-    "pg8000": "pip install pg8000",
-    "psycopg_async": "pip install 'psycopg[binary]'",
-}
+from elefast._engines.budget import wait_when_full
 
 _ADMIN_ENGINE_MARK = "_elefast_admin_engine"
 
-
-def safe_url(url: Union[URL, str]) -> str:
-    """Render ``url`` for humans with its password replaced by ``***``."""
-    if isinstance(url, str):
-        try:
-            url = make_url(url)
-        except Exception:
-            return "<unparseable URL>"
-    return url.render_as_string(hide_password=True)
-
-
-def parse_url(value: Union[URL, str], *, is_async: bool, swap_kind: bool = False) -> URL:
-    """Parse ``value`` into a PostgreSQL ``URL`` with an installed driver of the right kind.
-
-    A bare ``postgresql://`` (or ``postgres://``) gets the default driver:
-    psycopg for sync, asyncpg for async. Raises :class:`InvalidURLError` for
-    anything that is not PostgreSQL or not parseable, and
-    :class:`DriverNotInstalledError` with the pip line when the driver is missing.
-    With ``swap_kind``, a driver of the wrong kind (asyncpg for sync code, say)
-    is replaced by the default one, so one URL serves sync and async tests.
-    """
-    if isinstance(value, str):
-        try:
-            url = make_url(value)
-        except (ArgumentError, ValueError) as error:  # ValueError: a port that is not a number
-            why = "its port is not a number" if isinstance(error, ValueError) else "it is not a URL"
-            raise InvalidURLError(
-                f"Could not parse the database URL ({why}; the URL is not shown, it may hold a password). "
-                "Use the form postgresql://user:password@host:5432/postgres."
-            ) from None
-    elif isinstance(value, URL):
-        url = value
-    else:
-        raise NotAURLError(
-            f"Expected a database URL (str or sqlalchemy.URL) or an engine, got {type(value).__name__}."
-        )
-    backend, _, driver = url.drivername.partition("+")
-    if backend == "postgres":
-        backend = "postgresql"
-    if backend != "postgresql":
-        raise InvalidURLError(
-            f"elefast needs a PostgreSQL server, but {safe_url(url)} is for {backend!r}. "
-            "Use a URL that starts with postgresql://."
-        )
-    if not driver:
-        driver = DEFAULT_ASYNC_DRIVER if is_async else DEFAULT_SYNC_DRIVER
-    url = url.set(drivername=f"postgresql+{driver}")
-    try:
-        check_driver(url, is_async=is_async)
-    except WrongDriverKindError:
-        if not swap_kind:
-            raise
-        default = DEFAULT_ASYNC_DRIVER if is_async else DEFAULT_SYNC_DRIVER
-        url = url.set(drivername=f"postgresql+{default}")
-        check_driver(url, is_async=is_async)
-    return url
-
-
-def check_driver(url: URL, *, is_async: bool) -> None:
-    """Raise a clear error if ``url``'s driver is unknown, missing, or of the wrong kind."""
-    driver = url.get_driver_name()
-    try:
-        dialect_cls = url.get_dialect(_is_async=is_async) if is_async else url.get_dialect()
-    except NoSuchModuleError:
-        raise InvalidURLError(
-            f"Unknown PostgreSQL driver {driver!r} in {safe_url(url)}. "
-            f"Use postgresql+{DEFAULT_SYNC_DRIVER}:// (sync) or postgresql+{DEFAULT_ASYNC_DRIVER}:// (async)."
-        ) from None
-    if bool(getattr(dialect_cls, "is_async", False)) != is_async:
-        if is_async:
-            raise WrongDriverKindError(
-                f"{driver!r} is a sync driver, but the async API (AsyncDatabaseServer) needs an "
-                f"async one. Use postgresql+{DEFAULT_ASYNC_DRIVER}://, or DatabaseServer for sync code."
-            )
-        raise WrongDriverKindError(
-            f"{driver!r} is an async driver, but the sync API (DatabaseServer) needs a sync one. "
-            f"Use postgresql+{DEFAULT_SYNC_DRIVER}://, or AsyncDatabaseServer for async code."
-        )
-    try:
-        dialect_cls.import_dbapi()
-    except ImportError as error:
-        hint = _INSTALL_HINTS.get(driver, f"pip install {driver}")
-        raise DriverNotInstalledError(
-            f"The PostgreSQL driver {driver!r} is not installed ({error}). Install it: {hint}"
-        ) from None
-
+#: The dialects of the admin engines elefast built (weakly held).
+_ELEFASTS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 def remember_connect_args(engine: Engine) -> Dict[str, Any]:
     """Record the extra ``connect_args`` a user's engine connects with.
@@ -149,11 +53,8 @@ def _creator_params(engine: Engine) -> Dict[str, Any]:
 
 def mark_admin(engine: Engine) -> Engine:
     """Flag an engine elefast built itself (AUTOCOMMIT, NullPool) for admin work."""
-    from elefast._budget import wait_when_full
-    from elefast._guard import trust
-
     setattr(engine, _ADMIN_ENGINE_MARK, True)
-    trust(engine.dialect)  # the guard lets its connections through
+    _ELEFASTS.add(engine.dialect)  # the guard lets its connections through
     if engine.dialect.driver == "psycopg":
         event.listen(engine, "do_connect", _name_admin_connection)
     wait_when_full(engine)  # a full server: wait for a slot (parallel workers free them all the time)
@@ -164,6 +65,11 @@ def _name_admin_connection(dialect: Any, record: Any, cargs: Any, cparams: Dict[
     """``application_name = 'elefast:<pid>'`` unless the URL names one: other processes count
     elefast's processes by it to size their share of a small server's connections."""
     cparams.setdefault("application_name", f"elefast:{os.getpid()}")
+
+
+def is_elefasts(dialect: Any) -> bool:
+    """Whether ``dialect`` belongs to an admin engine elefast built (its connections are elefast's own)."""
+    return dialect in _ELEFASTS
 
 
 def is_admin(engine: Engine) -> bool:
@@ -266,12 +172,3 @@ class CheckoutTracker:
             except Exception:  # already broken: nothing more to do
                 pass
         return len(records)
-
-
-_PORTABLE_QUERY = ("host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "options")
-
-
-def sync_url(url: URL) -> URL:
-    """``url`` with the default sync driver, keeping only query options every driver understands."""
-    query = {k: v for k, v in url.query.items() if k in _PORTABLE_QUERY}
-    return url.set(drivername=f"postgresql+{DEFAULT_SYNC_DRIVER}", query=query)

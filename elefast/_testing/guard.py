@@ -14,17 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import weakref
 from typing import Any, Dict, Iterator, List, Optional
 
 from sqlalchemy import URL, event
 from sqlalchemy.engine import Dialect
 
+from elefast._engines.options import is_elefasts
+from elefast._engines.steering import is_steered
 from elefast.errors import GuardError
 
-__all__ = ["guard_test", "guard_wanted", "trust"]
+__all__ = ["also_allow", "guard_test", "guard_wanted", "paused"]
 
-_TRUSTED: weakref.WeakSet[Any] = weakref.WeakSet()
 _state: Dict[str, Any] = {"database": None, "owner": None, "also": ()}
 _installed = threading.Lock()
 _hooked: List[bool] = []
@@ -35,11 +35,6 @@ def guard_wanted(attribute: Any) -> bool:
     if attribute is not None:
         return bool(attribute)
     return os.environ.get("ELEFAST_GUARD", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def trust(dialect: Any) -> None:
-    """Let connections of ``dialect`` (an elefast admin engine's) through while tests are guarded."""
-    _TRUSTED.add(dialect)
 
 
 #: What a guarded test is told to do, per front end.
@@ -85,10 +80,8 @@ def _unguard() -> None:
 
 def _check(dialect: Any, record: Any, cargs: List[Any], cparams: Dict[str, Any]) -> None:
     allowed = _state["database"]
-    if allowed is None or dialect in _TRUSTED or threading.current_thread().name.startswith("elefast-"):
+    if allowed is None or is_elefasts(dialect) or threading.current_thread().name.startswith("elefast-"):
         return
-    from elefast._app_engines import is_steered
-
     if is_steered(dialect):
         return
     target = cparams.get("dbname", cparams.get("database"))

@@ -23,8 +23,8 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 
 from sqlalchemy import Connection, text
 
-from elefast import _sql
-from elefast._process import leave_to_parent
+from elefast._base import sql as _sql
+from elefast._base.process import leave_to_parent
 
 __all__ = ["Ledger", "Owner", "create_marked", "drop", "find_kept", "find_orphans", "mark_kept", "mark_owned",
            "owner_key", "rename_when_idle", "sweep"]

@@ -13,9 +13,11 @@ from typing import Any, Callable, Generic, Optional, Tuple, TypeVar
 
 from sqlalchemy import URL, Engine
 
-from elefast import _engines, _sql
-from elefast._core import ServerCore, core_of
-from elefast._engine_kinds import EngineKind
+from elefast._base import sql as _sql
+from elefast._engines import options as _options
+from elefast._engines import urls as _urls
+from elefast._engines.kinds import EngineKind
+from elefast._server.core import ServerCore, core_of
 from elefast.migrators import check_schema
 
 __all__ = ["DatabaseBase", "ServerBase"]
@@ -40,11 +42,11 @@ class DatabaseBase(Generic[E, S]):
         self._dropped = False
         self._kept = False
         self._sync_engine = sync_engine
-        self._checkouts = _engines.CheckoutTracker(sync_engine)
+        self._checkouts = _options.CheckoutTracker(sync_engine)
         self._on_drop = on_drop or server.drop_database
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, url={_engines.safe_url(self.url)!r})"
+        return f"{type(self).__name__}(name={self.name!r}, url={_urls.safe_url(self.url)!r})"
 
     @property
     def url(self) -> URL:
@@ -91,7 +93,7 @@ class ServerBase(Generic[E]):
         self._core = ServerCore(self, admin, user_engine, kind, self.schema, debug)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={_engines.safe_url(self.url)!r}, schema={self.schema!r})"
+        return f"{type(self).__name__}(url={_urls.safe_url(self.url)!r}, schema={self.schema!r})"
 
     @property
     def url(self) -> URL:

@@ -10,7 +10,7 @@ import math
 import os
 from typing import Optional
 
-from elefast._budget import is_lean
+from elefast._engines.budget import is_lean
 
 __all__ = ["depth", "max_depth", "pool_size", "pool_workers"]
 

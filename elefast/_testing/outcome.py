@@ -49,7 +49,8 @@ def explaining_loss(url: URL) -> Iterator[None]:
     except ElefastError:
         raise
     except Exception as error:
-        from elefast import _messages, _sql
+        from elefast._base import sql as _sql
+        from elefast._server import messages as _messages
         from elefast.provision.lost import explain_lost
 
         if _sql.is_server_full(error):  # running, but no free connection: not "lost", not "start it"

@@ -18,8 +18,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from elefast import _app_steps, _guard, _outcome
-from elefast._provider import AsyncProvider, SyncProvider
+from elefast._testing import app_steps as _app_steps
+from elefast._testing import guard as _guard
+from elefast._testing import outcome as _outcome
+from elefast._testing.provider import AsyncProvider, SyncProvider
 from elefast.errors import ConfigurationError
 
 __all__ = ["MODES", "ClassState", "DatabaseIsolation", "Isolation", "TransactionIsolation", "isolation_named"]

@@ -8,8 +8,12 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from sqlalchemy import URL
 
-from elefast import _app_engines, _extra_databases, _guard, _matrix, _sql
-from elefast._isolation import Isolation, isolation_named
+from elefast._base import sql as _sql
+from elefast._testing import app_engines as _app_engines
+from elefast._testing import extra_databases as _extra_databases
+from elefast._testing import guard as _guard
+from elefast._testing import matrix as _matrix
+from elefast._testing.isolation import Isolation, isolation_named
 from elefast.errors import ConfigurationError
 from elefast.extensions import with_extensions
 from elefast.migrators import check_schema
