@@ -15,6 +15,7 @@ with how to fix the problem; they never contain a password.
     │   ├── InvalidPrefixError    a database name prefix with nothing safe in it
     │   ├── ServerNotConfiguredError  no server was given and none could be found
     │   ├── BinariesNotFoundError no PostgreSQL binaries for a throwaway local server
+    │   ├── UnsafePathError       a directory or file of elefast's that another user owns or may write
     │   └── DockerUnavailableError  the docker extra is missing, or no daemon answers
     ├── DatabaseNotReadyError     the server did not answer within the timeout
     │   └── ServerFullError       it answered, but had no free connection (max_connections)
@@ -53,6 +54,7 @@ __all__ = [
     "ServerNotConfiguredError",
     "ServerRejectedError",
     "SnapshotError",
+    "UnsafePathError",
     "WrongDriverKindError",
 ]
 
@@ -107,6 +109,12 @@ class ServerNotConfiguredError(ConfigurationError):
 
 class BinariesNotFoundError(ConfigurationError):
     """No directory with PostgreSQL's ``initdb`` and ``postgres`` was found."""
+
+    __module__ = "elefast.errors"
+
+
+class UnsafePathError(ConfigurationError):
+    """A directory or file elefast would use belongs to another user, or others may write to it."""
 
     __module__ = "elefast.errors"
 

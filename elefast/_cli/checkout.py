@@ -26,6 +26,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from elefast.errors import ConfigurationError
+from elefast.provision.private import private_dir, process_start, read_private, write_private
+
+#: How ``checkout`` hands the server URL to its holder: in that child's environment alone, never on a
+#: command line (which every user of the machine can read in ``ps``).
+URL_VARIABLE = "ELEFAST_HOLD_URL"
 
 __all__ = ["hold", "registry_dir", "release", "schema_from", "start_holder"]
 
@@ -33,8 +38,7 @@ __all__ = ["hold", "registry_dir", "release", "schema_from", "start_holder"]
 def registry_dir() -> Path:
     """Where holders record themselves (one ``NAME.json`` per database), private to this user."""
     path = Path(tempfile.gettempdir()) / f"elefast-checkouts-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
+    return private_dir(path, "the checkout registry")
 
 
 def schema_from(schema: Optional[str], alembic: Optional[str], sql: Optional[List[str]]) -> Any:
@@ -70,9 +74,15 @@ def schema_from(schema: Optional[str], alembic: Optional[str], sql: Optional[Lis
     return MetadataMigrator(metadata)
 
 
-def start_holder(argv: List[str], timeout: float) -> Dict[str, Any]:
-    """Start the holder (``python -m elefast _hold ARGV``), detached; return what it reported."""
+def start_holder(argv: List[str], timeout: float, url: Optional[str] = None) -> Dict[str, Any]:
+    """Start the holder (``python -m elefast _hold ARGV``), detached; return what it reported.
+
+    ``url`` (the server, which may hold a password) reaches the holder in its environment only.
+    """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    env.pop(URL_VARIABLE, None)
+    if url:
+        env[URL_VARIABLE] = url
     holder = subprocess.Popen([sys.executable, "-m", "elefast", "_hold", *argv], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                               text=True)
@@ -114,7 +124,8 @@ def hold(url: Any, schema: Any, hold_for: float, timeout: float) -> int:
               "port": target.port, "database": database.name, "holder_pid": os.getpid(),
               "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}
     try:
-        record.write_text(json.dumps({"pid": os.getpid(), "expires": expires}))
+        write_private(record, json.dumps({"pid": os.getpid(), "start": process_start(os.getpid()),
+                                          "expires": expires}))
         print(json.dumps(report), flush=True)
         quiet = os.open(os.devnull, os.O_WRONLY)  # the caller has gone: nothing may write to its pipes
         os.dup2(quiet, 1)
@@ -131,10 +142,16 @@ def release(name: str, timeout: float = 30) -> str:
     """Tell the holder of ``name`` to drop it; return what happened (raise ConfigurationError if unknown)."""
     record = registry_dir() / f"{Path(name).name}.json"
     try:
-        pid = int(json.loads(record.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
+        entry = json.loads(read_private(record, "the checkout record") or "")
+        pid, started = int(entry["pid"]), entry.get("start")
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
         raise ConfigurationError(f"No checkout named {name!r} here: it was released, its time ran out, or it was "
                                  "checked out by another user or machine.") from None
+    now = process_start(pid)
+    if now is not None and str(now) != str(started):
+        raise ConfigurationError(f"Not signalling pid {pid}: the record of {name} names it, but it is not that "
+                                 f"checkout's holder (it started at another time, or the record was altered). The "
+                                 f"database stays until its hold ends; the next run's sweep drops it after that.")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -36,6 +36,7 @@ class Report:
     lines: List[str] = field(default_factory=list)
     server_found: bool = False
     way: str = ""
+    refused: str = ""  # why a test run would stop before choosing a server (an unsafe directory, say)
 
     def add(self, line: str) -> None:
         """Add one line to the report."""
@@ -89,19 +90,25 @@ def _check_url(report: Report, url: str, source: str, timeout: float) -> None:
 
 
 def _check_local(report: Report) -> bool:
+    from elefast.errors import UnsafePathError
     from elefast.provision import local
     from elefast.provision.binaries import BinariesNotFoundError, find_binaries
 
     try:
         binaries = find_binaries()
+        status = local.server_status(local.local_layout(binaries))
     except BinariesNotFoundError as error:
         report.add("  no PostgreSQL binaries for a throwaway local server:")
         report.add("    " + str(error).replace("\n", "\n    "))
         return False
+    except UnsafePathError as error:
+        report.refused = str(error)
+        report.add("  the throwaway local server: refused, and a test run stops here too:")
+        report.add(f"    {error}")
+        return False
     version = ".".join(map(str, binaries.version))
     report.add(f"  -> the throwaway local server: PostgreSQL {version} from {binaries.bindir}")
     report.add(f"     (found via {binaries.source}).")
-    status = local.server_status(local.local_layout(binaries))
     if status is None:
         report.add("     Not running now: the first test starts it (or: python -m elefast server start).")
     else:
@@ -144,7 +151,7 @@ def diagnose(timeout: float = 3) -> Report:
         report.add(f"  2. {ENV_URL} is not set")
     if not report.server_found and way in ("", "local") and _check_local(report):
         report.server_found, report.way = True, "local"
-    if not report.server_found and way in ("", "docker") and _check_docker(report):
+    if not report.server_found and not report.refused and way in ("", "docker") and _check_docker(report):
         report.server_found, report.way = True, "docker"
     ini = Path.cwd() / "alembic.ini"
     if ini.is_file():
@@ -160,6 +167,8 @@ def diagnose(timeout: float = 3) -> Report:
     report.add("")
     if report.server_found:
         report.add(f"OK: tests would use the {report.way} server.")
+    elif report.refused:
+        report.add("A test run would fail: fix the refused directory or file above; see docs/pages/safety.md.")
     else:
         report.add("No server would be found. Fix one of the lines above; see docs/pages/servers.md.")
     return report

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -242,12 +243,12 @@ def _checkout(args: argparse.Namespace) -> int:
     from elefast._cli import checkout
     from elefast.errors import ElefastError
 
-    argv = [*(["--url", args.url] if args.url else []), "--hold", str(args.hold), "--timeout", str(args.timeout),
+    argv = ["--hold", str(args.hold), "--timeout", str(args.timeout),
             *(["--schema", args.schema] if args.schema else []), *(["--alembic", args.alembic] if args.alembic else []),
             *[part for path in args.sql or [] for part in ("--sql", path)]]
     try:
         checkout.schema_from(args.schema, args.alembic, args.sql)  # a bad option fails here, before the holder starts
-        report = checkout.start_holder(argv, timeout=args.timeout + 600)  # the template may take a while to build
+        report = checkout.start_holder(argv, timeout=args.timeout + 600, url=args.url)  # a template may take a while
     except ElefastError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -259,7 +260,8 @@ def _checkout(args: argparse.Namespace) -> int:
 def _hold(args: argparse.Namespace) -> int:
     from elefast._cli import checkout
 
-    return checkout.hold(args.url, checkout.schema_from(args.schema, args.alembic, args.sql), args.hold, args.timeout)
+    url = args.url or os.environ.pop(checkout.URL_VARIABLE, None)  # checkout's --url, passed out of sight
+    return checkout.hold(url, checkout.schema_from(args.schema, args.alembic, args.sql), args.hold, args.timeout)
 
 
 def _release(args: argparse.Namespace) -> int:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from elefast.errors import BinariesNotFoundError
-from elefast.provision.cache import cache_dir
+from elefast.errors import BinariesNotFoundError, UnsafePathError
+from elefast.provision.cache import private_cache
+from elefast.provision.private import read_private, write_private
 
 __all__ = ["ENV_BINDIR", "Binaries", "BinariesNotFoundError", "by_major", "find_binaries"]
 
@@ -89,26 +90,29 @@ def _has_server(directory: Path) -> bool:
 
 
 def _memo_file() -> Path:
-    return cache_dir() / "programs.json"
+    return private_cache() / "programs.json"
 
 
 def _program_output(program: Path, argument: str) -> Optional[str]:
     """What ``program argument`` prints, remembered across runs while the program file is unchanged.
 
     Running ``pg_config --bindir`` and ``postgres --version`` costs ~10 ms at every test process's
-    start; the answer is kept in the cache directory under the program's path, size and mtime,
-    so an upgraded installation is asked again. Memo problems only mean asking again.
+    start; the answer is kept in the user's private cache directory under the program's path, size,
+    mtime, inode and owner, so an upgraded or replaced installation is asked again. Memo problems
+    only mean asking again; a memo another user owns or may write is refused, never read.
     """
     try:
         stat = program.stat()
     except OSError:
         return None
-    key = f"{program.resolve()}|{argument}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{program.resolve()}|{argument}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|{stat.st_uid}"
     memo: Dict[str, str] = {}
     try:
-        memo = json.loads(_memo_file().read_text())
+        memo = json.loads(read_private(_memo_file(), "the remembered program lookups") or "{}")
         if key in memo:
             return memo[key]
+    except UnsafePathError:
+        raise  # another user's cache: refused, never read
     except (OSError, ValueError, TypeError):
         memo = {}
     try:
@@ -120,11 +124,7 @@ def _program_output(program: Path, argument: str) -> Optional[str]:
     try:
         memo = {k: v for k, v in memo.items() if not k.startswith(f"{program.resolve()}|{argument}|")}
         memo[key] = out.stdout
-        target = _memo_file()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(memo))
-        os.replace(temporary, target)
+        write_private(_memo_file(), json.dumps(memo))
     except OSError:
         pass
     return out.stdout

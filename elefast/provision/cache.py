@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+from elefast.provision.private import private_dir
+
+__all__ = ["cache_dir", "private_cache"]
 
 
 def cache_dir() -> Path:
@@ -23,3 +25,13 @@ def cache_dir() -> Path:
         return Path("/var/tmp/elefast-0")
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     return (Path(xdg) if xdg else Path.home() / ".cache") / "elefast"
+
+
+def private_cache() -> Path:
+    """:func:`cache_dir`, made or checked private to this user (:func:`~elefast.provision.private.private_dir`).
+
+    As root it is ``0711``: the server user enters it to copy the cached cluster and binaries,
+    and lists nothing; as anyone else ``0700``.
+    """
+    root = os.name == "posix" and os.geteuid() == 0
+    return private_dir(cache_dir(), "the cache directory", 0o711 if root else 0o700)

@@ -13,7 +13,8 @@ Two places:
   directory alone elsewhere, e.g. on a filesystem with reflinks (XFS, btrfs), where
   PostgreSQL 18 clones a template's files instead of copying them.
 
-Both are created by elefast, with the permissions it needs; nothing else is chmod-ed.
+Both are created private to the user running elefast, and refused when another user owns them or
+may write to them (:mod:`elefast.provision.private`); nothing else is chmod-ed.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from elefast.errors import UnsafePathError
 from elefast.provision.binaries import Binaries
 from elefast.provision.cache import cache_dir
+from elefast.provision.private import check_private_dir, read_private
 
 #: Bump when the server settings or the layout change, so old run directories are not reused.
 LAYOUT_VERSION = "1"
@@ -155,7 +158,13 @@ class Layout:
 
     def read_state(self) -> Optional[Dict[str, Any]]:
         """The state file's content, or None when absent or unreadable."""
+        if not self.run_dir.exists():
+            return None
+        check_private_dir(self.run_dir, "the local server's run directory")  # another user's: refused
         try:
-            return json.loads(self.state.read_text())  # type: ignore[no-any-return]
+            text = read_private(self.state, "the local server's state file")
+            return json.loads(text) if text else None
+        except UnsafePathError:
+            raise
         except (OSError, ValueError):
             return None

@@ -24,7 +24,9 @@ from sqlalchemy import URL
 from elefast.errors import LocalServerError
 from elefast.provision import locks
 from elefast.provision.binaries import Binaries, find_binaries
+from elefast.provision.cache import private_cache
 from elefast.provision.layout import Layout
+from elefast.provision.private import open_private, private_dir, process_start, read_private, write_private
 
 __all__ = ["LocalServerError", "ensure_local_server", "local_layout", "server_status", "stop_local_server", "tcp_url"]
 
@@ -54,8 +56,10 @@ def tcp_url(url: URL) -> Optional[URL]:
         return None
     password_file = Path(socket_dir).parent / "password"
     try:
-        password = password_file.read_text().strip()
+        password = (read_private(password_file, "the local server's password file") or "").strip()
     except OSError:
+        return None
+    if not password:
         return None
     return url.set(host="127.0.0.1", password=password, query={})
 
@@ -101,8 +105,7 @@ def _usable_binaries(layout: Layout) -> Layout:
     base = roots[0].parent.parent
     target = layout.cache / f"bin-{binaries.fingerprint()}"
     if not (target / binaries.bindir.relative_to(base) / "postgres").is_file():
-        if not layout.cache.exists():  # ours to create; an existing one is never chmod-ed
-            layout.cache.mkdir(parents=True, mode=0o711)
+        private_cache()  # ours, 0711: the server user enters it; an existing one is checked, never chmod-ed
         tmp = layout.cache / f"bin-{binaries.fingerprint()}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         for root in roots:
@@ -120,12 +123,11 @@ def _usable_binaries(layout: Layout) -> Layout:
 
 
 def _prepare_run_dir(layout: Layout) -> None:
-    mode = 0o711 if layout.user else 0o700
-    layout.run_dir.mkdir(mode=mode, parents=True, exist_ok=True)
+    private_dir(layout.run_dir, "the local server's run directory", 0o711 if layout.user else 0o700)
 
 
 def _spawn_supervisor(layout: Layout) -> None:
-    (layout.run_dir / "config.json").write_text(json.dumps({
+    write_private(layout.run_dir / "config.json", json.dumps({
         "bindir": str(layout.binaries.bindir), "version": list(layout.binaries.version),
         "source": layout.binaries.source,
         "data_root": str(layout.data_root) if layout.data_root else None,
@@ -135,7 +137,7 @@ def _spawn_supervisor(layout: Layout) -> None:
     env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
     # -S: no site-packages to scan; the supervisor needs only the stdlib and elefast.
     command = [sys.executable, "-S", "-m", "elefast.provision.supervisor", str(layout.run_dir)]
-    with open(layout.run_dir / "supervisor.log", "ab") as log:
+    with os.fdopen(open_private(layout.run_dir / "supervisor.log"), "ab") as log:
         # Started through a shell that backgrounds it and exits at once, so the supervisor is
         # not our child: no zombie if it stops before we do, nothing for us to wait for.
         subprocess.run(
@@ -262,7 +264,7 @@ def keep_local_server(timeout: float = 60) -> URL:
     """Start the local server and keep it running after this process exits (``server start``)."""
     url = ensure_local_server(timeout)
     layout: Layout = _CACHED["layout"]
-    layout.keep.touch()
+    layout.keep.touch(mode=0o600)
     return url
 
 
@@ -285,10 +287,18 @@ def stop_local_server(timeout: float = 30, layout: Optional[Layout] = None) -> b
     if not _alive(state):
         return False
     assert state is not None
+    supervisor = int(state["supervisor_pid"])
+    started = state.get("supervisor_start")
+    if started is not None and process_start(supervisor) not in (None, str(started)):
+        raise LocalServerError(
+            f"Not stopping pid {supervisor}: {layout.state} names it as the local server's supervisor, but that "
+            f"process started at another time (the supervisor is gone and its number was reused). Nothing was "
+            f"signalled; the server stops on its own when its last client ends."
+        )
     lease = locks.Lease._held.get(str(layout.leases))
     if lease is not None:
         lease.release()
-    os.kill(int(state["supervisor_pid"]), signal.SIGTERM)
+    os.kill(supervisor, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while locks.pid_alive(int(state["postgres_pid"])) and time.monotonic() < deadline:
         time.sleep(0.01)

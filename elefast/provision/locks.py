@@ -27,7 +27,7 @@ class FileLock:
         self._file: Optional[IO[bytes]] = None
 
     def __enter__(self) -> FileLock:
-        self._file = open(self.path, "ab")
+        self._file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab")
         if self.timeout is None:
             fcntl.flock(self._file, fcntl.LOCK_EX)
             return self

@@ -29,8 +29,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from elefast.provision import locks, reflinks
 from elefast.provision.binaries import Binaries
-from elefast.provision.cache import cache_dir
+from elefast.provision.cache import cache_dir, private_cache
 from elefast.provision.layout import Layout, ServerUser, server_user
+from elefast.provision.private import check_private_dir, open_private, process_start, read_private, write_private
 
 #: Seconds without any client before the server is stopped.
 IDLE_GRACE = 1.0
@@ -140,10 +141,11 @@ def prepare_data(layout: Layout) -> Optional[Path]:
         _own(layout.data_root, user, 0o700)
     _own(layout.data, user, 0o700)
     cached = layout.initdb_cache
-    if (cached / "PG_VERSION").is_file() and (cached.parent / (cached.name + ".password")).is_file():
+    private_cache()  # a cluster another user planted in the cache would come with their password
+    cached_password = cached.parent / (cached.name + ".password")
+    if (cached / "PG_VERSION").is_file() and cached_password.is_file():
         subprocess.run(["cp", "-a", f"{cached}/.", str(layout.data)], check=True, **_as_user(user))
-        shutil.copyfile(cached.parent / (cached.name + ".password"), layout.password_file)
-        os.chmod(layout.password_file, 0o600)
+        write_private(layout.password_file, read_private(cached_password, "the cached password file") or "")
         return None
     fresh = layout.run_dir / "initdb.fresh"
     if fresh.exists():
@@ -153,7 +155,7 @@ def prepare_data(layout: Layout) -> Optional[Path]:
 
     password = secrets.token_urlsafe(18)
     pwfile = layout.run_dir / "initdb.pw"
-    pwfile.write_text(password + "\n")
+    write_private(pwfile, password + "\n")  # 0600 from the start; then the server user's, for initdb
     if user is not None:
         os.chown(pwfile, user.uid, user.gid)
     try:
@@ -167,8 +169,7 @@ def prepare_data(layout: Layout) -> Optional[Path]:
         pwfile.unlink()
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
-    layout.password_file.write_text(password)
-    os.chmod(layout.password_file, 0o600)
+    write_private(layout.password_file, password)
     subprocess.run(["cp", "-a", f"{fresh}/.", str(layout.data)], check=True, **_as_user(user))
     return fresh
 
@@ -177,15 +178,14 @@ def fill_cache(layout: Layout, fresh: Path) -> None:
     """Copy a pristine initdb output into the cache, then remove it (best effort)."""
     user = layout.user
     cached = layout.initdb_cache
-    password = layout.password_file.read_text()
+    password = read_private(layout.password_file, "the local server's password file") or ""
     try:
-        layout.cache.mkdir(parents=True, exist_ok=True, mode=0o711 if user else 0o700)
+        private_cache()
         tmp = layout.cache / f"{cached.name}.tmp-{os.getpid()}"
         _own(tmp, user, 0o700)
         subprocess.run(["cp", "-a", f"{fresh}/.", str(tmp)], check=True, **_as_user(user))
         pw = cached.parent / (cached.name + ".password")
-        pw.write_text(password)
-        os.chmod(pw, 0o600)
+        write_private(pw, password)
         os.replace(tmp, cached)
     except OSError:
         shutil.rmtree(layout.cache / f"{cached.name}.tmp-{os.getpid()}", ignore_errors=True)
@@ -265,9 +265,7 @@ def stop_postgres(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 def _write_state(layout: Layout, state: Dict[str, Any]) -> None:
-    tmp = layout.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, layout.state)
+    write_private(layout.state, json.dumps(dict(state, supervisor_start=process_start(os.getpid()))))
 
 
 def run(layout: Layout) -> int:
@@ -280,7 +278,7 @@ def run(layout: Layout) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, request_stop)
 
-    with open(layout.log, "ab") as log:
+    with os.fdopen(open_private(layout.log), "ab") as log:
         try:
             _kill_stale_postmaster(layout)
             fresh = prepare_data(layout)
@@ -326,8 +324,8 @@ def run(layout: Layout) -> int:
 
 def main(argv: List[str]) -> int:
     """Entry point: ``python -m elefast.provision.supervisor RUN_DIR``."""
-    run_dir = Path(argv[0])
-    config = json.loads((run_dir / "config.json").read_text())
+    run_dir = check_private_dir(Path(argv[0]), "the local server's run directory")
+    config = json.loads(read_private(run_dir / "config.json", "the local server's configuration") or "{}")
     binaries = Binaries(Path(config["bindir"]), tuple(config["version"]), config["source"])
     data_root = config.get("data_root")
     layout = Layout(binaries, server_user(), run_dir, cache_dir(), Path(data_root) if data_root else None)

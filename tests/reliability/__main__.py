@@ -4,7 +4,7 @@ import argparse
 import sys
 import time
 
-from tests.reliability import bad_input, faults
+from tests.reliability import bad_input, faults, intruder
 from tests.reliability.harness import Harness, Row, print_table
 
 SCENARIOS = [
@@ -19,6 +19,7 @@ SCENARIOS = [
     faults.parallel_runners,
     faults.small_server,
     bad_input.security,
+    intruder.other_user,
 ]
 
 
