@@ -11,8 +11,10 @@ variables set by the scenario choose the schema (``RELIABILITY_SCHEMA``), the pr
 server this process would use (the harness's way to look for leftovers).
 """
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 import unittest
@@ -30,6 +32,11 @@ ITEMS = Table(f"items_{SCHEMA}", METADATA, Column("id", Integer, primary_key=Tru
 MIGRATOR = MetadataMigrator(METADATA)
 #: What tests leak on purpose stays referenced, so nothing closes it before the process ends.
 LEAKED = []
+
+
+# A child that hangs is asked for its threads' stacks (SIGUSR1) before the harness kills it, so a
+# row's note shows where it hung.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def signal_harness(label: str) -> None:

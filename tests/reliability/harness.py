@@ -59,7 +59,8 @@ class Harness:
         """Start ``python -m unittest <target>`` (or ``argv`` as given) in its own process group."""
         command = list(argv) or [sys.executable, "-m", "unittest", *target.split()]
         return subprocess.Popen(command, cwd=ROOT, env=env or self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=_interruptible)
 
     def run(self, target: str, env: Optional[Dict[str, str]] = None, timeout: float = 300,
             argv: Sequence[str] = ()) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -79,6 +80,11 @@ class Harness:
             output, _ = process.communicate(timeout=timeout)
             return output, True
         except subprocess.TimeoutExpired:
+            try:  # the cases dump every thread's stack on SIGUSR1: where it hung goes into the output
+                os.kill(process.pid, signal.SIGUSR1)
+                time.sleep(1)
+            except OSError:
+                pass
             os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()
             return output, False
@@ -170,6 +176,13 @@ class Harness:
         self.servers_left_after(10)
         shutil.rmtree(self.run_base, ignore_errors=True)
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _interruptible() -> None:
+    """In a child: SIGINT back to its default, so Ctrl-C raises KeyboardInterrupt there even when the
+    harness itself was started in the background (a shell's background job ignores SIGINT, and a
+    Python started with SIGINT ignored never installs its handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_group(pgid: int, timeout: float) -> bool:

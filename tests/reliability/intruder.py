@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -24,21 +25,96 @@ from typing import Dict, List, Optional
 from tests.reliability.harness import Harness, Row
 
 USER = "eft-intruder"
+VICTIM = "eft-victim"
+ROOT = Path(__file__).resolve().parents[2]
 SERVER_URL = os.environ.get("ELEFAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def other_user(h: Harness) -> List[Row]:
-    """The attacks of the security issue, by a second local user against a run as root."""
+    """The attacks of the security issue, by a second local user against a run as root, then against
+    a run as an ordinary user (a third account, running this checkout with the system's Python)."""
     if os.geteuid() != 0 or not shutil.which("useradd"):
         row = Row("another user's attacks (needs root and useradd)")
         row.notes.append("skipped: not root, or no useradd")
         return [row]
     intruder = Intruder()
+    rows: List[Row] = []
     try:
-        return [planted_cache(h, intruder), planted_run_dir(h, intruder), nothing_readable(h, intruder),
-                planted_checkout_registry(intruder), *checkout_holder(intruder)]
+        victims = [Victim.root(h)]
+        ordinary = Victim.ordinary(h, intruder)
+        if ordinary is None:
+            skipped = Row("attacks on an ordinary user's run")
+            skipped.notes.append(f"skipped: no system Python {sys.version_info[0]}.{sys.version_info[1]} to run "
+                                 "this checkout as another account")
+            rows.append(skipped)
+        else:
+            victims.append(ordinary)
+        for victim in victims:
+            found = [planted_cache(victim, intruder), planted_run_dir(victim, intruder),
+                     nothing_readable(victim, intruder), planted_checkout_registry(victim, intruder),
+                     *checkout_holder(victim, intruder)]
+            for row in found:
+                row.scenario = f"{victim.label}: {row.scenario}"
+            rows.extend(found)
+        return rows
     finally:
         intruder.close()
+
+
+class Victim:
+    """Whose run is attacked: root's (this process's Python), or an ordinary account's."""
+
+    def __init__(self, label: str, python: List[str], env: Dict[str, str], uid: Optional[int] = None,
+                 gid: Optional[int] = None) -> None:
+        self.label, self.python, self.env, self.uid, self.gid = label, python, env, uid, gid
+
+    @classmethod
+    def root(cls, h: Harness) -> Victim:
+        env = {k: v for k, v in h.env.items() if not k.startswith("ELEFAST_")}
+        return cls("root", [sys.executable], env)
+
+    @classmethod
+    def ordinary(cls, h: Harness, intruder: Intruder) -> Optional[Victim]:
+        """A second account running elefast from this checkout and this venv's packages with the
+        system's Python of the same version (root's Python lives in root's private home)."""
+        python = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/bin:/usr/local/bin")
+        if python is None:
+            return None
+        subprocess.run(["userdel", VICTIM], capture_output=True)
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", VICTIM], check=True, capture_output=True)
+        intruder.users.append(VICTIM)
+        entry = pwd.getpwnam(VICTIM)
+        home = Path(tempfile.mkdtemp(prefix="elefast-victim-home-"))
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        intruder.places.append(home)
+        packages = sysconfig.get_paths()["purelib"]
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": f"{ROOT}{os.pathsep}{packages}",
+               "LANG": "C.UTF-8"}
+        victim = cls("ordinary user", [python], env, entry.pw_uid, entry.pw_gid)
+        check = victim.run(["-c", "import sqlalchemy, psycopg, elefast"], {})
+        return victim if check.returncode == 0 else None
+
+    def run(self, args: List[str], env: Dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+        """``python ARGS`` as this victim, with its environment plus ``env``."""
+        options: Dict[str, object] = {}
+        if self.uid is not None:
+            options.update(user=self.uid, group=self.gid, extra_groups=[])
+        return subprocess.run([*self.python, *args], env=dict(self.env, **env), capture_output=True, text=True,
+                              timeout=timeout, cwd=str(ROOT) if self.uid is None else "/", **options)  # type: ignore[arg-type]
+
+    def elefast(self, args: List[str], env: Dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+        """``python -m elefast ARGS`` as this victim."""
+        return self.run(["-m", "elefast", *args], env, timeout)
+
+    def private_place(self) -> Path:
+        """A fresh directory of the victim's own."""
+        place = Path(tempfile.mkdtemp(prefix="elefast-victim-"))
+        if self.uid is not None:
+            os.chown(place, self.uid, self.gid or -1)
+        return place
+
+    def registry(self, tmpdir: Path) -> Path:
+        return tmpdir / f"elefast-checkouts-{self.uid if self.uid is not None else os.getuid()}"
 
 
 class Intruder:
@@ -50,6 +126,7 @@ class Intruder:
         entry = pwd.getpwnam(USER)
         self.uid, self.gid = entry.pw_uid, entry.pw_gid
         self.places: List[Path] = []
+        self.users: List[str] = [USER]
         self.processes: List[subprocess.Popen] = []  # type: ignore[type-arg]
 
     def shared_place(self) -> Path:
@@ -77,19 +154,8 @@ class Intruder:
                 process.wait()
         for place in self.places:
             shutil.rmtree(place, ignore_errors=True)
-        subprocess.run(["userdel", USER], capture_output=True)
-
-
-def _elefast(args: List[str], env: Dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([sys.executable, "-m", "elefast", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=str(Path(__file__).resolve().parents[2]))
-
-
-def _env(h: Harness, **extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in h.env.items() if not k.startswith("ELEFAST_")}
-    env.update(PYTHONPATH=h.env["PYTHONPATH"], ELEFAST_SERVER="local")
-    env.update(extra)
-    return env
+        for user in self.users:
+            subprocess.run(["userdel", user], capture_output=True)
 
 
 def _refused(row: Row, result: subprocess.CompletedProcess, place: Path) -> None:  # type: ignore[type-arg]
@@ -100,9 +166,9 @@ def _refused(row: Row, result: subprocess.CompletedProcess, place: Path) -> None
         row.fail(f"refused, but without naming {place} and its owner: {said.strip()[-400:]}")
 
 
-def planted_cache(h: Harness, intruder: Intruder) -> Row:
-    """The intruder makes root's cache directory first, with a remembered `pg_config --bindir`
-    answer pointing at its own "postgres": root refuses the directory and runs none of it."""
+def planted_cache(victim: Victim, intruder: Intruder) -> Row:
+    """The intruder makes the victim's cache directory first, with a remembered `pg_config --bindir`
+    answer pointing at its own "postgres": the victim refuses the directory and runs none of it."""
     row = Row("another user's cache dir (planted programs.json) refused")
     row.runs += 1
     shared = intruder.shared_place()
@@ -110,12 +176,11 @@ def planted_cache(h: Harness, intruder: Intruder) -> Row:
     marker = shared / "evil-ran"
     fake = f"#!/bin/sh\ntouch {marker}\n"
     keys = {}
-    for name in ("pg_config",):
-        found = shutil.which(name)
-        if found:
-            real = Path(found).resolve()
-            info = real.stat()
-            keys[f"{real}|--bindir|{info.st_size}|{info.st_mtime_ns}|{info.st_ino}|{info.st_uid}"] = f"{evil}/bin\n"
+    found = shutil.which("pg_config")
+    if found:
+        real = Path(found).resolve()
+        info = real.stat()
+        keys[f"{real}|--bindir|{info.st_size}|{info.st_mtime_ns}|{info.st_ino}|{info.st_uid}"] = f"{evil}/bin\n"
     memo = json.dumps(keys).replace("'", "'\"'\"'")
     planted = intruder.sh(
         f"mkdir -p {cache} {evil}/bin && printf '%s' '{memo}' > {cache}/programs.json && "
@@ -124,71 +189,65 @@ def planted_cache(h: Harness, intruder: Intruder) -> Row:
     if planted.returncode != 0:
         row.fail(f"the intruder could not plant: {planted.stderr}")
         return row
-    run_base = Path(tempfile.mkdtemp(prefix="elefast-intruder-run-"))
+    env = {"ELEFAST_SERVER": "local", "ELEFAST_CACHE_DIR": str(cache), "ELEFAST_RUN_DIR": str(victim.private_place())}
     try:
-        result = _elefast(["server", "start"], _env(h, ELEFAST_CACHE_DIR=str(cache), ELEFAST_RUN_DIR=str(run_base)))
-        _refused(row, result, cache)
+        _refused(row, victim.elefast(["server", "start"], env), cache)
         if marker.exists():
-            row.fail("root ran the intruder's program")
-        if (cache / "initdb").exists() or any(cache.glob("initdb-*")):
-            row.fail("root wrote into the intruder's cache")
+            row.fail("the victim ran the intruder's program")
+        if any(cache.glob("initdb-*")) or any(cache.glob("bin-*")):
+            row.fail("the victim wrote into the intruder's cache")
     finally:
-        _elefast(["server", "stop"], _env(h, ELEFAST_CACHE_DIR=str(cache), ELEFAST_RUN_DIR=str(run_base)))
-        shutil.rmtree(run_base, ignore_errors=True)
+        victim.elefast(["server", "stop"], env)
+        shutil.rmtree(env["ELEFAST_RUN_DIR"], ignore_errors=True)
     return row
 
 
-def _run_dir_for(env: Dict[str, str]) -> Optional[Path]:
-    found = subprocess.run([sys.executable, "-c", "from elefast.provision.local import local_layout; "
-                            "print(local_layout().run_dir)"], env=env, capture_output=True, text=True, timeout=60)
-    return Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else None
-
-
-def planted_run_dir(h: Harness, intruder: Intruder) -> Row:
-    """The intruder makes root's (predictable) run directory first, with a state file naming its own
-    server: root refuses the directory, and its tests never reach that server."""
+def planted_run_dir(victim: Victim, intruder: Intruder) -> Row:
+    """The intruder makes the victim's (predictable) run directory first, with a state file naming its
+    own server: the victim refuses the directory, and never reaches that server."""
     row = Row("another user's run dir (planted state.json) refused")
     row.runs += 1
     shared = intruder.shared_place()
-    env = _env(h, ELEFAST_RUN_DIR=str(shared))
-    run_dir = _run_dir_for(env)
-    if run_dir is None:
-        row.fail("could not compute the run directory's name")
+    env = {"ELEFAST_SERVER": "local", "ELEFAST_RUN_DIR": str(shared)}
+    found = victim.run(["-c", "from elefast.provision.local import local_layout; print(local_layout().run_dir)"], env)
+    if found.returncode != 0 or not found.stdout.strip():
+        row.fail(f"could not compute the run directory's name: {found.stderr.strip()[-300:]}")
         return row
+    run_dir = Path(found.stdout.strip())
     state = json.dumps({"supervisor_pid": 1, "postgres_pid": 1, "port": 5432, "socket_dir": "/tmp",
                         "version": [15], "bindir": "/tmp"})
     planted = intruder.sh(f"mkdir -m 755 {run_dir} && printf '%s' '{state}' > {run_dir}/state.json")
     if planted.returncode != 0:
         row.fail(f"the intruder could not plant: {planted.stderr}")
         return row
-    result = _elefast(["server", "start"], env)
-    _refused(row, result, run_dir)
-    status = _elefast(["server", "url"], env)
+    _refused(row, victim.elefast(["server", "start"], env), run_dir)
+    status = victim.elefast(["server", "url"], env)
     if status.returncode == 0 and "5432" in status.stdout:
-        row.fail(f"root took the intruder's server: {status.stdout.strip()}")
+        row.fail(f"the victim took the intruder's server: {status.stdout.strip()}")
     return row
 
 
-def nothing_readable(h: Harness, intruder: Intruder) -> Row:
-    """A fresh throwaway server (initdb, cache filled): the intruder can read none of its files, and
-    each file that holds a secret or data is 0600."""
+def nothing_readable(victim: Victim, intruder: Intruder) -> Row:
+    """A fresh throwaway server (initdb, cache filled) in the world-writable places: the intruder can
+    read none of its files, and each file that holds a secret or data is 0600."""
     row = Row("run dir and cache files: 0600, unreadable by another user")
     row.runs += 1
-    run_base, cache = Path(tempfile.mkdtemp(prefix="elefast-intruder-run-")), intruder.shared_place() / "cache"
-    os.chmod(run_base, 0o755)  # the server user must get in; the intruder may list the base, nothing below
-    env = _env(h, ELEFAST_CACHE_DIR=str(cache), ELEFAST_RUN_DIR=str(run_base))
+    run_base, cache = intruder.shared_place(), intruder.shared_place() / "cache"
+    env = {"ELEFAST_SERVER": "local", "ELEFAST_CACHE_DIR": str(cache), "ELEFAST_RUN_DIR": str(run_base)}
     try:
-        started = _elefast(["server", "start"], env)
+        started = victim.elefast(["server", "start"], env)
         if started.returncode != 0:
             row.fail(f"the server did not start: {started.stderr.strip()[-400:]}")
             return row
         deadline = time.monotonic() + 30  # the supervisor fills the cache just after the server is up
-        while not any(cache.glob("*.password")) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (not any(cache.glob("*.password"))
+                                               or any(run_base.glob("elefast-*/initdb.fresh"))):
             time.sleep(0.2)
         files = [path for base in (run_base, cache) for path in base.rglob("*")
                  if path.is_file() and not path.is_symlink() and "/bin-" not in str(path)]
-        if not files:
-            row.fail("no files found to check")
+        files = [path for path in files if path.exists()]  # a temporary file may have gone meanwhile
+        if not any(path.name == "postgres.log" for path in files) or not any(cache.glob("*.password")):
+            row.fail(f"the log or the cached password is missing: {[str(path) for path in files][:8]}")
         loose = [f"{path} ({oct(path.stat().st_mode & 0o777)})" for path in files
                  if path.parent in (cache, *run_base.iterdir()) and path.stat().st_mode & 0o077]
         if loose:
@@ -202,45 +261,42 @@ def nothing_readable(h: Harness, intruder: Intruder) -> Row:
         if readable:
             row.fail(f"the intruder read {len(readable)} file(s): {readable[:5]}")
     finally:
-        _elefast(["server", "stop"], env)
-        shutil.rmtree(run_base, ignore_errors=True)
+        victim.elefast(["server", "stop"], env)
     return row
 
 
-def planted_checkout_registry(intruder: Intruder) -> Row:
-    """The intruder makes root's checkout registry (a fixed name in $TMPDIR) first: `checkout` refuses."""
+def planted_checkout_registry(victim: Victim, intruder: Intruder) -> Row:
+    """The intruder makes the victim's checkout registry (a fixed name in $TMPDIR) first: `checkout` refuses."""
     row = Row("another user's checkout registry refused")
     row.runs += 1
     shared = intruder.shared_place()
-    registry = shared / "elefast-checkouts-0"
+    registry = victim.registry(shared)
     planted = intruder.sh(f"mkdir -m 777 {registry}")
     if planted.returncode != 0:
         row.fail(f"the intruder could not plant: {planted.stderr}")
         return row
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEFAST_")}
-    env.update(TMPDIR=str(shared), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    result = _elefast(["checkout", "--url", SERVER_URL, "--hold", "60", "--timeout", "20"], env)
+    env = {"TMPDIR": str(shared)}
+    result = victim.elefast(["checkout", "--url", SERVER_URL, "--hold", "60", "--timeout", "20"], env)
     _refused(row, result, registry)
     if result.returncode == 0:  # it went ahead: give the database back
-        _elefast(["release", result.stdout.strip().rsplit("/", 1)[-1]], env)
+        victim.elefast(["release", result.stdout.strip().rsplit("/", 1)[-1]], env)
     return row
 
 
-def checkout_holder(intruder: Intruder) -> List[Row]:
+def checkout_holder(victim: Victim, intruder: Intruder) -> List[Row]:
     """A checkout with a password in --url: no password on the holder's command line; a record whose
     pid was swapped for another process is refused by `release`, which signals nothing."""
     secret_row = Row("checkout --url password not on any command line")
     swap_row = Row("release with a swapped pid signals nothing")
     secret_row.runs += 1
     swap_row.runs += 1
-    registry_base = Path(tempfile.mkdtemp(prefix="elefast-intruder-tmp-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEFAST_")}
-    env.update(TMPDIR=str(registry_base), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    tmpdir = victim.private_place()
+    env = {"TMPDIR": str(tmpdir)}
     secret = "not-a-real-s3cret"
     url = SERVER_URL.replace("postgres@", f"postgres:{secret}@", 1)
     name = ""
     try:
-        result = _elefast(["checkout", "--url", url, "--hold", "120", "--json", "--timeout", "20"], env)
+        result = victim.elefast(["checkout", "--url", url, "--hold", "120", "--json", "--timeout", "20"], env)
         if result.returncode != 0:
             secret_row.fail(f"checkout failed: {result.stderr.strip()[-400:]}")
             swap_row.fail("no checkout to release")
@@ -252,31 +308,31 @@ def checkout_holder(intruder: Intruder) -> List[Row]:
             secret_row.fail("the password is on the holder's command line")
         if secret in result.stdout + result.stderr:
             secret_row.fail("the password was printed")
-        victim = intruder.start(["/bin/sleep", "120"])
-        record = registry_base / f"elefast-checkouts-{os.getuid()}" / f"{name}.json"
+        other = intruder.start(["/bin/sleep", "120"])
+        record = victim.registry(tmpdir) / f"{name}.json"
         entry = json.loads(record.read_text())
-        record.write_text(json.dumps(dict(entry, pid=victim.pid)))
-        refused = _elefast(["release", name], env)
+        record.write_text(json.dumps(dict(entry, pid=other.pid)))  # as root: the record keeps its owner
+        refused = victim.elefast(["release", name], env)
         if refused.returncode == 0:
             swap_row.fail(f"release accepted the swapped record: {refused.stdout.strip()}")
         elif "Not signalling" not in refused.stderr + refused.stdout:
             swap_row.fail(f"refused without saying why: {refused.stderr.strip()[-300:]}")
         time.sleep(0.2)
-        if victim.poll() is not None:
+        if other.poll() is not None:
             swap_row.fail("release killed the unrelated process")
         record.write_text(json.dumps(entry))
-        released = _elefast(["release", name], env)
+        released = victim.elefast(["release", name], env)
         if released.returncode != 0:
             swap_row.fail(f"the real release failed: {released.stderr.strip()[-300:]}")
         else:
             name = ""
     finally:
-        if name:  # leave nothing: the holder is ours, stop it
-            for path in registry_base.rglob("*.json"):
+        if name:  # leave nothing: the holder is the victim's, stop it
+            for path in tmpdir.rglob("*.json"):
                 try:
                     os.kill(int(json.loads(path.read_text())["pid"]), signal.SIGTERM)
                 except (OSError, ValueError, KeyError):
                     pass
             swap_row.leftovers += 1
-        shutil.rmtree(registry_base, ignore_errors=True)
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return [secret_row, swap_row]
