@@ -5,6 +5,12 @@
   with SIGTERM (``Pool.terminate()``, how unittest-parallel stops its workers) runs it too.
 - :func:`reset_in_forked_child`: objects holding threads, locks or sockets start afresh in a
   forked child (the parent's are not the child's to use or close).
+- :func:`background_thread`: elefast's own threads block SIGTERM and SIGINT, so the kernel hands
+  those signals to the main thread, where Python runs their handlers. (A signal caught by
+  another thread only sets a flag: a main thread blocked in a lock, as a pool worker is between
+  tasks, would never run the handler, and ``Pool.terminate()`` would wait for it forever.)
+- A worker that gets SIGTERM or SIGINT cleans up for at most :data:`SIGNAL_CLEANUP_SECONDS`, then
+  ends: its databases left over are the next sweep's.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any, Callable
 
 from typing_extensions import Protocol
 
-__all__ = ["at_process_exit", "leave_to_parent", "reset_in_forked_child"]
+__all__ = ["SIGNAL_CLEANUP_SECONDS", "at_process_exit", "background_thread", "leave_to_parent",
+           "reset_in_forked_child"]
 
 
 class Resettable(Protocol):
@@ -58,6 +65,50 @@ if hasattr(os, "register_at_fork"):
 #: Set once a multiprocessing worker runs elefast's exit cleanup (it is leaving anyway).
 _CLEANING_UP = threading.Event()
 
+#: How long a worker that got SIGTERM or SIGINT may spend cleaning up before it ends regardless.
+SIGNAL_CLEANUP_SECONDS = 5.0
+
+_STOP_SIGNALS = ("SIGTERM", "SIGINT")
+
+
+def background_thread(target: Callable[..., Any], name: str, args: Any = ()) -> threading.Thread:
+    """A daemon thread (not started) running ``target(*args)`` with SIGTERM and SIGINT blocked."""
+
+    def run() -> None:
+        _block_stop_signals()
+        target(*args)
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
+def _block_stop_signals() -> None:
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, name) for name in _STOP_SIGNALS})
+
+
+_WATCHDOG: list = []  # type: ignore[type-arg]
+
+
+def _end_within(seconds: float, code: int) -> None:
+    """Arm (once) a watchdog that ends the process after ``seconds``, whatever its cleanup is doing."""
+    if _WATCHDOG:
+        return
+
+    def watch() -> None:
+        import time
+
+        time.sleep(seconds)
+        os._exit(code)
+
+    thread = background_thread(watch, "elefast-exit-watchdog")
+    _WATCHDOG.append(thread)
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads at interpreter shutdown: the cleanup runs unwatched
+        pass
+
 
 def at_process_exit(finalizer: Callable[[], Any]) -> None:
     """Also run ``finalizer`` when a multiprocessing worker exits (it skips atexit: ``os._exit``).
@@ -77,26 +128,35 @@ def at_process_exit(finalizer: Callable[[], Any]) -> None:
 
 
 def _exit_cleanly_on_sigterm() -> None:
-    """In a multiprocessing worker, let SIGTERM end the process through its exit handlers.
+    """In a multiprocessing worker, let SIGTERM (and SIGINT) end the process through its exit handlers.
 
     ``Pool.terminate()`` sends SIGTERM, which by default kills the worker before any
     cleanup: its clones would wait for the next run's sweep. Only a worker's default
     handler is replaced, and only from its main thread; the handler raises ``SystemExit``,
     so the worker's finalizers (ours among them) run. A worker already in that cleanup (it
-    got its stop sentinel first) ignores the signal and finishes.
+    got its stop sentinel first) ignores the signal and finishes. Either way the cleanup is
+    bounded: :data:`SIGNAL_CLEANUP_SECONDS` after the signal, the worker ends.
     """
     import multiprocessing
     import signal
 
     if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
         return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+
+        def interrupted(signum: int, frame: Any) -> None:
+            _end_within(SIGNAL_CLEANUP_SECONDS, 128 + signum)  # Ctrl-C: a bounded cleanup, then gone
+            signal.default_int_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, interrupted)
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
     def exit_now(signum: int, frame: Any) -> None:
         from multiprocessing import util
 
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already: let the cleanup finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already
+        _end_within(SIGNAL_CLEANUP_SECONDS, 128 + signum)  # the cleanup is bounded, then the worker ends
         exiting = getattr(util, "_exiting", False)  # the worker's exit handlers have begun: let them run
         if not _CLEANING_UP.is_set() and not exiting:  # a worker that ended on its own is in its cleanup
             raise SystemExit(128 + signum)

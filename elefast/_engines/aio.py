@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from typing import Any, Awaitable, Callable, List, Tuple, TypeVar
+
+from elefast._base.process import background_thread
 
 __all__ = ["in_a_thread", "loop_running", "run", "to_thread"]
 
@@ -54,7 +55,7 @@ def in_a_thread(func: Callable[[], T]) -> T:
         except BaseException as error:  # re-raised in the caller's thread
             outcome.append((False, error))
 
-    thread = threading.Thread(target=target, name="elefast-async", daemon=True)  # never holds up an exit
+    thread = background_thread(target, "elefast-async")  # never holds up an exit, never takes a signal
     thread.start()
     thread.join()
     ok, value = outcome[0]

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from elefast._base import sql as _sql
 from elefast._base.log import logger
-from elefast._base.process import at_process_exit, leave_to_parent, reset_in_forked_child
+from elefast._base.process import at_process_exit, background_thread, leave_to_parent, reset_in_forked_child
 from elefast._engines import budget as _budget
 from elefast._engines import options as _options
 from elefast._engines import urls as _urls
@@ -36,6 +36,7 @@ from elefast._server import messages as _messages
 from elefast._server import ownership
 from elefast._server.disk import CloneRoom, DiskRoom
 from elefast._server.pool import ClonePool
+from elefast._server.pool_sizes import pool_workers
 from elefast._server.templates import Templates
 from elefast.errors import DiskFullError, ServerFullError
 
@@ -81,9 +82,9 @@ class ServerCore:
         self._lock = threading.Lock()
         self._strategy_lock = threading.Lock()
         self._pool: Optional[ClonePool] = None
-        self._local = threading.local()  # the pool workers' own admin connections
+        self._idle: List[Connection] = []  # long-lived admin connections not in use, taken by any thread
         self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
-        self._connections: List[Connection] = []  # every one of those, closed at the end
+        self._connections: List[Connection] = []  # every long-lived one, closed at the end
         self.room = CloneRoom(DiskRoom.for_url(self.url), self.connect)  # the local server's disk
         self.ledger = ownership.Ledger(ownership.Owner(self.connect))
         self.templates = Templates(self)
@@ -102,7 +103,7 @@ class ServerCore:
         self._strategy_lock = threading.Lock()
         leave_to_parent(self._pool)
         self._pool = None
-        self._local = threading.local()
+        self._idle = []
         leave_to_parent(self._connections)  # the parent's: its sockets are not ours to close
         self._connections = []
         self.ledger.reset_after_fork()
@@ -249,34 +250,71 @@ class ServerCore:
             self._strategy = strategy or ""
 
     def on_admin(self, work: Callable[[Connection], Any], long_lived: bool = False) -> None:
-        """Run ``work`` on a fresh admin connection, or on this thread's long-lived one.
+        """Run ``work`` on a fresh admin connection, or on one of the server's long-lived ones.
 
-        The pool's workers send one statement per clone; a new connection each time would
-        cost more than the statement.
+        The pool's workers and the public ``drop()`` send one statement at a time; a new
+        connection each time would cost more than the statement. Long-lived connections
+        belong to the server, not to a thread: any thread (an event loop's executor thread,
+        say) takes an idle one and gives it back, so they number at most the admin work
+        running at once, whatever the threads and event loops; more than
+        :meth:`_idle_limit` idle ones are closed.
         """
         if not long_lived or _budget.is_lean():  # a full server: hold a connection only while it works
             if long_lived:
-                self._close_thread_connection()
+                self._close_idle()
             with self.connect() as fresh:
                 work(fresh)
             return
-        connection: Optional[Connection] = getattr(self._local, "connection", None)
-        if connection is None or connection.closed or connection.invalidated:
-            connection = self._local.connection = self.connect()
-            with self._lock:
-                self._connections.append(connection)
+        connection = self._take_idle()
         try:
             work(connection)
         except DBAPIError as error:
             if error.connection_invalidated or connection.invalidated:
-                self._local.connection = None
+                self._discard(connection)
+                raise
+            self._give_back(connection)
             raise
+        except BaseException:
+            self._discard(connection)  # interrupted mid-statement: its state is unknown
+            raise
+        self._give_back(connection)
 
-    def _close_thread_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if connection is not None:
+    def _take_idle(self) -> Connection:
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.closed and not connection.invalidated:
+                    return connection
+        connection = self.connect()
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _idle_limit(self) -> int:
+        """Idle long-lived admin connections kept: one per pool worker, and one for ``drop()``."""
+        return pool_workers() + 1
+
+    def _give_back(self, connection: Connection) -> None:
+        with self._lock:
+            if len(self._idle) < self._idle_limit() and not _budget.is_lean():
+                self._idle.append(connection)
+                return
+        self._discard(connection)
+
+    def _discard(self, connection: Connection) -> None:
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        try:
             connection.close()
+        except Exception:
+            pass
+
+    def _close_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            self._discard(connection)
 
     # -- the clone pool -------------------------------------------------------------
 
@@ -293,9 +331,11 @@ class ServerCore:
                         lambda name, template, encoding: self.create(name, template, encoding,
                                                                      fast=True, long_lived=True),
                         lambda name: self.drop(name, long_lived=True),
-                        self._prepare, finish=self._close_thread_connection, sweep=self.sweep,
+                        self._prepare, sweep=self.sweep,
                         room=self.room.ahead)
                     _budget.on_lean(pool.let_go_of_idle)
+                    close_idle = weakref.WeakMethod(self._close_idle)  # the listener keeps no server alive
+                    _budget.on_lean(lambda: (close_idle() or (lambda: None))())  # full server: no idle admin either
         return pool
 
     def _prepare(self, name: str, template: Optional[str], warm: bool = True) -> Any:
@@ -352,7 +392,7 @@ class ServerCore:
 
     def _close_connections(self) -> None:
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections, self._idle = self._connections, [], []
         for connection in connections:
             try:
                 connection.close()
@@ -364,7 +404,7 @@ class ServerCore:
         ``DROP DATABASE`` waits for a checkpoint, and two waiting share one), else over one."""
         helper: Optional[threading.Thread] = None
         if len(names) >= 4 and not _budget.is_lean():
-            helper = threading.Thread(target=self._drop_lane, args=(names[1::2],), daemon=True)
+            helper = background_thread(self._drop_lane, "elefast-drop-lane", (names[1::2],))
             try:
                 helper.start()
             except RuntimeError:  # Python 3.12 starts no thread at interpreter shutdown: one lane then

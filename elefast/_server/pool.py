@@ -16,7 +16,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from elefast._base import sql as _sql
 from elefast._base.log import logger
-from elefast._base.process import leave_to_parent, reset_in_forked_child
+from elefast._base.process import background_thread, leave_to_parent, reset_in_forked_child
 from elefast._engines.budget import is_lean
 from elefast._server.pool_sizes import depth, pool_size, pool_workers
 
@@ -209,7 +209,7 @@ class ClonePool:
         """Start the two workers: one makes clones, one drops them, so makes never queue behind drops."""
         if not self._threads and not self._stopping:
             for role in ["create"] * pool_workers() + ["drop"]:
-                thread = threading.Thread(target=self._run, args=(role,), name=f"elefast-pool-{role}", daemon=True)
+                thread = background_thread(self._run, f"elefast-pool-{role}", (role,))
                 self._threads.append(thread)
                 thread.start()
 

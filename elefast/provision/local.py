@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from sqlalchemy import URL
 
+from elefast._base.process import background_thread
 from elefast.errors import LocalServerError
 from elefast.provision import locks
 from elefast.provision.binaries import Binaries, find_binaries
@@ -187,7 +188,7 @@ def prestart() -> None:
         except Exception:
             pass  # the class's set-up asks again and says what is wrong
 
-    threading.Thread(target=run, name="elefast-prestart", daemon=True).start()
+    background_thread(run, "elefast-prestart").start()
 
 
 def ensure_local_server(timeout: float = 60, driver: str = "psycopg",

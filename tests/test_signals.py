@@ -1,0 +1,112 @@
+"""A multiprocessing worker that uses elefast ends promptly on SIGTERM and SIGINT (``Pool.terminate()``).
+
+The hang this guards against: ``Pool.terminate()`` sends SIGTERM to workers blocked between tasks
+in a lock (``SimpleQueue.get``). When the kernel handed the signal to one of elefast's background
+threads, Python only set a flag: the main thread stayed blocked in the lock, never ran the handler,
+and the parent waited forever in ``join``. elefast's threads now block those signals, so the main
+thread gets them; and a worker's cleanup after a signal is bounded.
+"""
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import unittest
+
+from elefast import DatabaseServer
+from elefast._base.process import SIGNAL_CLEANUP_SECONDS
+from tests import support
+
+ROUNDS = 10
+
+
+def blocked_signals(native_id: int) -> int:
+    """The SigBlk mask of one thread of this process (Linux)."""
+    with open(f"/proc/self/task/{native_id}/status") as status:
+        for line in status:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def quiet() -> None:
+    """A worker's initializer: its stderr goes nowhere (the SIGINT test's worker prints its KeyboardInterrupt)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+
+
+def use_elefast(prefix: str) -> str:
+    """A worker's task: a server with its pool running (background threads), one database made and
+    dropped; the server stays open, as a worker's does between tests."""
+    server = DatabaseServer(support.server_url())
+    database = server.create_database(prefix=prefix)
+    database.drop()
+    use_elefast.server = server  # type: ignore[attr-defined]
+    return database.name
+
+
+@unittest.skipUnless(os.path.isdir("/proc/self/task"), "reads thread signal masks from /proc")
+class SignalTests(unittest.TestCase):
+    def setUp(self):
+        self.prefix = support.unique_prefix("sig")
+        self.addCleanup(support.drop_templates, self.prefix)
+
+    def test_elefasts_threads_block_the_stop_signals(self):
+        server = DatabaseServer(support.server_url())
+        try:
+            server.create_database(prefix=self.prefix).drop()
+            ours = [thread for thread in threading.enumerate() if thread.name.startswith("elefast-")]
+            self.assertTrue(ours, "the pool's threads should be running")
+            wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+            for thread in ours:
+                with self.subTest(thread.name):
+                    self.assertEqual(blocked_signals(thread.native_id) & wanted, wanted)
+            self.assertEqual(blocked_signals(threading.main_thread().native_id) & wanted, 0)
+        finally:
+            server.close()
+
+    def test_pool_terminate_returns_every_time(self):
+        """The reproduction: workers with elefast's threads, idle in the pool's queue, then terminate()."""
+        context = multiprocessing.get_context("fork")
+        waits = []
+        for _ in range(ROUNDS):
+            pool = context.Pool(2)
+            names = pool.map(use_elefast, [self.prefix] * 2)
+            self.assertEqual(len(names), 2)
+            time.sleep(0.2)  # the workers are back in SimpleQueue.get, their elefast threads idle
+            finished = threading.Event()
+            started = time.monotonic()
+            stopper = threading.Thread(target=lambda p=pool, f=finished: (p.terminate(), f.set()), daemon=True)
+            stopper.start()
+            in_time = finished.wait(SIGNAL_CLEANUP_SECONDS + 10)
+            waits.append(time.monotonic() - started)
+            if not in_time:
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signal.SIGKILL)
+                self.fail(f"Pool.terminate() hung (rounds so far took {[round(w, 2) for w in waits]} s)")
+            pool.join()
+        self.assertLess(max(waits), SIGNAL_CLEANUP_SECONDS + 2, waits)
+        deadline = time.monotonic() + 30  # what a terminated worker could not drop, the sweep may find
+        while support.databases(self.prefix + "%") and time.monotonic() < deadline:
+            DatabaseServer(support.server_url()).sweep_orphans()
+            time.sleep(0.5)
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
+    def test_sigint_in_a_worker_ends_it(self):
+        context = multiprocessing.get_context("fork")
+        pool = context.Pool(1, initializer=quiet)
+        try:
+            pool.map(use_elefast, [self.prefix])
+            time.sleep(0.2)
+            worker = multiprocessing.active_children()[0]
+            os.kill(worker.pid, signal.SIGINT)
+            worker.join(SIGNAL_CLEANUP_SECONDS + 5)
+            self.assertIsNotNone(worker.exitcode, "the worker did not end after SIGINT")
+        finally:
+            pool.terminate()
+            pool.join()
+
+
+if __name__ == "__main__":
+    unittest.main()
