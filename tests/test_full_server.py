@@ -9,8 +9,10 @@ import unittest
 from unittest import mock
 
 import psycopg
+from sqlalchemy.exc import OperationalError
 
 from elefast import AsyncDatabaseServer, DatabaseServer
+from elefast._testing.outcome import explaining_loss
 from elefast.errors import DatabaseNotReadyError, ServerFullError
 from tests import support
 
@@ -62,6 +64,9 @@ class FullServerTests(unittest.TestCase):
         self.assert_says_full(caught.exception)
 
     def test_in_the_middle_of_a_run(self):
+        """Full mid-run: creating and dropping go over the control connection the process already holds
+        (never waiting for a slot only another waiting process could free); the test's own first
+        connection waits for a slot, then fails saying the server is full."""
         server = DatabaseServer(self.url)
         self.addCleanup(server.close)
         with server.create_database():
@@ -69,10 +74,19 @@ class FullServerTests(unittest.TestCase):
         self.fill()
         started = time.monotonic()
         with mock.patch.dict(os.environ, {"ELEFAST_FULL_WAIT": "1"}):
-            with self.assertRaises(ServerFullError) as caught:
-                server.create_database(prefix="full")
-        self.assertGreater(time.monotonic() - started, 0.9)  # it waited for a slot first
-        self.assert_says_full(caught.exception, with_numbers=True)
+            database = server.create_database(prefix="full")  # no new slot needed
+            name = database.name
+            with self.assertRaises(OperationalError) as caught:
+                database.engine.connect()
+            self.assertGreater(time.monotonic() - started, 0.9)  # it waited for a slot first
+            self.assertIn("too many clients", str(caught.exception))
+            with self.assertRaises(ServerFullError) as explained:
+                with explaining_loss(server.url):  # what the mixins say of it
+                    database.engine.connect()
+            self.assert_says_full(explained.exception)
+            database.drop()  # on the control connection too
+        server.close()
+        self.assertEqual(support.databases(name), [])
 
     def test_a_slot_that_frees_up_in_time_is_taken(self):
         server = DatabaseServer(self.url)

@@ -132,7 +132,8 @@ def wait_when_full(engine: E) -> E:
         bound = getattr(_here, "connect_timeout", None)
         if bound and not is_async and dialect.driver == "psycopg" and "connect_timeout" not in cparams:
             cparams = dict(cparams, connect_timeout=max(1, math.ceil(bound)))
-        deadline = time.monotonic() + full_wait()
+        began = time.monotonic()
+        deadline = began + full_wait()
         pause = 0.02
         while True:
             try:
@@ -142,11 +143,27 @@ def wait_when_full(engine: E) -> E:
                 if not _sql.is_server_full(error) or remaining <= 0 or getattr(_here, "impatient", False):
                     raise
                 go_lean()
+                _say_once_if_long(time.monotonic() - began, remaining, cparams)
                 _sleep(min(pause, remaining), is_async)
                 pause = min(pause * 2, 0.5)
 
     event.listen(target, "do_connect", connect)
     return engine
+
+
+#: Seconds of waiting for a slot after which the process says so (once).
+LONG_WAIT = 5.0
+_said_long: List[bool] = []
+
+
+def _say_once_if_long(waited: float, remaining: float, cparams: Dict[str, Any]) -> None:
+    if waited < LONG_WAIT or _said_long:
+        return
+    _said_long.append(True)
+    where = f"{cparams.get('host') or 'the socket'}:{cparams.get('port') or 5432}"
+    logger.warning("elefast has waited %.0f s for a free connection on the server at %s (max_connections is "
+                   "reached by all its clients together); it waits up to %.0f s more (ELEFAST_FULL_WAIT). Fewer "
+                   "test workers, or a larger max_connections, end the wait.", waited, where, remaining)
 
 
 def _sleep(seconds: float, is_async: bool) -> None:

@@ -259,9 +259,11 @@ class ServerCore:
         running at once, whatever the threads and event loops; more than
         :meth:`_idle_limit` idle ones are closed.
         """
-        if not long_lived or _budget.is_lean():  # a full server: hold a connection only while it works
-            if long_lived:
-                self._close_idle()
+        if _budget.is_lean():  # a full server: the control connection does it, no other slot is waited for
+            self._close_idle()
+            self.ledger.owner.run(work)
+            return
+        if not long_lived:
             with self.connect() as fresh:
                 work(fresh)
             return

@@ -160,6 +160,16 @@ class Owner:
             except Exception:
                 pass  # a lost connection released every lock anyway
 
+    def run(self, work: Callable[[Connection], Any]) -> None:
+        """Run admin work (a create, a drop) on the control connection, between its own statements.
+
+        On a full server this is how a process creates and drops without another slot: the
+        control connection is the one it always holds, so its drops never wait for a slot that
+        only another waiting process could free.
+        """
+        with self._lock:
+            work(self._conn())
+
     def server_load(self) -> Optional[Tuple[int, int]]:
         """(client connections in use, max_connections), read on the open control connection; None
         when there is none (a full server refuses a new one) or it fails."""

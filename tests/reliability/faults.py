@@ -286,19 +286,20 @@ def parallel_runners(h: Harness) -> List[Row]:
     return rows
 
 
-def small_server(h: Harness) -> List[Row]:
-    """pytest -n 8 and unittest-parallel -j 8 on a server with max_connections = 30 (8 workers would
-    need ~60 connections if each kept its pool's): no 'too many clients', nothing left behind."""
+def small_server(h: Harness, runs: int = 10) -> List[Row]:
+    """pytest -n 8 and unittest-parallel -j 8 --level test on a server with max_connections = 30
+    (8 workers would need ~60 connections if each kept its pool's), ``runs`` times each: no
+    'too many clients', no ServerFullError, nothing left behind."""
     import psycopg
 
     from tests import support
 
     suite = "examples/legacy_app/tests"
     runners = [
-        ("pytest -n 8, max_connections = 30", "xdist",
+        (f"pytest -n 8, max_connections = 30, x{runs}", "xdist",
          [sys.executable, "-m", "pytest", "-q", "-n", "8", "-p", "no:cacheprovider", suite]),
-        ("unittest-parallel -j 8, max_connections = 30", "unittest_parallel",
-         [sys.executable, "-m", "unittest_parallel", "-j", "8", "-s", suite, "-t", "."]),
+        (f"unittest-parallel -j 8 --level test, max_connections = 30, x{runs}", "unittest_parallel",
+         [sys.executable, "-m", "unittest_parallel", "-j", "8", "--level", "test", "-s", suite, "-t", "."]),
     ]
     rows = [Row(label) for label, _, _ in runners]
     with support.password_server("reliability", max_connections="30") as url:
@@ -309,22 +310,29 @@ def small_server(h: Harness) -> List[Row]:
                 row.fail(f"{module} is not installed (pip install -e '.[test]')")
                 continue
             env = dict(os.environ, ELEFAST_DATABASE_URL=url)
-            result = subprocess.run(command, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
-            output = result.stdout + result.stderr
-            row.runs += 1
-            if result.returncode != 0:
-                row.fail(f"the run failed:\n{output[-1500:]}")
-            if "too many clients" in output:
-                row.fail("'too many clients' appeared")
-            deadline = time.monotonic() + 15
-            while True:  # the workers' exit drops their clones
-                with psycopg.connect(url) as conn:
-                    left = [r[0] for r in conn.execute("select datname from pg_database "
-                                                       "where datname ~ '^elefast_[0-9a-f]{16}$'")]
-                if not left or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            if left:
-                row.notes.append(f"left behind: {left}")
-            row.leftovers += len(left)
+            for number in range(runs):
+                try:
+                    result = subprocess.run(command, cwd=str(ROOT), env=env, capture_output=True, text=True,
+                                            timeout=300)
+                except subprocess.TimeoutExpired:
+                    row.runs += 1
+                    row.fail(f"run {number} hung (killed after 300 s)")
+                    continue
+                output = result.stdout + result.stderr
+                row.runs += 1
+                if result.returncode != 0:
+                    row.fail(f"run {number} failed:\n{output[-1500:]}")
+                elif "too many clients" in output or "ServerFullError" in output:
+                    row.fail(f"run {number}: 'too many clients' appeared")
+                deadline = time.monotonic() + 15
+                while True:  # the workers' exit drops their clones
+                    with psycopg.connect(url) as conn:
+                        left = [r[0] for r in conn.execute("select datname from pg_database "
+                                                           "where datname ~ '^elefast_[0-9a-f]{16}$'")]
+                    if not left or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                if left:
+                    row.notes.append(f"run {number} left behind: {left}")
+                row.leftovers += len(left)
     return rows
