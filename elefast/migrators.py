@@ -265,18 +265,29 @@ def non_public_schemas(metadata: MetaData) -> List[str]:
 
 
 def metadata_ddl(metadata: MetaData) -> str:
-    """The PostgreSQL DDL ``create_all`` would send for ``metadata``, in a stable order."""
-    from sqlalchemy.dialects import postgresql
-    from sqlalchemy.schema import CreateIndex, CreateTable
+    """Every statement ``create_all`` would send for ``metadata`` to PostgreSQL, in its order.
 
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    ``create_all`` is replayed on a mock engine (no database): tables and their columns (server
+    defaults, computed and identity columns, constraint names), indexes, sequences, enum types,
+    table and column comments, and the DDL that event listeners attach (``event.listen(table,
+    "after_create", DDL(...))``: triggers, functions; and listener functions that execute
+    statements) all land in the fingerprint. A listener that needs a real database to run
+    makes the template this process's own (:class:`~elefast._schema.fingerprints.Unsafe`).
+    """
+    from sqlalchemy import create_mock_engine
+
+    from elefast._schema.fingerprints import Unsafe
+
     parts: List[str] = [f"schema {name}" for name in non_public_schemas(metadata)]
-    for table in metadata.sorted_tables:
-        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip())
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
-        for column in table.columns:
-            enums = getattr(column.type, "enums", None)
-            if enums:
-                parts.append(f"enum {getattr(column.type, 'name', '')} {list(enums)!r}")
+
+    def record(statement: Any, *multiparams: Any, **params: Any) -> None:
+        compiled = statement.compile(dialect=engine.dialect) if hasattr(statement, "compile") else statement
+        parts.append(str(compiled).strip())
+
+    engine = create_mock_engine("postgresql+psycopg://", record)
+    try:
+        metadata.create_all(engine, checkfirst=False)
+    except Exception as error:
+        raise Unsafe(f"create_all could not be replayed without a database ({type(error).__name__}: "
+                     f"{error}); a DDL event listener probably reads from it") from None
     return "\n".join(parts)

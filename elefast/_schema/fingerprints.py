@@ -67,7 +67,10 @@ def own_fingerprint(schema: Any) -> Optional[str]:
 
 def identity(schema: Any) -> Tuple[Optional[str], str]:
     """(sha256 of everything that shapes ``schema``'s template, "") or (None, why not)."""
-    own = own_fingerprint(schema)
+    try:
+        own = own_fingerprint(schema)
+    except Unsafe as reason:
+        return None, f"{type(schema).__name__} cannot be fingerprinted safely: {reason}"
     if own is None:
         return None, f"{type(schema).__name__} has no fingerprint()"
     kind = type(schema)
