@@ -41,6 +41,7 @@ from sqlalchemy.exc import OperationalError
 from elefast._base import sql as _sql
 from elefast._engines import aio as _aio
 from elefast._engines.urls import safe_url, sync_url
+from elefast._schema.fingerprints import project_imports
 from elefast._server.messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras._alembic_support import is_package_location, logging_kept, package_folder
@@ -164,7 +165,9 @@ class AlembicMigrator:
         return config
 
     def fingerprint(self) -> str:
-        """A digest of the migration scripts (``env.py``, ``versions/``) and the config's script options.
+        """A digest of the migration scripts (``env.py``, ``versions/``), the project modules they
+        import (``from app.constants import ROLES`` in a data migration: not Python's or installed
+        libraries'), and the config's script options.
 
         Templates are reused by later runs and other processes while it is unchanged.
         """
@@ -185,6 +188,10 @@ class AlembicMigrator:
                     continue
                 seen.add(path)
                 digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        scripts = {path.resolve() for path in seen if path.suffix == ".py"}
+        for name, path in project_imports(sorted(scripts)).items():  # app.constants a revision imports
+            if path not in scripts:
+                digest.update(f"import {name}".encode() + b"\0" + path.read_bytes() + b"\0")
         return digest.hexdigest()
 
     def migrate(self, connection: Connection) -> None:
