@@ -67,6 +67,26 @@ class OwnershipTests(unittest.TestCase):
         self.server.sweep_orphans()
         self.assertEqual(support.databases(name), [name])
 
+    def test_a_template_half_marked_by_a_killed_builder_is_swept(self):
+        """The shape an earlier version's builder left when killed between making the template read-only
+        and marking it ready: a template still carrying the ownership mark. Sweep, not keep forever."""
+        name = f"{self.prefix}_tpl_0123456789abcdef"
+        support.execute(f'CREATE DATABASE "{name}"')
+        support.execute(f"COMMENT ON DATABASE \"{name}\" IS 'elefast database created 2026-01-01T00:00:00Z'")
+        support.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
+        with core_of(self.server).connect() as connection:
+            self.assertIn(name, ownership.find_orphans(connection))
+        self.assertIn(name, self.server.sweep_orphans())
+        self.assertEqual(support.databases(name), [])
+
+    def test_a_template_is_marked_ready_in_one_transaction(self):
+        from elefast._base import sql as _sql
+
+        statements = _sql.mark_template_ready("t", "2026-01-01T00:00:00Z", "f" * 32)
+        self.assertEqual((statements[0], statements[-1]), ("BEGIN", "COMMIT"))
+        self.assertTrue(any(s.startswith("COMMENT ON DATABASE") for s in statements))
+        self.assertTrue(any("IS_TEMPLATE true" in s for s in statements))
+
     def test_create_marked_sends_create_and_mark_together(self):
         """The mark lands with the CREATE; a CREATE that fails (the name exists) marks nothing."""
         from sqlalchemy import text

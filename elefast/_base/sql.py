@@ -334,15 +334,19 @@ def template_pattern(prefix: str) -> str:
     return like_prefix(shortened)
 
 
-def mark_template_ready(name: str, built_at: str, fingerprint: str) -> Tuple[str, str]:
-    """Statements that make ``name`` a read-only template and record when it was built."""
+def mark_template_ready(name: str, built_at: str, fingerprint: str) -> Tuple[str, ...]:
+    """Statements that make ``name`` a read-only template and record when it was built, in one
+    transaction: a crash leaves either the owned database the sweep drops, or the marked template."""
     quoted = quote_identifier(name)
     note = f"{_COMMENT_MARK} v{TEMPLATE_FORMAT_VERSION} built {built_at} fingerprint {fingerprint[:32]}"
     if not re.match(r"^[A-Za-z0-9 :._+-]+$", note):
         raise ValueError(f"unsafe template note {note!r}")
     return (
-        f"ALTER DATABASE {quoted} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+        "BEGIN",
+        DURABLE_COMMIT,
         f"COMMENT ON DATABASE {quoted} IS {quote_literal(note)}",
+        f"ALTER DATABASE {quoted} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+        "COMMIT",
     )
 
 
@@ -377,6 +381,12 @@ LAZY_COMMIT = "SET synchronous_commit TO off"
 LIST_MARKED = (
     "SELECT d.datname FROM pg_database d "
     "WHERE NOT d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1"
+)
+#: Templates still carrying a process's ownership mark: what a builder killed between making a
+#: template read-only and marking it ready left, before both went into one transaction.
+LIST_MARKED_TEMPLATES = (
+    "SELECT d.datname FROM pg_database d "
+    "WHERE d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1"
 )
 
 

@@ -256,7 +256,13 @@ class Ledger:
 
 
 def _marked(connection: Connection) -> List[str]:
-    return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all())
+    """Every database a process marked as its own, templates left half-marked by a crash included."""
+    names = connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all()
+    return sorted({*names, *_half_marked_templates(connection)})
+
+
+def _half_marked_templates(connection: Connection) -> List[str]:
+    return list(connection.execute(text(_sql.LIST_MARKED_TEMPLATES), {"mark": _sql.OWNED_MARK + "%"}).scalars())
 
 
 def rename_when_idle(connection: Connection, old: str, new: str, patience: float = 0.5) -> bool:
@@ -312,12 +318,15 @@ def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], Lis
     """
     dropped: List[str] = []
     failed: List[Tuple[str, str]] = []
+    half_marked = set(_half_marked_templates(connection))
     for name in _marked(connection):
         key = owner_key(name)
         if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
             continue  # a living process owns it
         try:
             if not dry_run:
+                if name in half_marked:  # a template must stop being one before it can be dropped
+                    connection.execute(text(_sql.unmark_template(name)))
                 drop(connection, name)
             dropped.append(name)
         except Exception as error:
