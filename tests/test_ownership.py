@@ -174,6 +174,40 @@ class OwnershipTests(unittest.TestCase):
         self.assertIn(f"dropped {name}", real.stdout)
         self.assertEqual(support.databases(name), [])
 
+    def test_cli_sweep_templates(self):
+        """sweep --templates lists the kept templates; one in use stays, the others are dropped."""
+        from sqlalchemy import Column, Integer, MetaData, Table
+
+        from elefast import MetadataMigrator
+
+        def build(table):
+            metadata = MetaData()
+            Table(table, metadata, Column("id", Integer, primary_key=True))
+            server = DatabaseServer(support.server_url(), schema=MetadataMigrator(metadata))
+            server.create_database(prefix=self.prefix).drop()
+            return server, core_of(server).templates.slot("utf8").name
+
+        unused_server, unused = build("unused_here")
+        unused_server.close()
+        in_use_server, in_use = build("in_use_here")
+        self.addCleanup(support.drop_templates, self.prefix)
+        env = dict(os.environ, ELEFAST_DATABASE_URL=support.server_url())
+
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "elefast", "sweep", "--templates", *args],
+                                  cwd=str(support.ROOT), env=env, capture_output=True, text=True, timeout=60)
+
+        dry = cli("--dry-run")
+        self.assertEqual(dry.returncode, 0, dry.stderr)
+        self.assertIn(f"template {unused}: ", dry.stdout)
+        self.assertRegex(dry.stdout, f"template {unused}: .* MB, built .*: would drop")
+        self.assertRegex(dry.stdout, f"template {in_use}: .*: in use: kept")
+        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), 2)
+        real = cli()
+        self.assertRegex(real.stdout, f"template {unused}: .*: dropped")
+        self.assertEqual(support.databases(self.prefix + "_tpl_%"), [in_use])
+        in_use_server.close()
+
     def test_killed_runs_repeatedly(self):
         """Five killed processes in a row: the next run (its pool's first sweep) leaves none of theirs."""
         names = [kill_a_process_holding_a_database(self.prefix) for _ in range(5)]

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import unittest
+from unittest import mock
 
 import psycopg
 from sqlalchemy import select, text
@@ -121,16 +122,18 @@ class TemplateTests(unittest.TestCase):
             self.assertEqual(c.execute(select(users.c.name)).scalars().all(), [self.prefix[:40]])
         self.assertEqual(migrator.runs, 1)
 
-    def test_old_templates_are_swept(self):
-        """Building a new template of a prefix keeps only the newest few of its old ones."""
-        for number in range(_sql.TEMPLATES_KEPT + 2):
-            server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
-            server.create_database(prefix=self.prefix).drop()
-            server.close()  # a template some living process still uses is never swept
-        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), _sql.TEMPLATES_KEPT)
+    def test_templates_nobody_used_lately_are_dropped(self):
+        """Building a new template drops those not used within ELEFAST_TEMPLATE_DAYS (here 0: any
+        other), least recently used first; the new one stays."""
+        with mock.patch.dict(os.environ, {"ELEFAST_TEMPLATE_DAYS": "0"}):
+            for number in range(4):
+                server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
+                server.create_database(prefix=self.prefix).drop()
+                server.close()  # a template some living process still uses is never dropped
+        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), 1)
 
     def test_async_server_prunes_old_templates_too(self):
-        """The async server keeps only the newest few templates of a prefix, like the sync one."""
+        """The async server prunes like the sync one."""
         from elefast.asyncio import AsyncDatabaseServer
 
         async def build(number):
@@ -138,28 +141,79 @@ class TemplateTests(unittest.TestCase):
             await (await server.create_database(prefix=self.prefix)).drop()
             await server.close()
 
-        for number in range(_sql.TEMPLATES_KEPT + 2):
-            asyncio.run(build(number))
-        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), _sql.TEMPLATES_KEPT)
+        with mock.patch.dict(os.environ, {"ELEFAST_TEMPLATE_DAYS": "0"}):
+            for number in range(3):
+                asyncio.run(build(number))
+        self.assertEqual(len(support.databases(self.prefix + "_tpl_%")), 1)
+
+    def test_projects_sharing_a_server_keep_their_templates(self):
+        """Two projects on one server with the same (default-like) prefix: one building five new
+        templates (branches, schema changes) never evicts the other's (the old rule, the newest
+        three per prefix, did: they rebuilt each other's turn about)."""
+        other = self.server(Fingerprinted(f"{self.prefix}-other-project"))
+        other.create_database(prefix=self.prefix).drop()
+        theirs = core_of(other).templates.slot("utf8").name
+        other.close()
+        for number in range(5):
+            server = self.server(Fingerprinted(f"{self.prefix}-b{number}"))
+            server.create_database(prefix=self.prefix).drop()
+            server.close()
+        self.assertIn(theirs, support.databases(self.prefix + "_tpl_%"))
+        again = self.server(Fingerprinted(f"{self.prefix}-other-project"))
+        again.create_database(prefix=self.prefix).drop()
+        self.assertTrue(core_of(again).templates.slot("utf8").reused)
+        again.close()
+
+    def test_the_size_budget_drops_the_least_recently_used(self):
+        first = self.server(Fingerprinted(f"{self.prefix}-s0"))
+        first.create_database(prefix=self.prefix).drop()
+        oldest = core_of(first).templates.slot("utf8").name
+        first.close()
+        with mock.patch.dict(os.environ, {"ELEFAST_TEMPLATE_BUDGET_MB": "0"}):
+            server = self.server(Fingerprinted(f"{self.prefix}-s1"))
+            server.create_database(prefix=self.prefix).drop()
+            newest = core_of(server).templates.slot("utf8").name
+            server.close()
+        left = support.databases(self.prefix + "_tpl_%")
+        self.assertNotIn(oldest, left)
+        self.assertIn(newest, left)
+
+    def test_a_use_is_recorded_in_the_note(self):
+        server = self.server(Fingerprinted(f"{self.prefix}-u"))
+        server.create_database(prefix=self.prefix).drop()
+        name = core_of(server).templates.slot("utf8").name
+        server.close()
+        with psycopg.connect(support.libpq_dsn(), autocommit=True) as connection:
+            old = "elefast template v2 built 2026-01-01T00:00:00.000000Z fingerprint x"
+            connection.execute(f'COMMENT ON DATABASE "{name}" IS \'{old}\'')
+        again = self.server(Fingerprinted(f"{self.prefix}-u"))
+        again.create_database(prefix=self.prefix).drop()
+        again.close()
+        with psycopg.connect(support.libpq_dsn(), autocommit=True) as connection:
+            note = connection.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                      "WHERE datname = %s", (name,)).fetchone()[0]
+        built, used = _sql.note_times(note)
+        self.assertEqual(built, "2026-01-01T00:00:00.000000Z")
+        self.assertGreater(used, built)
 
     def test_template_in_use_is_not_swept(self):
-        """A template another process (here: another server object) still uses survives the sweep."""
+        """A template another process (here: another server object) still uses survives the pruning."""
         in_use = self.server(Fingerprinted(f"{self.prefix}-in-use"))
         in_use.create_database(prefix=self.prefix).drop()
         kept = core_of(in_use).templates.slot("utf8").name
-        for number in range(_sql.TEMPLATES_KEPT + 1):
-            server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
+        with mock.patch.dict(os.environ, {"ELEFAST_TEMPLATE_DAYS": "0"}):
+            for number in range(2):
+                server = self.server(Fingerprinted(f"{self.prefix}-v{number}"))
+                server.create_database(prefix=self.prefix).drop()
+                server.close()
+            self.assertIn(kept, support.databases(self.prefix + "_tpl_%"))
+            with in_use.create_database(prefix=self.prefix) as database, database.engine.connect() as c:
+                self.assertEqual(c.execute(select(users.c.name)).scalars().all(), [f"{self.prefix}-in-use"[:40]])
+            in_use.close()
+            server = self.server(Fingerprinted(f"{self.prefix}-w0"))
             server.create_database(prefix=self.prefix).drop()
             server.close()
-        self.assertIn(kept, support.databases(self.prefix + "_tpl_%"))
-        with in_use.create_database(prefix=self.prefix) as database, database.engine.connect() as c:
-            self.assertEqual(c.execute(select(users.c.name)).scalars().all(), [f"{self.prefix}-in-use"[:40]])
-        in_use.close()
-        for number in range(2):
-            server = self.server(Fingerprinted(f"{self.prefix}-w{number}"))
-            server.create_database(prefix=self.prefix).drop()
-            server.close()
-        self.assertNotIn(kept, support.databases(self.prefix + "_tpl_%"), "released: swept like any old one")
+        self.assertNotIn(kept, support.databases(self.prefix + "_tpl_%"), "released: dropped like any unused one")
 
     def test_concurrent_processes_build_once(self):
         """Three processes starting at once on a fresh fingerprint: one migration in all."""

@@ -283,7 +283,6 @@ def hide_secret(text: str, secret: Optional[str]) -> str:
 #: Bump when the way templates are built changes: old templates then stop matching.
 TEMPLATE_FORMAT_VERSION = "2"  # 2: the name covers the role and the migrator's identity
 #: How many fingerprinted templates per prefix survive a sweep.
-TEMPLATES_KEPT = 3
 _COMMENT_MARK = "elefast template"
 #: The start of the note on every template elefast marked ready (shared across runs).
 TEMPLATE_MARK = _COMMENT_MARK
@@ -355,15 +354,54 @@ def unmark_template(name: str) -> str:
     return f"ALTER DATABASE {quote_identifier(name)} WITH IS_TEMPLATE false"
 
 
-def templates_to_sweep(rows: list[Tuple[str, str]], keep: int, current: str) -> list[str]:
-    """Of (name, note) rows of one prefix's templates, the ones beyond the newest ``keep``.
+_NOTE_TIME = re.compile(r" (built|used) (\S+)")
 
-    Only templates elefast marked (their note says so) are ever candidates; the
-    current one never is. Notes carry an ISO timestamp, so they sort by age.
+
+def note_times(note: str) -> Tuple[str, str]:
+    """(built, last used) ISO timestamps of a template's note; a note from before uses were recorded
+    counts its build as its last use."""
+    times: Dict[str, str] = dict(_NOTE_TIME.findall(note))
+    built = times.get("built", "")
+    return built, times.get("used", built)
+
+
+def note_used(note: str, used_at: str) -> str:
+    """``note`` saying the template was last used at ``used_at``."""
+    if not re.match(r"^[0-9T:.Z+-]+$", used_at):
+        raise ValueError(f"unsafe timestamp {used_at!r}")
+    kept = re.sub(r" used \S+", "", note)
+    return f"{kept} used {used_at}"
+
+
+def set_note(name: str, note: str) -> str:
+    """``COMMENT ON DATABASE`` with ``note``."""
+    return f"COMMENT ON DATABASE {quote_identifier(name)} IS {quote_literal(note)}"
+
+
+def templates_to_prune(rows: List[Tuple[str, str, int]], current: str, oldest_use: str, budget: int) -> List[str]:
+    """Of (name, note, bytes) rows of the server's templates, the ones to drop, least recently used first.
+
+    Only templates elefast marked are ever candidates; ``current`` never is. Kept: those used since
+    ``oldest_use`` (an ISO timestamp), most recently used first, while their sizes add up to at most
+    ``budget`` bytes. So projects and branches sharing a server each keep the templates they use,
+    whatever their prefix, and what nobody used for a while goes.
     """
-    ours = [(note, name) for name, note in rows if note.startswith(_COMMENT_MARK) and name != current]
+    ours = [(note_times(note)[1], name, size) for name, note, size in rows
+            if note.startswith(_COMMENT_MARK) and name != current]
     ours.sort(reverse=True)
-    return [name for _, name in ours[max(keep - 1, 0):]]
+    kept_bytes = 0
+    doomed: List[str] = []
+    for used, name, size in ours:
+        if used >= oldest_use and kept_bytes + size <= budget:
+            kept_bytes += size
+        else:
+            doomed.append(name)
+    return list(reversed(doomed))
+
+
+#: A template's note, for :func:`note_used`.
+TEMPLATE_NOTE = ("SELECT coalesce(shobj_description(d.oid, 'pg_database'), '') FROM pg_database d "
+                 "WHERE d.datname = :name")
 
 
 # Ownership marks --------------------------------------------------------------

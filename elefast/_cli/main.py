@@ -1,7 +1,8 @@
 """The command line: ``python -m elefast server|sweep|init|doctor|check|run`` (also the ``elefast`` script).
 
 - ``server start|stop|status|url``: the throwaway local server;
-- ``sweep [--dry-run]``: drop databases left by test processes that are gone;
+- ``sweep [--dry-run] [--templates]``: drop databases left by test processes that are gone (and the
+  kept templates no process uses);
 - ``init``: write a base test module for the project in the current directory
   (``init --pytest`` prints a ``conftest.py`` with fixtures on stdout instead);
 - ``doctor``: where a test run would get its server, versions, what is missing;
@@ -93,16 +94,23 @@ def _sweep(args: argparse.Namespace) -> int:
         url = local.ensure_local_server()
     from elefast._server import ownership
     from elefast._server.core import core_of
+    from elefast._server.templates import list_templates
 
     try:
         server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)
         names = server.sweep_orphans(dry_run=args.dry_run)
         with core_of(server).connect() as connection:
             kept = ownership.find_kept(connection) if args.dry_run else []
+            templates = list_templates(connection, drop=not args.dry_run) if args.templates else []
         server.close()
     except ElefastError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for template in templates:
+        state = ("in use: kept" if template["in_use"] else "dropped" if template["dropped"]
+                 else "would drop" if args.dry_run else "not dropped")
+        print(f"template {template['name']}: {template['mb']} MB, built {template['built']}, "
+              f"last used {template['used']}: {state}")
     verb = "would drop" if args.dry_run else "dropped"
     for name in names:
         print(f"{verb} {name}")
@@ -291,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.set_defaults(handler=_server)
     sweep = commands.add_parser("sweep", help="drop databases left by test processes that are gone")
     sweep.add_argument("--dry-run", action="store_true", help="list them, drop nothing")
+    sweep.add_argument("--templates", action="store_true",
+                       help="also drop the kept templates no process uses now (they are rebuilt when next needed)")
     sweep.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else the running local server)")
     sweep.add_argument("--timeout", type=float, default=10, help="seconds to wait for the server (default 10)")
     sweep.set_defaults(handler=_sweep)
