@@ -121,6 +121,10 @@ class AsyncMetadataMigrator:
         self._sync.verify(connection)
 
 
+#: ``connection.info`` key: how many ChainMigrator steps ran before the current one on this connection.
+CHAIN_STEP = "elefast_chain_step"
+
+
 class ChainMigrator:
     """Several migrators, one after the other, for histories that do not build from empty.
 
@@ -161,18 +165,26 @@ class ChainMigrator:
 
     def migrate(self, connection: Connection) -> None:
         """Run every step's ``migrate`` on ``connection``, in order."""
-        for migrator in self.migrators:
+        for number, migrator in enumerate(self.migrators):
             if not hasattr(migrator, "migrate"):
                 raise ConfigurationError(f"{migrator!r} is async only: use the chain on an async server.")
-            migrator.migrate(connection)
+            connection.info[CHAIN_STEP] = number  # how many steps ran before, uncommitted (for error notes)
+            try:
+                migrator.migrate(connection)
+            finally:
+                connection.info.pop(CHAIN_STEP, None)
 
     async def migrate_async(self, connection: AsyncConnection) -> None:
         """Run every step in order: ``migrate_async`` where it has one, else ``migrate`` via ``run_sync``."""
-        for migrator in self.migrators:
-            if hasattr(migrator, "migrate_async"):
-                await migrator.migrate_async(connection)
-            else:
-                await connection.run_sync(migrator.migrate)
+        for number, migrator in enumerate(self.migrators):
+            connection.sync_connection.info[CHAIN_STEP] = number  # type: ignore[union-attr]
+            try:
+                if hasattr(migrator, "migrate_async"):
+                    await migrator.migrate_async(connection)
+                else:
+                    await connection.run_sync(migrator.migrate)
+            finally:
+                connection.sync_connection.info.pop(CHAIN_STEP, None)  # type: ignore[union-attr]
 
     def verify(self, connection: Connection) -> None:
         """Verify with the last step that can (the earlier steps' results may since have changed)."""

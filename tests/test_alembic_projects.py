@@ -6,12 +6,14 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import textwrap
 import unittest
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
@@ -159,7 +161,8 @@ class AlembicProjectTests(unittest.TestCase):
             AlembicMigrator(f"{package}.store.nosuch")
 
     def test_env_py_that_migrates_the_apps_own_database(self):
-        """Ignoring the connection migrates the developer's database: the error names env.py, nothing kept."""
+        """An env.py that ignores the connection would migrate the developer's database: refused before
+        the first migration, naming env.py's line; nothing ran there, nothing kept."""
         ini = stock_project(self.root)
         (self.root / "migrations" / "env.py").write_text(OWN_URL_ENV)
         devdb = f"{self.prefix}_dev"
@@ -172,10 +175,14 @@ class AlembicProjectTests(unittest.TestCase):
                 self.clone_once(AlembicMigrator(ini))
             self.assertFalse([line for line in logs.output if "reused" in line], logs.output)
             message = str(caught.exception)
-            self.assertIn("went to another database", message)
-            self.assertIn(str(self.root / "migrations" / "env.py"), message)
+            self.assertIn("about to run the migrations on a connection to", message)
+            self.assertIn(devdb, message)
+            self.assertRegex(message, re.escape(str(self.root / "migrations" / "env.py")) + r":\d+: ")
             self.assertIn('config.attributes.get("connection")', message)
             self.assertEqual(support.databases(self.prefix + "_tpl%"), [])
+            with psycopg.connect(support.libpq_dsn(support.url_with(database=devdb))) as dev:
+                tables = dev.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+            self.assertEqual(tables, 0, "the developer's database was migrated")
 
     def test_env_py_whose_own_database_does_not_exist(self):
         ini = stock_project(self.root)
@@ -400,7 +407,7 @@ class AsyncAlembicProjectTests(unittest.IsolatedAsyncioTestCase):
             os.environ["EFT_APP_DATABASE_URL"] = psycopg_url(support.url_with(database=devdb))
             self.addCleanup(os.environ.pop, "EFT_APP_DATABASE_URL")
             server = AsyncDatabaseServer(support.server_url(), schema=AlembicMigrator(ini))
-            with self.assertRaisesRegex(MigrationError, "went to another database"):
+            with self.assertRaisesRegex(MigrationError, f"about to run the migrations on a connection to .*{devdb}"):
                 await server.create_database(prefix=prefix)
             await server.close()
         self.assertEqual(support.databases(prefix + "_tpl%"), [])

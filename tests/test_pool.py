@@ -12,10 +12,10 @@ import psycopg
 from sqlalchemy import select, text
 
 from elefast import DatabaseServer, MetadataMigrator
-from elefast._base import sql as _sql
 from elefast._server.clone_strategy import choose_strategy
 from elefast._server.core import core_of
 from elefast._server.pool import ClonePool
+from elefast._server.retention import note_times
 from elefast._server.templates import shared_name
 from elefast._testing.provider import SyncProvider
 from elefast.extras.alembic import AlembicMigrator
@@ -192,7 +192,7 @@ class TemplateTests(unittest.TestCase):
         with psycopg.connect(support.libpq_dsn(), autocommit=True) as connection:
             note = connection.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                                       "WHERE datname = %s", (name,)).fetchone()[0]
-        built, used = _sql.note_times(note)
+        built, used = note_times(note)
         self.assertEqual(built, "2026-01-01T00:00:00.000000Z")
         self.assertGreater(used, built)
 

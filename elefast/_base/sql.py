@@ -282,7 +282,6 @@ def hide_secret(text: str, secret: Optional[str]) -> str:
 
 #: Bump when the way templates are built changes: old templates then stop matching.
 TEMPLATE_FORMAT_VERSION = "2"  # 2: the name covers the role and the migrator's identity
-#: How many fingerprinted templates per prefix survive a sweep.
 _COMMENT_MARK = "elefast template"
 #: The start of the note on every template elefast marked ready (shared across runs).
 TEMPLATE_MARK = _COMMENT_MARK
@@ -315,22 +314,11 @@ SERVER_SETTINGS = (
     " AND coalesce(application_name, '') NOT LIKE 'elefast:%'), "
     "(SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name LIKE 'elefast:%')"
 )
-#: Fingerprinted templates with a given prefix, newest first, with their comments.
+#: Templates whose name is LIKE ``:pattern`` (escape ``!``), with their notes.
 LIST_TEMPLATES = (
     "SELECT d.datname, coalesce(shobj_description(d.oid, 'pg_database'), '') AS note "
     "FROM pg_database d WHERE d.datistemplate AND d.datname LIKE :pattern ESCAPE '!'"
 )
-
-
-def like_prefix(prefix: str) -> str:
-    """A LIKE pattern (escape ``!``) matching names that start with ``prefix``."""
-    return prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-
-
-def template_pattern(prefix: str) -> str:
-    """LIKE pattern of the fingerprinted templates of ``prefix``."""
-    shortened = database_name(prefix, infix="tpl_", suffix="0" * RANDOM_PART_LENGTH)[: -RANDOM_PART_LENGTH]
-    return like_prefix(shortened)
 
 
 def mark_template_ready(name: str, built_at: str, fingerprint: str) -> Tuple[str, ...]:
@@ -354,52 +342,12 @@ def unmark_template(name: str) -> str:
     return f"ALTER DATABASE {quote_identifier(name)} WITH IS_TEMPLATE false"
 
 
-_NOTE_TIME = re.compile(r" (built|used) (\S+)")
-
-
-def note_times(note: str) -> Tuple[str, str]:
-    """(built, last used) ISO timestamps of a template's note; a note from before uses were recorded
-    counts its build as its last use."""
-    times: Dict[str, str] = dict(_NOTE_TIME.findall(note))
-    built = times.get("built", "")
-    return built, times.get("used", built)
-
-
-def note_used(note: str, used_at: str) -> str:
-    """``note`` saying the template was last used at ``used_at``."""
-    if not re.match(r"^[0-9T:.Z+-]+$", used_at):
-        raise ValueError(f"unsafe timestamp {used_at!r}")
-    kept = re.sub(r" used \S+", "", note)
-    return f"{kept} used {used_at}"
-
-
 def set_note(name: str, note: str) -> str:
     """``COMMENT ON DATABASE`` with ``note``."""
     return f"COMMENT ON DATABASE {quote_identifier(name)} IS {quote_literal(note)}"
 
 
-def templates_to_prune(rows: List[Tuple[str, str, int]], current: str, oldest_use: str, budget: int) -> List[str]:
-    """Of (name, note, bytes) rows of the server's templates, the ones to drop, least recently used first.
-
-    Only templates elefast marked are ever candidates; ``current`` never is. Kept: those used since
-    ``oldest_use`` (an ISO timestamp), most recently used first, while their sizes add up to at most
-    ``budget`` bytes. So projects and branches sharing a server each keep the templates they use,
-    whatever their prefix, and what nobody used for a while goes.
-    """
-    ours = [(note_times(note)[1], name, size) for name, note, size in rows
-            if note.startswith(_COMMENT_MARK) and name != current]
-    ours.sort(reverse=True)
-    kept_bytes = 0
-    doomed: List[str] = []
-    for used, name, size in ours:
-        if used >= oldest_use and kept_bytes + size <= budget:
-            kept_bytes += size
-        else:
-            doomed.append(name)
-    return list(reversed(doomed))
-
-
-#: A template's note, for :func:`note_used`.
+#: A template's note (:mod:`elefast._server.retention` rewrites its "used" part).
 TEMPLATE_NOTE = ("SELECT coalesce(shobj_description(d.oid, 'pg_database'), '') FROM pg_database d "
                  "WHERE d.datname = :name")
 

@@ -94,7 +94,7 @@ def _sweep(args: argparse.Namespace) -> int:
         url = local.ensure_local_server()
     from elefast._server import ownership
     from elefast._server.core import core_of
-    from elefast._server.templates import list_templates
+    from elefast._server.retention import list_templates
 
     try:
         server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)

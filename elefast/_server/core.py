@@ -34,9 +34,9 @@ from elefast._engines.kinds import EngineKind, Work
 from elefast._server import clone_strategy as _clone_strategy
 from elefast._server import messages as _messages
 from elefast._server import ownership
+from elefast._server.admin_connections import AdminConnections
 from elefast._server.disk import CloneRoom, DiskRoom
 from elefast._server.pool import ClonePool
-from elefast._server.pool_sizes import pool_workers
 from elefast._server.templates import Templates
 from elefast.errors import DiskFullError, ServerFullError
 
@@ -82,9 +82,8 @@ class ServerCore:
         self._lock = threading.Lock()
         self._strategy_lock = threading.Lock()
         self._pool: Optional[ClonePool] = None
-        self._idle: List[Connection] = []  # long-lived admin connections not in use, taken by any thread
+        self._admin = AdminConnections(self.connect)  # the long-lived ones, any thread's to use
         self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
-        self._connections: List[Connection] = []  # every long-lived one, closed at the end
         self.room = CloneRoom(DiskRoom.for_url(self.url), self.connect)  # the local server's disk
         self.ledger = ownership.Ledger(ownership.Owner(self.connect))
         self.templates = Templates(self)
@@ -103,9 +102,7 @@ class ServerCore:
         self._strategy_lock = threading.Lock()
         leave_to_parent(self._pool)
         self._pool = None
-        self._idle = []
-        leave_to_parent(self._connections)  # the parent's: its sockets are not ours to close
-        self._connections = []
+        self._admin.reset_after_fork()
         self.ledger.reset_after_fork()
         self.templates.reset_after_fork()
 
@@ -257,66 +254,17 @@ class ServerCore:
         belong to the server, not to a thread: any thread (an event loop's executor thread,
         say) takes an idle one and gives it back, so they number at most the admin work
         running at once, whatever the threads and event loops; more than
-        :meth:`_idle_limit` idle ones are closed.
+        :func:`~elefast._server.admin_connections.idle_limit` idle ones are closed.
         """
         if _budget.is_lean():  # a full server: the control connection does it, no other slot is waited for
-            self._close_idle()
+            self._admin.close_idle()
             self.ledger.owner.run(work)
             return
         if not long_lived:
             with self.connect() as fresh:
                 work(fresh)
             return
-        connection = self._take_idle()
-        try:
-            work(connection)
-        except DBAPIError as error:
-            if error.connection_invalidated or connection.invalidated:
-                self._discard(connection)
-                raise
-            self._give_back(connection)
-            raise
-        except BaseException:
-            self._discard(connection)  # interrupted mid-statement: its state is unknown
-            raise
-        self._give_back(connection)
-
-    def _take_idle(self) -> Connection:
-        with self._lock:
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed and not connection.invalidated:
-                    return connection
-        connection = self.connect()
-        with self._lock:
-            self._connections.append(connection)
-        return connection
-
-    def _idle_limit(self) -> int:
-        """Idle long-lived admin connections kept: one per pool worker, and one for ``drop()``."""
-        return pool_workers() + 1
-
-    def _give_back(self, connection: Connection) -> None:
-        with self._lock:
-            if len(self._idle) < self._idle_limit() and not _budget.is_lean():
-                self._idle.append(connection)
-                return
-        self._discard(connection)
-
-    def _discard(self, connection: Connection) -> None:
-        with self._lock:
-            if connection in self._connections:
-                self._connections.remove(connection)
-        try:
-            connection.close()
-        except Exception:
-            pass
-
-    def _close_idle(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            self._discard(connection)
+        self._admin.run(work)
 
     # -- the clone pool -------------------------------------------------------------
 
@@ -336,7 +284,7 @@ class ServerCore:
                         self._prepare, sweep=self.sweep,
                         room=self.room.ahead)
                     _budget.on_lean(pool.let_go_of_idle)
-                    close_idle = weakref.WeakMethod(self._close_idle)  # the listener keeps no server alive
+                    close_idle = weakref.WeakMethod(self._admin.close_idle)  # the listener keeps nothing alive
                     _budget.on_lean(lambda: (close_idle() or (lambda: None))())  # full server: no idle admin either
         return pool
 
@@ -393,13 +341,7 @@ class ServerCore:
         return pool.close() if pool is not None else []
 
     def _close_connections(self) -> None:
-        with self._lock:
-            connections, self._connections, self._idle = self._connections, [], []
-        for connection in connections:
-            try:
-                connection.close()
-            except Exception:
-                pass
+        self._admin.close_all()
 
     def _drop_names(self, names: List[str]) -> None:
         """Drop ``names`` at the end: over two connections at once when there are several (each

@@ -130,6 +130,14 @@ class Owner:
         self._connection: Optional[Connection] = None
         self._pid = os.getpid()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: a lock of its own (a parent's thread may have held this one at the fork,
+        doing admin work on a full server) and no connection (the parent's socket is not ours)."""
+        self._lock = threading.Lock()
+        if self._pid != os.getpid():
+            leave_to_parent(self._connection)
+            self._connection, self._pid = None, os.getpid()
+
     def _conn(self) -> Connection:
         if self._pid != os.getpid():  # a forked child: the parent's socket is not ours
             leave_to_parent(self._connection)
@@ -212,6 +220,7 @@ class Ledger:
         """A forked child owns nothing of its parent's and must not inherit a held lock."""
         self._lock = threading.Lock()
         self._owned.clear()
+        self.owner.reset_after_fork()
 
     def own(self, name: str) -> None:
         """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop."""

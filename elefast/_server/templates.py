@@ -20,11 +20,10 @@ class's rows, made the same way and retired after the class.
 from __future__ import annotations
 
 import datetime
-import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 from sqlalchemy import Connection, text
 from typing_extensions import Protocol
@@ -37,6 +36,7 @@ from elefast._schema import fingerprints as _fingerprints
 from elefast._server import messages as _messages
 from elefast._server import ownership
 from elefast._server.disk import CloneRoom
+from elefast._server.retention import prune, record_use
 from elefast.errors import MigrationError
 
 
@@ -56,7 +56,7 @@ class TemplateHost(Protocol):
     def create(self, name: str, template: Optional[str], encoding: str, *,
                fast: bool = False, long_lived: bool = False) -> None: ...
 
-__all__ = ["TemplateHost", "TemplateSlot", "Templates", "list_templates", "record_use", "shared_name"]
+__all__ = ["TemplateHost", "TemplateSlot", "Templates", "shared_name"]
 
 
 @dataclass
@@ -149,7 +149,7 @@ class Templates:
                 ownership.drop(connection, name, self._core.log)  # what a crashed builder left, if anything
                 slot = self._build(name, encoding, fingerprint)
                 if slot.error is None:
-                    _prune(connection, prefix, name)
+                    prune(connection, name)
             return slot
         finally:
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
@@ -262,93 +262,6 @@ def _drop_quietly(core: TemplateHost, name: str) -> None:
     except Exception as error:
         core.ledger.disown(name)
         logger.warning("elefast could not drop the failed template %s: %s", name, error)
-
-
-#: Templates nobody used for this many days are dropped when another is built (``ELEFAST_TEMPLATE_DAYS``).
-TEMPLATE_DAYS = 7.0
-#: The most the server's unused-for-now templates may take together, in MB (``ELEFAST_TEMPLATE_BUDGET_MB``).
-TEMPLATE_BUDGET_MB = 2048
-#: A use is written to the template's note at most this often (a catalog write per process start otherwise).
-USE_RECORDED_EVERY = datetime.timedelta(hours=1)
-
-
-def _setting(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, "").strip() or default)
-    except ValueError:
-        logger.warning("elefast: %s is not a number; using %g", name, default)
-        return default
-    return max(value, 0.0)
-
-
-def record_use(connection: Connection, name: str) -> None:
-    """Write "used <now>" into the template's note (at most hourly), so pruning keeps what is used."""
-    try:
-        note = str(connection.execute(text(_sql.TEMPLATE_NOTE), {"name": name}).scalar() or "")
-        if not note.startswith(_sql.TEMPLATE_MARK):
-            return
-        now = datetime.datetime.now(datetime.timezone.utc)
-        recorded = (now - USE_RECORDED_EVERY).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        if _sql.note_times(note)[1] >= recorded:
-            return
-        connection.execute(text(_sql.set_note(name, _sql.note_used(note, _now()))))
-    except Exception as error:  # another role's template, say: pruning then goes by its build time
-        logger.debug("elefast could not record the use of template %s: %s", name, error)
-
-
-def _prune(connection: Connection, prefix: str, current: str) -> None:
-    """Drop the server's templates nobody used lately, least recently used first, beyond the budget.
-
-    Across every prefix: projects and branches sharing a server keep the templates they use
-    (used within ``ELEFAST_TEMPLATE_DAYS``, within ``ELEFAST_TEMPLATE_BUDGET_MB`` together);
-    a template in use by a living process is never dropped.
-    """
-    del prefix  # every elefast template on the server counts, whatever its prefix
-    oldest = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
-        days=_setting("ELEFAST_TEMPLATE_DAYS", TEMPLATE_DAYS))
-    budget = int(_setting("ELEFAST_TEMPLATE_BUDGET_MB", TEMPLATE_BUDGET_MB) * 2**20)
-    rows = _sized_templates(connection)
-    for name in _sql.templates_to_prune(rows, current, oldest.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), budget):
-        _drop_unused(connection, name)
-
-
-def _sized_templates(connection: Connection) -> List[Tuple[str, str, int]]:
-    rows = connection.execute(text(_sql.LIST_TEMPLATES), {"pattern": "%"}).all()
-    size_of = text(_sql.DATABASE_SIZE)
-    return [(str(name), str(note), int(connection.execute(size_of, {"name": name}).scalar() or 0))
-            for name, note in rows if str(note).startswith(_sql.TEMPLATE_MARK)]
-
-
-def _drop_unused(connection: Connection, name: str) -> bool:
-    """Drop template ``name`` unless a process uses it (or builds it) right now; True if dropped."""
-    key = _sql.advisory_key(name)
-    if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
-        return False  # being built, swept or used by someone else right now
-    try:
-        connection.execute(text(_sql.unmark_template(name)))
-        ownership.drop(connection, name)
-        return True
-    except Exception as error:
-        logger.warning("elefast could not drop the old template %s: %s", name, error)
-        return False
-    finally:
-        connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-
-
-def list_templates(connection: Connection, drop: bool = False) -> List[Dict[str, Any]]:
-    """The server's elefast templates (name, MB, built, last used, in use), least recently used first;
-    with ``drop``, every one no process uses is dropped (``python -m elefast sweep --templates``)."""
-    found = []
-    for name, note, size in sorted(_sized_templates(connection), key=lambda row: _sql.note_times(row[1])[1]):
-        built, used = _sql.note_times(note)
-        key = _sql.advisory_key(name)
-        free = bool(connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar())
-        if free:
-            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-        dropped = drop and free and _drop_unused(connection, name)
-        found.append({"name": name, "mb": round(size / 2**20, 1), "built": built, "used": used,
-                      "in_use": not free, "dropped": dropped})
-    return found
 
 
 def _log(slot: TemplateSlot, schema: Any, fingerprint: Optional[str], seconds: float) -> None:

@@ -47,14 +47,16 @@ from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras._alembic_support import is_package_location, logging_kept, package_folder
 from elefast.extras._flask_migrate import flask_app_on
 from elefast.extras.alembic_check import migration_differences  # re-exported: part of this extra
+from elefast.migrators import CHAIN_STEP
 
 if TYPE_CHECKING:  # a sync-only project may not have greenlet, which sqlalchemy.ext.asyncio needs
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 try:
-    from alembic import command
     from alembic.config import Config
     from alembic.util.exc import CommandError
+
+    from elefast.extras._alembic_env import upgrade_to_head
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "elefast.extras.alembic needs Alembic. Install it: pip install 'elefast[alembic]'"
@@ -202,9 +204,13 @@ class AlembicMigrator:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # for an env.py of alembic init's
         config.attributes["connection"] = connection
         config.attributes["configure_logger"] = False
+        seen: Dict[str, str] = {}
+        steps_before = int(connection.info.get(CHAIN_STEP, 0))  # earlier ChainMigrator steps, uncommitted
+
         def upgrade() -> None:
-            with logging_kept(), _as_migration_error(self), flask_app_on(self.flask_app(), url):
-                command.upgrade(config, "head")
+            with logging_kept(), _as_migration_error(self, seen, steps_before), \
+                    flask_app_on(self.flask_app(), url):
+                upgrade_to_head(config, connection, self.env_py_path(), SHARING_BRANCH, seen)
 
         try:
             if _aio.loop_running() and not env_py_shares_connection(self.env_py_path()):
@@ -306,8 +312,15 @@ def _restore(config: Config, options: Dict[str, Optional[str]], attributes: Dict
 
 
 @contextmanager
-def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
-    """Alembic's own errors, and a failed connection from ``env.py``, as a MigrationError with the fix."""
+def _as_migration_error(migrator: AlembicMigrator, seen: Optional[Dict[str, str]] = None,
+                        steps_before: int = 0) -> Iterator[None]:
+    """Alembic's own errors, and a failed connection from ``env.py``, as a MigrationError with the fix.
+
+    A failed revision's error says which revision, its file and line, and the database's error,
+    once; the note on env.py's own connection comes only when it applies: env.py ran the
+    migrations on a connection of its own (``seen``) after earlier ChainMigrator steps whose
+    uncommitted work that connection cannot see.
+    """
     try:
         yield
     except MigrationError:
@@ -319,13 +332,14 @@ def _as_migration_error(migrator: AlembicMigrator) -> Iterator[None]:
         revision = failed_revision(error)
         if revision is not None:
             hint = ""
-            if not env_py_shares_connection(migrator.env_py_path()):
-                hint = (f". Note: {migrator.env_py_path()} does not use config.attributes['connection'], so "
-                        "the migrations run on a connection of their own, which cannot see what ran before "
-                        "them in elefast's transaction (an earlier ChainMigrator step). Add this branch at "
-                        f"the top of run_migrations_online():\n\n{SHARING_BRANCH}\n")
+            own = (seen or {}).get("own_connection_at")
+            if own and steps_before:
+                hint = (f" Note: {own}: env.py runs the migrations on a connection of its own, which cannot see "
+                        f"what the {steps_before} ChainMigrator step(s) before it did in elefast's transaction "
+                        f"(not committed yet). Make env.py use elefast's connection: add this branch at the top "
+                        f"of run_migrations_online():\n\n{SHARING_BRANCH}\n")
             raise MigrationError(
-                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}{hint}"
+                f"Alembic revision {revision} failed: {type(error).__name__}: {first_line(error)}.{hint}"
             ) from error
         if isinstance(error, ImportError):
             raise MigrationError(
@@ -371,6 +385,7 @@ def failed_revision(error: BaseException) -> Optional[str]:
     while traceback is not None:
         scope = traceback.tb_frame.f_globals
         if isinstance(scope.get("revision"), str) and "down_revision" in scope and callable(scope.get("upgrade")):
-            found = f"{scope['revision']} ({os.path.basename(str(scope.get('__file__', '?')))})"
+            found = (f"{scope['revision']} ({os.path.basename(str(scope.get('__file__', '?')))}, "
+                     f"line {traceback.tb_lineno})")
         traceback = traceback.tb_next
     return found
