@@ -64,8 +64,9 @@ class _SyncEngines:
             )
         engine = wait_when_full(create_engine(url, **options))
         try:
-            with engine.begin() as connection:
-                work(connection)
+            with engine.connect() as connection:  # one transaction, committed at the end (work may commit
+                work(connection)  # earlier: a ChainMigrator step before an env.py with a connection of its own)
+                connection.commit()
         finally:
             engine.dispose()
 
@@ -100,11 +101,12 @@ class _AsyncEngines:
         async def run() -> None:
             engine = wait_when_full(create_async_engine(url, **options))
             try:
-                async with engine.begin() as connection:
+                async with engine.connect() as connection:  # one transaction, committed at the end
                     if inspect.iscoroutinefunction(work):
                         await work(connection)
                     else:
                         await connection.run_sync(work)
+                    await connection.commit()
             finally:
                 await engine.dispose()
 

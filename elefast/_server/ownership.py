@@ -126,14 +126,14 @@ class Owner:
 
     def __init__(self, connect: Callable[[], Connection]) -> None:
         self._connect = connect
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # admin work run() holds it on a full server
         self._connection: Optional[Connection] = None
         self._pid = os.getpid()
 
     def reset_after_fork(self) -> None:
         """In a forked child: a lock of its own (a parent's thread may have held this one at the fork,
         doing admin work on a full server) and no connection (the parent's socket is not ours)."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         if self._pid != os.getpid():
             leave_to_parent(self._connection)
             self._connection, self._pid = None, os.getpid()

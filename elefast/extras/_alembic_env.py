@@ -7,8 +7,10 @@ database (an ``env.py`` that builds its URL from the app's settings: the develop
 database, say) is refused there, naming the line of ``env.py`` and the fix, so nothing runs
 on it. A connection of its own to the template's
 database (``engine = connection.engine; with engine.connect() as c: ...``, as mlflow's
-``env.py`` does) is remembered with its line: when a revision then fails, the error says why it
-may have (that connection cannot see what elefast's transaction did before it).
+``env.py`` does) cannot see what elefast's transaction did before it: after earlier
+ChainMigrator steps, their work is committed first (the template is still being built, and a
+failed build drops it whole), so the documented ``ChainMigrator(MetadataMigrator(...),
+AlembicMigrator(...))`` recipe works with such an ``env.py`` too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
+from elefast._base.log import logger
 from elefast._engines.urls import safe_url
 from elefast.errors import MigrationError
 
@@ -31,8 +34,9 @@ class Watch:
     """The look ``configure()`` takes at the connection env.py passes (see the module docstring)."""
 
     def __init__(self, elefast_connection: Connection, env_py: Optional[Path], fix: str,
-                 seen: Dict[str, str]) -> None:
+                 seen: Dict[str, str], steps_before: int = 0) -> None:
         self.elefast_connection = elefast_connection
+        self.steps_before = steps_before
         self.env_py = env_py
         self.fix = fix
         self.seen = seen  # "own_connection_at": "env.py:LINE: source", when env.py used a connection of its own
@@ -51,6 +55,14 @@ class Watch:
                 f"this branch at the top of run_migrations_online():\n\n{self.fix}\n"
             )
         self.seen["own_connection_at"] = where
+        if self.steps_before and self.elefast_connection.in_transaction():
+            # It cannot see uncommitted work: commit what the earlier ChainMigrator steps did (the
+            # template is still being built; a failure drops it whole) so its migrations find it.
+            self.elefast_connection.commit()
+            self.seen["committed_before"] = "yes"
+            logger.info("elefast: %s: env.py runs the migrations on a connection of its own; the %d "
+                        "ChainMigrator step(s) before it were committed first, so it sees them",
+                        where, self.steps_before)
 
     def _caller(self) -> str:
         """``env.py:LINE: source`` of the frame in env.py that called ``configure()``."""
@@ -65,7 +77,7 @@ class Watch:
 
 
 def upgrade_to_head(config: Any, elefast_connection: Connection, env_py: Optional[Path], fix: str,
-                    seen: Dict[str, str]) -> None:
+                    seen: Dict[str, str], steps_before: int = 0) -> None:
     """``alembic upgrade head`` (as ``alembic.command.upgrade`` runs it), with env.py's ``configure()``
     watched: what it did goes into ``seen``."""
     script = ScriptDirectory.from_config(config)
@@ -75,7 +87,7 @@ def upgrade_to_head(config: Any, elefast_connection: Connection, env_py: Optiona
 
     environment = EnvironmentContext(config, script, fn=upgrade, as_sql=False, starting_rev=None,
                                      destination_rev="head", tag=None)
-    watch = Watch(elefast_connection, env_py, fix, seen)
+    watch = Watch(elefast_connection, env_py, fix, seen, steps_before)
     configure = environment.configure
 
     def watched_configure(connection: Optional[Connection] = None, **kwargs: Any) -> None:

@@ -210,7 +210,7 @@ class AlembicMigrator:
         def upgrade() -> None:
             with logging_kept(), _as_migration_error(self, seen, steps_before), \
                     flask_app_on(self.flask_app(), url):
-                upgrade_to_head(config, connection, self.env_py_path(), SHARING_BRANCH, seen)
+                upgrade_to_head(config, connection, self.env_py_path(), SHARING_BRANCH, seen, steps_before)
 
         try:
             if _aio.loop_running() and not env_py_shares_connection(self.env_py_path()):
@@ -333,7 +333,7 @@ def _as_migration_error(migrator: AlembicMigrator, seen: Optional[Dict[str, str]
         if revision is not None:
             hint = ""
             own = (seen or {}).get("own_connection_at")
-            if own and steps_before:
+            if own and steps_before and not (seen or {}).get("committed_before"):
                 hint = (f" Note: {own}: env.py runs the migrations on a connection of its own, which cannot see "
                         f"what the {steps_before} ChainMigrator step(s) before it did in elefast's transaction "
                         f"(not committed yet). Make env.py use elefast's connection: add this branch at the top "
