@@ -178,16 +178,15 @@ class ChainTests(unittest.TestCase):
             server.close()
 
     def test_a_chain_with_an_env_py_that_opens_its_own_connection(self):
-        """The stock env.py cannot see the chain's earlier steps: the error says why and what to add."""
+        """The stock env.py opens a connection of its own, which could not see the chain's earlier steps
+        (before: a MigrationError); elefast commits them first, so the chain works."""
         with tempfile.TemporaryDirectory() as root:
             ini = altering_project(Path(root))
             server = DatabaseServer(support.server_url(),
                                     schema=ChainMigrator(MetadataMigrator(initial), AlembicMigrator(ini)))
-            with self.assertRaises(MigrationError) as caught:
-                server.create_database(prefix=self.prefix)
+            with server.create_database(prefix=self.prefix) as database:
+                self.assertEqual(rows(database, "SELECT version_num FROM alembic_version"), [("b1",)])
             server.close()
-        self.assertIn("cannot see what ran before them", str(caught.exception))
-        self.assertIn('config.attributes.get("connection")', str(caught.exception))
 
 
 class AsyncSchemaSourceTests(unittest.IsolatedAsyncioTestCase):

@@ -31,9 +31,12 @@ def blocked_signals(native_id: int) -> int:
 
 
 def quiet() -> None:
-    """A worker's initializer: its stderr goes nowhere (the SIGINT test's worker prints its KeyboardInterrupt)."""
+    """A worker's initializer: its stderr goes nowhere (the SIGINT test's worker prints its KeyboardInterrupt),
+    and SIGINT has Python's default handler (a forked worker inherits whatever its parent had: an
+    asyncio runner's, say, left by an earlier test of this process)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def use_elefast(prefix: str) -> str:
@@ -97,15 +100,30 @@ class SignalTests(unittest.TestCase):
         context = multiprocessing.get_context("fork")
         pool = context.Pool(1, initializer=quiet)
         try:
-            pool.map(use_elefast, [self.prefix])
-            time.sleep(0.2)
-            worker = multiprocessing.active_children()[0]
-            os.kill(worker.pid, signal.SIGINT)
-            worker.join(SIGNAL_CLEANUP_SECONDS + 5)
-            self.assertIsNotNone(worker.exitcode, "the worker did not end after SIGINT")
+            pid = pool.apply(worker_pid_after_elefast, (self.prefix,))
+            time.sleep(0.2)  # back in SimpleQueue.get, its elefast threads idle
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + SIGNAL_CLEANUP_SECONDS + 5
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertFalse(alive(pid), "the worker did not end after SIGINT")
         finally:
             pool.terminate()
             pool.join()
+
+
+def worker_pid_after_elefast(prefix: str) -> int:
+    use_elefast(prefix)
+    return os.getpid()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

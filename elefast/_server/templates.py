@@ -35,7 +35,7 @@ from elefast._engines.kinds import EngineKind
 from elefast._schema import fingerprints as _fingerprints
 from elefast._server import messages as _messages
 from elefast._server import ownership
-from elefast._server.disk import CloneRoom
+from elefast._server.disk import CloneRoom, prune_for_space
 from elefast._server.retention import prune, record_use
 from elefast.errors import MigrationError
 
@@ -148,6 +148,10 @@ class Templates:
             if slot is None:
                 ownership.drop(connection, name, self._core.log)  # what a crashed builder left, if anything
                 slot = self._build(name, encoding, fingerprint)
+                if slot.error is not None and _sql.is_disk_full(slot.error) and self._core.room.disk is not None:
+                    # the throwaway server's disk: the templates kept for later runs give way, then once more
+                    prune_for_space(self._core.room.disk, connection, needed=2**62)
+                    slot = self._build(name, encoding, fingerprint)
                 if slot.error is None:
                     prune(connection, name)
             return slot
