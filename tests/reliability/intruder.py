@@ -154,7 +154,9 @@ class Intruder:
                 process.wait()
         for place in self.places:
             shutil.rmtree(place, ignore_errors=True)
-        for user in self.users:
+        for user in self.users:  # a process the account still runs (a server of its own) would keep it
+            subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
+            time.sleep(0.2)
             subprocess.run(["userdel", user], capture_output=True)
 
 
