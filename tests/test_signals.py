@@ -96,6 +96,20 @@ class SignalTests(unittest.TestCase):
             time.sleep(0.5)
         self.assertEqual(support.databases(self.prefix + "%"), [])
 
+    def test_a_signal_python_only_noted_still_ends_the_worker(self):
+        """The race behind the hang: the signal lands where the main thread cannot run its handler."""
+        context = multiprocessing.get_context("fork")
+        pool = context.Pool(1, initializer=quiet)
+        try:
+            pid = pool.apply(worker_pid_after_a_lost_signal, (self.prefix,))
+            deadline = time.monotonic() + 0.5 + SIGNAL_CLEANUP_SECONDS + 5
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertFalse(alive(pid), "the worker's main thread never ran its SIGTERM handler")
+        finally:
+            pool.terminate()
+            pool.join()
+
     def test_sigint_in_a_worker_ends_it(self):
         context = multiprocessing.get_context("fork")
         pool = context.Pool(1, initializer=quiet)
@@ -110,6 +124,20 @@ class SignalTests(unittest.TestCase):
         finally:
             pool.terminate()
             pool.join()
+
+
+def worker_pid_after_a_lost_signal(prefix: str) -> int:
+    """A worker's task: elefast in use, then SIGTERM caught by a thread of the test's own (not the
+    main thread) once the main thread is back, blocked, in the pool's queue: Python only notes it,
+    and the main thread's blocking call is never interrupted to run the handler."""
+    use_elefast(prefix)
+
+    def later() -> None:
+        time.sleep(0.5)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=later, daemon=True).start()
+    return os.getpid()
 
 
 def worker_pid_after_elefast(prefix: str) -> int:

@@ -11,6 +11,12 @@
   tasks, would never run the handler, and ``Pool.terminate()`` would wait for it forever.)
 - A worker that gets SIGTERM or SIGINT cleans up for at most :data:`SIGNAL_CLEANUP_SECONDS`, then
   ends: its databases left over are the next sweep's.
+- A signal Python could not act on is not lost: Python runs a handler only when the main thread
+  comes back from C, and a signal that lands just before the main thread blocks again in a lock
+  (glibc's ``sem_wait`` loop, as a pool worker does between tasks while ``Pool.terminate()`` takes
+  the queue's lock) leaves it blocked with the handler pending. A relay thread hears of every
+  signal through :func:`signal.set_wakeup_fd` and, until the handler has run, sends it again to the
+  main thread, whose blocking call then returns to run it.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ def leave_to_parent(thing: Any) -> None:
 
 
 def _after_fork_in_child() -> None:
+    _forget_signals_in_child()
     for thing in list(_RESETTABLE):
         thing.reset_after_fork()
 
@@ -71,24 +78,109 @@ SIGNAL_CLEANUP_SECONDS = 5.0
 _STOP_SIGNALS = ("SIGTERM", "SIGINT")
 
 
+class _QuietThread(threading.Thread):
+    """A daemon thread born with SIGTERM and SIGINT blocked (it inherits the mask at its creation,
+    so no signal can reach it in the moment before it could block them itself)."""
+
+    def start(self) -> None:
+        blocked = _block_stop_signals()
+        try:
+            super().start()
+        finally:
+            if blocked is not None:
+                import signal
+
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def background_thread(target: Callable[..., Any], name: str, args: Any = ()) -> threading.Thread:
     """A daemon thread (not started) running ``target(*args)`` with SIGTERM and SIGINT blocked."""
-
-    def run() -> None:
-        _block_stop_signals()
-        target(*args)
-
-    return threading.Thread(target=run, name=name, daemon=True)
+    return _QuietThread(target=target, name=name, args=args, daemon=True)
 
 
-def _block_stop_signals() -> None:
+def _block_stop_signals() -> Any:
+    """Block SIGTERM and SIGINT in the calling thread; the mask it had before (None: no masks here)."""
     import signal
 
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, name) for name in _STOP_SIGNALS})
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, name) for name in _STOP_SIGNALS})
 
 
 _WATCHDOG: list = []  # type: ignore[type-arg]
+
+#: The stop signals whose Python handler (ours) has run in this process.
+_HANDLED: set = set()  # type: ignore[type-arg]
+
+#: How often the relay sends a pending stop signal again to the main thread.
+_RELAY_EVERY = 0.2
+
+
+def _forget_signals_in_child() -> None:
+    """A forked child starts with no watchdog and none of its parent's handled signals, and writes
+    its signals to no one's relay (the parent's wakeup socket is not the child's)."""
+    del _WATCHDOG[:]
+    _HANDLED.clear()
+    if _RELAY:
+        del _RELAY[:]
+        import signal
+
+        try:
+            signal.set_wakeup_fd(-1)
+        except (ValueError, OSError):
+            pass
+
+
+#: The relay's wakeup socket pair, while a relay runs in this process.
+_RELAY: list = []  # type: ignore[type-arg]
+
+
+def _start_signal_relay(ours: dict) -> None:  # type: ignore[type-arg]
+    """From the main thread: relay every stop signal whose handler in ``ours`` (signal -> handler)
+    has not run yet back to the main thread until it runs. Does nothing if the process already
+    has a wakeup fd (an asyncio loop's): that one is left alone."""
+    import signal
+    import socket
+
+    if _RELAY or not hasattr(signal, "pthread_kill"):
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        reader.close()
+        writer.close()
+        return
+    if previous != -1:  # someone else's: give it back
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+        return
+    _RELAY.extend([reader, writer])
+    main = threading.main_thread().ident
+
+    def relay() -> None:
+        import time
+
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in set(data):
+                handler = ours.get(signum)
+                if handler is None:
+                    continue
+                _end_within(SIGNAL_CLEANUP_SECONDS, 128 + signum)  # whatever the main thread does
+                while signum not in _HANDLED and signal.getsignal(signum) is handler:
+                    time.sleep(_RELAY_EVERY)
+                    if signum not in _HANDLED and signal.getsignal(signum) is handler and main is not None:
+                        signal.pthread_kill(main, signum)  # its blocking call returns and runs the handler
+
+    background_thread(relay, "elefast-signal-relay").start()
 
 
 def _end_within(seconds: float, code: int) -> None:
@@ -142,23 +234,29 @@ def _exit_cleanly_on_sigterm() -> None:
 
     if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
         return
+    ours: dict = {}  # type: ignore[type-arg]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
 
         def interrupted(signum: int, frame: Any) -> None:
+            _HANDLED.add(signum)
             _end_within(SIGNAL_CLEANUP_SECONDS, 128 + signum)  # Ctrl-C: a bounded cleanup, then gone
             signal.default_int_handler(signum, frame)
 
         signal.signal(signal.SIGINT, interrupted)
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
+        ours[signal.SIGINT] = interrupted
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
 
-    def exit_now(signum: int, frame: Any) -> None:
-        from multiprocessing import util
+        def exit_now(signum: int, frame: Any) -> None:
+            from multiprocessing import util
 
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already
-        _end_within(SIGNAL_CLEANUP_SECONDS, 128 + signum)  # the cleanup is bounded, then the worker ends
-        exiting = getattr(util, "_exiting", False)  # the worker's exit handlers have begun: let them run
-        if not _CLEANING_UP.is_set() and not exiting:  # a worker that ended on its own is in its cleanup
-            raise SystemExit(128 + signum)
+            _HANDLED.add(signum)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # on the way out already
+            _end_within(SIGNAL_CLEANUP_SECONDS, 128 + signum)  # the cleanup is bounded, then the worker ends
+            exiting = getattr(util, "_exiting", False)  # the worker's exit handlers have begun: let them run
+            if not _CLEANING_UP.is_set() and not exiting:  # a worker that ended on its own is in its cleanup
+                raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, exit_now)
+        signal.signal(signal.SIGTERM, exit_now)
+        ours[signal.SIGTERM] = exit_now
+    if ours:
+        _start_signal_relay(ours)
