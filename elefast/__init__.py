@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         CanBeTurnedIntoAsyncEngine,
     )
     from elefast.errors import DatabaseNotReadyError, ElefastError
+    from elefast.extras.alembic import AlembicMigrator as AlembicMigrator
     from elefast.migrators import ChainMigrator
     from elefast.sql_files import SQLFileMigrator
     from elefast.sync import (
@@ -69,6 +70,7 @@ _HOMES = {
     "elefast.asyncio": ("AsyncDatabase", "AsyncDatabaseServer", "AsyncMetadataMigrator", "AsyncMigrator",
                         "CanBeTurnedIntoAsyncEngine"),
     "elefast.errors": ("DatabaseNotReadyError", "ElefastError"),
+    "elefast.extras.alembic": ("AlembicMigrator",),  # needs the alembic extra: not in __all__ (import *)
     "elefast.migrators": ("ChainMigrator",),
     "elefast.sql_files": ("SQLFileMigrator",),
     "elefast.sync": ("CanBeTurnedIntoEngine", "Database", "DatabaseServer", "MetadataMigrator", "Migrator"),
@@ -87,4 +89,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_WHERE))

@@ -45,6 +45,21 @@ class PublicAPITests(unittest.TestCase):
         for name in elefast.__all__:
             self.assertTrue(hasattr(elefast, name), name)
 
+    def test_alembic_migrator_from_the_top_level(self):
+        """``from elefast import AlembicMigrator`` (as the README shows) works; without Alembic the
+        error says what to install."""
+        from elefast import AlembicMigrator
+
+        self.assertIs(AlembicMigrator, alembic_extra.AlembicMigrator)
+        import subprocess
+        import sys
+
+        code = ("import sys; sys.modules['alembic'] = None\n"
+                "try:\n    from elefast import AlembicMigrator\n"
+                "except ImportError as error:\n    print(error)\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertIn("pip install 'elefast[alembic]'", result.stdout, result.stderr)
+
     def test_upstream_module_paths(self):
         """elefast.sync, elefast.asyncio and elefast.errors hold upstream's names."""
         for module, names in [

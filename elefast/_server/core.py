@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from sqlalchemy import URL, Connection, Engine, NullPool, text
 from sqlalchemy.exc import DBAPIError
 
+from elefast._base import settings as _settings
 from elefast._base import sql as _sql
 from elefast._base.log import logger
 from elefast._base.process import at_process_exit, background_thread, leave_to_parent, reset_in_forked_child
@@ -69,6 +70,7 @@ class ServerCore:
 
     def __init__(self, server: Any, admin: Engine, user_engine: Engine, kind: EngineKind,
                  schema: Any, debug: bool = False) -> None:
+        _settings.check_environment()  # once per process: a misspelt ELEFAST_* variable is said
         self.admin = admin
         self.kind = kind
         self.schema = schema

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from sqlalchemy import URL
 
+from elefast._base import settings as _settings
 from elefast._base import sql as _sql
 from elefast._testing import app_engines as _app_engines
 from elefast._testing import extra_databases as _extra_databases
@@ -18,7 +19,28 @@ from elefast.errors import ConfigurationError
 from elefast.extensions import with_extensions
 from elefast.migrators import check_schema
 
-__all__ = ["ClassConfig"]
+__all__ = ["ATTRIBUTES", "ClassConfig", "check_spelling"]
+
+#: The class attributes (and the classmethod) the test case mixins read.
+ATTRIBUTES = ("schema", "database_url", "isolation", "database_prefix", "connect_timeout", "sessionmaker_factory",
+              "app_engines", "extensions", "postgres_versions", "extra_databases", "database_url_env", "guard",
+              "setUpTestData")
+
+
+def check_spelling(owner: type) -> None:
+    """Fail for an attribute of ``owner`` that looks like a misspelt elefast one (``isolaton``).
+
+    Such a name would be silently ignored (every test running in the default mode, say). A name
+    a base class also defines is the hierarchy's own, and is left alone."""
+    for name in vars(owner):
+        if name.startswith("_") or name in ATTRIBUTES:
+            continue
+        meant = _settings.near_miss(name, ATTRIBUTES)
+        if meant is None or any(name in vars(base) for base in owner.__mro__[1:]):
+            continue
+        raise ConfigurationError(f"{owner.__name__}.{name} is not an elefast attribute: did you mean `{meant}`? "
+                                 f"As it is, elefast ignores it. (If it is your own, give it a name further "
+                                 f"from `{meant}`.)")
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,8 @@ class ClassConfig:
     def of(cls, owner: type, *, is_async: bool) -> ClassConfig:
         """Read and check ``owner``'s attributes; raise :class:`ConfigurationError` with the fix."""
         name = owner.__name__
+        _settings.check_environment()
+        check_spelling(owner)
         url = getattr(owner, "database_url", None)
         if url is not None and not isinstance(url, (str, URL)):
             raise ConfigurationError(f"{name}.database_url must be a URL string, a sqlalchemy URL or None, "
