@@ -2,6 +2,7 @@
 server": at start, and in the middle of a run, sync and async. A real private server with
 max_connections = 6."""
 
+import logging
 import os
 import threading
 import time
@@ -17,9 +18,29 @@ from elefast.errors import DatabaseNotReadyError, ServerFullError
 from tests import support
 
 
+class Collected(logging.Handler):
+    """elefast's warnings of a class whose tests fill the server on purpose: kept, not printed."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def collect_elefast_warnings(owner):
+    handler = Collected()
+    logging.getLogger("elefast").addHandler(handler)
+    owner.addClassCleanup(logging.getLogger("elefast").removeHandler, handler)
+    return handler
+
+
 class FullServerTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        super().setUpClass()
+        cls.warned = collect_elefast_warnings(cls)
         context = support.password_server("pw", max_connections="6", superuser_reserved_connections="0")
         cls.url = context.__enter__()
         cls.addClassCleanup(context.__exit__, None, None, None)
@@ -101,6 +122,11 @@ class FullServerTests(unittest.TestCase):
 
 
 class AsyncFullServerTests(unittest.IsolatedAsyncioTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.warned = collect_elefast_warnings(cls)
+
     async def test_at_start(self):
         with support.password_server("pw", max_connections="6", superuser_reserved_connections="0") as url:
             held = []

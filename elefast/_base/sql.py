@@ -266,6 +266,11 @@ def _says(error: BaseException, sqlstate: str, pattern: Any) -> bool:
 DATABASE_SIZE = "SELECT pg_database_size(:name)"
 
 
+def is_gone(error: BaseException) -> bool:
+    """Whether ``error`` says the database is no longer there (SQLSTATE 3D000): dropped by another."""
+    return _says(error, "3D000", re.compile(r"database \".*\" does not exist", re.I))
+
+
 def is_server_full(error: BaseException) -> bool:
     """Whether ``error`` says the server has no free connection slot (SQLSTATE 53300)."""
     return _says(error, "53300", _FULL_PATTERN)

@@ -166,6 +166,7 @@ def prune_for_space(disk: DiskRoom, connection: Connection, needed: int) -> None
             logger.info("elefast dropped the unused template %s (%d MB) to make room on the server's disk",
                         name, size // 2**20)
         except Exception as error:
-            logger.warning("elefast could not drop the old template %s: %s", name, error)
+            say = logger.debug if _sql.is_gone(error) else logger.warning  # gone: another process dropped it
+            say("elefast could not drop the old template %s: %s", name, error)
         finally:
             connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})

@@ -134,7 +134,8 @@ def _drop_unused(connection: Connection, name: str) -> bool:
         ownership.drop(connection, name)
         return True
     except Exception as error:
-        logger.warning("elefast could not drop the old template %s: %s", name, error)
+        say = logger.debug if _sql.is_gone(error) else logger.warning  # gone: another process dropped it
+        say("elefast could not drop the old template %s: %s", name, error)
         return False
     finally:
         connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})

@@ -11,10 +11,15 @@ database (``engine = connection.engine; with engine.connect() as c: ...``, as ml
 ChainMigrator steps, their work is committed first (the template is still being built, and a
 failed build drops it whole), so the documented ``ChainMigrator(MetadataMigrator(...),
 AlembicMigrator(...))`` recipe works with such an ``env.py`` too.
+
+The migrations run quietly: Alembic's INFO lines ("Running upgrade ...", which the logging
+section of ``alembic init``'s ``alembic.ini`` turns on) are shown only when elefast's own
+logger shows INFO (``ELEFAST_LOG=info``); warnings and errors always are.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -92,11 +97,21 @@ def upgrade_to_head(config: Any, elefast_connection: Connection, env_py: Optiona
 
     def watched_configure(connection: Optional[Connection] = None, **kwargs: Any) -> None:
         watch.check(connection)
+        _quiet_alembic()  # env.py's fileConfig has run by now; the caller puts logging back after
         configure(connection=connection, **kwargs)
 
     environment.configure = watched_configure  # type: ignore[method-assign, assignment]  # context.configure
     with environment:
         script.run_env()
+
+
+def _quiet_alembic() -> None:
+    """Alembic's loggers at WARNING for this run, unless elefast's logger shows INFO."""
+    if not logger.isEnabledFor(logging.INFO):
+        for name in ("alembic", "alembic.runtime.migration"):
+            named = logging.getLogger(name)
+            if named.getEffectiveLevel() < logging.WARNING:
+                named.setLevel(logging.WARNING)
 
 
 def _same_connection(one: Connection, other: Connection) -> bool:
