@@ -65,6 +65,7 @@ def text_of(path: Path) -> str:
 class BuiltSiteTests(unittest.TestCase):
     site: ClassVar[Path]
     pages: ClassVar[Dict[Path, _Page]]
+    _tmp: ClassVar[tempfile.TemporaryDirectory[str]]
 
     @classmethod
     def setUpClass(cls) -> None:
