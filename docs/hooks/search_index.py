@@ -44,7 +44,14 @@ class _Sections(HTMLParser):
             self._skip_stack.append(tag)
             self._skip_depth = 1
         elif tag in _SECTION_TAGS:
-            self.found.append((values.get("id") or "", [], []))
+            anchor = values.get("id") or ""
+            if "doc-heading" in (values.get("class") or "").split() and anchor:
+                # the API reference (mkdocstrings): the dotted path says whose method it is
+                self.found.append((anchor, [anchor], []))
+                self._skip_stack.append(tag)
+                self._skip_depth = 1
+                return
+            self.found.append((anchor, [], []))
             self._in_heading = True
         elif tag in {"p", "li", "pre", "td", "th", "dt", "dd", "br", "div"}:
             self.found[-1][2].append(" ")
