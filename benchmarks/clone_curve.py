@@ -294,7 +294,7 @@ def chart(results: List[tuple]) -> str:
         return left + (width - left - 60) * (math.log10(max(ms, low)) - math.log10(low)) / (
             math.log10(high) - math.log10(low))
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<text x="{left}" y="20" font-size="14" font-weight="bold">Per-test database cost by template size '
            f'(ms, log scale; database mode: clone + drop)</text>']
