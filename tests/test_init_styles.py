@@ -394,6 +394,29 @@ class FinderTests(unittest.TestCase):
             with self.assertRaises(ValueError):
                 finder.detect(root, "two.orm")
 
+    def test_flask_sqlalchemy_on_a_base_of_its_own(self):
+        """``SQLAlchemy(model_class=Base)``: one candidate (db.metadata is Base's), its models modules found;
+        ``SQLAlchemy(metadata=MetaData(...))`` is found too."""
+        with tempfile.TemporaryDirectory() as directory:
+            root = Path(directory)
+            write(root, {"app/__init__.py": "", "app/ext.py": '''
+                from flask_sqlalchemy import SQLAlchemy
+                from sqlalchemy.orm import DeclarativeBase, MappedAsDataclass
+
+
+                class Base(MappedAsDataclass, DeclarativeBase):
+                    pass
+
+
+                db = SQLAlchemy(model_class=Base)
+            ''', "app/models.py": "from app.ext import db\n\n\nclass Note(db.Model):\n    pass\n"})
+            project = finder.detect(root)
+            self.assertEqual([candidate.spec for candidate in project.candidates], ["app.ext:db.metadata"])
+            self.assertEqual(project.schema.model_modules, ["app.models"])
+            (root / "app" / "ext.py").write_text("from flask_sqlalchemy import SQLAlchemy\nfrom sqlalchemy import "
+                                                 "MetaData\n\ndb = SQLAlchemy(metadata=MetaData(schema='x'))\n")
+            self.assertEqual(finder.detect(root).schema.spec, "app.ext:db.metadata")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Set, Tuple
 
 __all__ = ["Candidate", "Project", "detect", "module_name", "python_modules"]
 
@@ -122,8 +122,12 @@ def _in_tests(root: Path, path: Path) -> bool:
     return path.name == "conftest.py" or any(part.startswith("test") for part in path.relative_to(root).parts)
 
 
-def _declared_in(module: str, source: str, relative: str, in_tests: bool) -> List[Tuple[Candidate, str]]:
-    """The candidates one module declares, each with the pattern of the source lines whose tables land on it."""
+def _declared_in(module: str, source: str, relative: str, in_tests: bool,
+                 aliases: Set[str]) -> List[Tuple[Candidate, str]]:
+    """The candidates one module declares, each with the pattern of the source lines whose tables land on it.
+
+    Adds to ``aliases`` the names a Flask-SQLAlchemy ``db`` takes its MetaData from (``model_class=Base``).
+    """
     found: List[Tuple[Candidate, str]] = []
 
     def add(expression: str, declared: str, users: str) -> None:
@@ -138,8 +142,10 @@ def _declared_in(module: str, source: str, relative: str, in_tests: bool) -> Lis
     for name in _REGISTRY.findall(source):
         add(f"{name}.metadata", f"{name} = registry()", rf"\b{name}\.(?:mapped|map_imperatively|metadata)\b")
     for name, arguments in _FLASK.findall(source):
-        if not re.search(r"\b(?:model_class|metadata)\s*=", arguments):  # else its Base / MetaData is the one
-            add(f"{name}.metadata", f"{name} = SQLAlchemy()", rf"^class\s+\w+\s*\([^)]*\b{name}\.Model\b")
+        given = re.findall(r"\b(?:model_class|metadata)\s*=\s*(?:\w+\.)*(\w+)\b(?!\s*\()", arguments)
+        aliases.update(given)  # db.metadata is that base's (or MetaData): one candidate, db
+        models = "|".join([rf"{name}\.Model", *given])
+        add(f"{name}.metadata", f"{name} = SQLAlchemy()", rf"^class\s+\w+\s*\([^)]*\b(?:{models})\b")
     for name in _METADATA.findall(source):
         if re.search(rf"\bmetadata\s*=\s*{name}\b", source):
             continue  # a declarative base above is declared on it: the same MetaData
@@ -154,8 +160,10 @@ def _find_candidates(root: Path) -> List[Candidate]:
     """Every MetaData candidate, outside the tests unless only the tests have one; models modules filled in."""
     modules = list(python_modules(root))
     pairs: List[Tuple[Candidate, str]] = []
+    aliases: Set[str] = set()
     for path, module, source in modules:
-        pairs += _declared_in(module, source, str(path.relative_to(root)), _in_tests(root, path))
+        pairs += _declared_in(module, source, str(path.relative_to(root)), _in_tests(root, path), aliases)
+    pairs = [pair for pair in pairs if pair[0].expression.removesuffix(".metadata") not in aliases]
     sqlmodel = [pair for pair in pairs if pair[0].module == "sqlmodel"]
     if len(sqlmodel) > 1:  # every SQLModel table is on one MetaData: one candidate
         keep = min(sqlmodel, key=lambda pair: pair[0].in_tests)
