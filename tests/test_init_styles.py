@@ -394,6 +394,23 @@ class FinderTests(unittest.TestCase):
             with self.assertRaises(ValueError):
                 finder.detect(root, "two.orm")
 
+    def test_engines_it_reports_are_the_ones_it_can_steer(self):
+        """A sqlite engine is named as left alone; an Alembic env.py's is not the app's; settings' URLs count."""
+        with tempfile.TemporaryDirectory() as directory:
+            root = Path(directory)
+            write(root, {"app/__init__.py": "", "app/db.py": '''
+                from sqlalchemy import create_engine
+                from app.settings import URL
+
+                engine = create_engine(URL)
+                cache = create_engine("sqlite:///cache.db")
+                other = create_engine('postgresql://u@h/d')
+            ''', "migrations/script.py.mako": "", "migrations/env.py": "engine = create_engine(url)\n",
+                "migrations/versions/0001_first.py": "engine = create_engine(url)\n"})
+            project = finder.detect(root)
+            self.assertEqual(project.app_engines, ["app.db:engine", "app.db:other"])
+            self.assertEqual(project.other_engines, ["app.db:cache (sqlite)"])
+
     def test_flask_sqlalchemy_on_a_base_of_its_own(self):
         """``SQLAlchemy(model_class=Base)``: one candidate (db.metadata is Base's), its models modules found;
         ``SQLAlchemy(metadata=MetaData(...))`` is found too."""

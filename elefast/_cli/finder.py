@@ -34,7 +34,8 @@ _FLASK = re.compile(r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:\w+\.)*SQLAlchemy\(([^)]*)\)"
 _SQLMODEL_TABLE = re.compile(r"^class\s+\w+\s*\(([^)]*\bSQLModel\b[^)]*\btable\s*=\s*True[^)]*)\)", re.M)
 #: An engine (or Flask-SQLAlchemy's db) the app builds when its module is imported.
 _APP_ENGINE = re.compile(
-    r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:\w+\.)?(create_engine|create_async_engine|SQLAlchemy)\(", re.M)
+    r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:\w+\.)?(create_engine|create_async_engine|SQLAlchemy)\("
+    r"\s*(?:[rRuU]?[\"']([\w+]+):)?", re.M)  # the scheme of a URL written out: postgresql+psycopg, sqlite
 #: The fixtures ``init --pytest`` writes (upstream elefast's names, and the plugin's it overrides).
 PYTEST_FIXTURES = ("db_server", "db", "db_connection", "db_session", "elefast_schema", "elefast_app_engines")
 _FIXTURE_DEF = re.compile(r"^(?:async\s+)?def\s+(" + "|".join(PYTEST_FIXTURES) + r")\s*\(", re.M)
@@ -71,6 +72,7 @@ class Project:
     src_layout: bool = False  # modules found under src/ (imported without the "src.")
     app_engines: List[str] = field(default_factory=list)  # "module:name" of engines built at import time
     async_engines: List[str] = field(default_factory=list)  # those of app_engines made by create_async_engine
+    other_engines: List[str] = field(default_factory=list)  # "module:name (sqlite)": not PostgreSQL, not steered
     fixture_clashes: List[str] = field(default_factory=list)  # "tests/conftest.py: db" already defined
 
     @property
@@ -122,6 +124,13 @@ def _in_tests(root: Path, path: Path) -> bool:
     return path.name == "conftest.py" or any(part.startswith("test") for part in path.relative_to(root).parts)
 
 
+def _migration_script(path: Path) -> bool:
+    """An Alembic ``env.py`` or revision: run by Alembic, never imported by the app."""
+    folder = path.parent.parent if path.parent.name == "versions" else path.parent
+    in_versions = path.parent.name == "versions" and (folder / "env.py").exists()
+    return in_versions or (folder / "script.py.mako").exists()
+
+
 def _declared_in(module: str, source: str, relative: str, in_tests: bool,
                  aliases: Set[str]) -> List[Tuple[Candidate, str]]:
     """The candidates one module declares, each with the pattern of the source lines whose tables land on it.
@@ -162,6 +171,8 @@ def _find_candidates(root: Path) -> List[Candidate]:
     pairs: List[Tuple[Candidate, str]] = []
     aliases: Set[str] = set()
     for path, module, source in modules:
+        if _migration_script(path):
+            continue
         pairs += _declared_in(module, source, str(path.relative_to(root)), _in_tests(root, path), aliases)
     pairs = [pair for pair in pairs if pair[0].expression.removesuffix(".metadata") not in aliases]
     sqlmodel = [pair for pair in pairs if pair[0].module == "sqlmodel"]
@@ -186,19 +197,23 @@ def _find_candidates(root: Path) -> List[Candidate]:
     return [candidate for candidate, _ in pairs]
 
 
-def _scan_engines_and_fixtures(root: Path) -> Tuple[List[str], List[str], List[str]]:
-    """Engines the app builds at import (outside tests), the async ones, and conftest.py fixtures named as ours."""
-    engines, async_engines, clashes = [], [], []
+def _scan_engines_and_fixtures(root: Path) -> Tuple[List[str], List[str], List[str], List[str]]:
+    """Engines the app builds at import (outside tests and migrations), the async ones, those on another
+    database (``sqlite://``: not steered), and conftest.py fixtures named as ours."""
+    engines, async_engines, others, clashes = [], [], [], []
     for path, module, source in python_modules(root):
         relative = path.relative_to(root)
         if path.name == "conftest.py":
             clashes += [f"{relative}: {name}" for name in _FIXTURE_DEF.findall(source)]
-        elif not _in_tests(root, path):
-            for name, maker in _APP_ENGINE.findall(source):
+        elif not _in_tests(root, path) and not _migration_script(path):
+            for name, maker, scheme in _APP_ENGINE.findall(source):
+                if scheme and scheme.split("+")[0] not in ("postgresql", "postgres"):
+                    others.append(f"{module}:{name} ({scheme.split('+')[0]})")
+                    continue
                 engines.append(f"{module}:{name}")
                 if maker == "create_async_engine":
                     async_engines.append(f"{module}:{name}")
-    return engines, async_engines, clashes
+    return engines, async_engines, others, clashes
 
 
 def choose(project: Project, spec: str) -> Candidate:
@@ -230,7 +245,8 @@ def detect(root: Path, schema: Optional[str] = None) -> Project:
         project.schema = project.candidates[0]
     project.src_layout = _src_root(root) is not None and any(
         root / "src" in path.parents for path, _, _ in python_modules(root))
-    project.app_engines, project.async_engines, project.fixture_clashes = _scan_engines_and_fixtures(root)
+    (project.app_engines, project.async_engines, project.other_engines,
+     project.fixture_clashes) = _scan_engines_and_fixtures(root)
     project.has_psycopg = importlib.util.find_spec("psycopg") is not None
     project.has_asyncpg = importlib.util.find_spec("asyncpg") is not None
     return project

@@ -203,6 +203,9 @@ def describe(project: Project, pytest_style: bool = False) -> List[str]:
     where = "elefast_app_engines in the written conftest" if pytest_style else "app_engines in the written classes"
     for spec in project.app_engines:
         lines.append(f"engine:  {spec} is built when imported: {where} steers it onto each test's database")
+    for spec in project.other_engines:
+        lines.append(f"engine:  {spec} is built when imported on another database: left alone (elefast steers "
+                     "PostgreSQL engines)")
     if project.alembic_ini is not None:
         lines += env_py_advice(project.alembic_ini)
     return lines
