@@ -78,7 +78,7 @@ class InitTests(unittest.TestCase):
         (self.project / "myapp" / "models.py").write_text(MODELS)
         result = elefast("init", cwd=self.project)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("SQLAlchemy models (myapp.models:Base.metadata)", result.stdout)
+        self.assertIn("SQLAlchemy models (myapp.models:Base.metadata, myapp/models.py", result.stdout)
         self.assertIn("wrote tests/base.py", result.stdout)
         written = (self.project / "tests" / "base.py").read_text()
         self.assertIn("from myapp.models import Base", written)

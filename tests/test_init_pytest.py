@@ -114,7 +114,8 @@ class InitPytestTests(unittest.TestCase):
             env = self.project(root)
             made = subprocess.run([sys.executable, "-m", "elefast", "init", "--driver", "asyncpg"],
                                   cwd=root, env=env, capture_output=True, text=True, timeout=120)
-            self.assertIn("AsyncDatabaseServer(url, schema=SCHEMA)", made.stdout)
+            self.assertEqual(made.returncode, 0, made.stderr)
+            self.assertIn("def db(elefast_async_database):", made.stdout)
 
 
 if __name__ == "__main__":

@@ -132,36 +132,10 @@ def _stdout_is_a_python_file() -> bool:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from elefast._cli import scaffold as _scaffold
 
-    root = Path.cwd()
-    project = _scaffold.detect(root)
     upstream_flags = args.async_preference or args.driver or args.no_interaction
-    if args.pytest or upstream_flags or _stdout_is_a_python_file():
-        use_async = _scaffold.wants_async(args.driver, args.async_preference or [])
-        for line in _scaffold.describe(project) + _scaffold.pytest_warnings(project):
-            print(line, file=sys.stderr)
-        sys.stdout.write(_scaffold.pytest_conftest(project, use_async, args.driver or ""))
-        if use_async:
-            print("note: the async fixtures need pytest-asyncio (pip install pytest-asyncio)", file=sys.stderr)
-        return 0
-    for line in _scaffold.describe(project):
-        print(line)
-    target = Path(args.path)
-    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.yes
-    try:
-        written = _scaffold.write_base_module(root, target, force=args.force, ask=input if interactive else None)
-    except FileExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if written is None:
-        print("Nothing written.")
-        return 0
-    print(f"wrote {written}")
-    print("Next: subclass DatabaseTestCase in a test module, then run: python -m unittest")
-    return 0
+    return _scaffold.run(args, pytest_style=bool(args.pytest or upstream_flags or _stdout_is_a_python_file()))
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -308,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--path", default="tests/base.py", help="where to write it (default tests/base.py)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.add_argument("--yes", action="store_true", help="ask nothing, even on a terminal")
+    init.add_argument("--schema", metavar="MODULE:ATTR",
+                      help="the MetaData to build the tests' template from, e.g. myapp.models:Base.metadata "
+                           "(needed when init finds several; it lists them)")
     init.add_argument("--pytest", action="store_true",
                       help="print a conftest.py with pytest fixtures (db_server, db, db_connection, db_session) "
                            "on stdout instead: python -m elefast init --pytest >> tests/conftest.py")

@@ -1,117 +1,26 @@
-"""``python -m elefast init``: write a base test module for the project in the current directory.
+"""``python -m elefast init``: write the project's base test module, or (``--pytest``) its conftest.py.
 
-It looks for what the project already has (an ``alembic.ini``, else a SQLAlchemy
-``MetaData`` or declarative base in its source) and which drivers are installed, then
-writes one module with ``DatabaseTestCase`` (and ``AsyncDatabaseTestCase`` when asyncpg is
-installed) that the project's tests subclass. On a terminal it asks before writing; piped
-or in CI it asks nothing and uses what it found.
+:mod:`elefast._cli.finder` says what the project has (an ``alembic.ini``, else the ``MetaData``
+its models are declared on; the engines its modules build when imported; the drivers). This
+module writes the code on it: ``DatabaseTestCase`` (and ``AsyncDatabaseTestCase`` when asyncpg
+is installed) with ``schema`` and ``app_engines``, or a ``conftest.py`` that sets the plugin's
+``elefast_schema`` and ``elefast_app_engines`` and names its fixtures as upstream elefast's
+(``db_server``, ``db``, ``db_connection``, ``db_session``). Every engine it reports is steered
+by what it writes. With several ``MetaData`` and no ``--schema`` it lists them and writes
+nothing (on a terminal, ``init`` asks which).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import os
-import re
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
-__all__ = ["Project", "describe", "detect", "render", "write_base_module"]
+from elefast._cli.finder import Candidate, Project, detect
 
-SKIPPED_DIRS = {".git", ".hg", ".venv", "venv", "env", ".tox", ".nox", "node_modules", "build", "dist",
-                "__pycache__", "site-packages", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
-_DECLARATIVE = re.compile(r"^class\s+(\w+)\s*\(\s*(?:\w+\.)?DeclarativeBase\s*\)", re.M)
-_DECLARATIVE_CALL = re.compile(r"^(\w+)\s*=\s*(?:\w+\.)?declarative_base\(", re.M)
-_METADATA = re.compile(r"^(\w+)\s*=\s*(?:\w+\.)?MetaData\(", re.M)
-#: An engine (or Flask-SQLAlchemy's db) the app builds when its module is imported.
-_APP_ENGINE = re.compile(
-    r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:\w+\.)?(?:create_engine|create_async_engine|SQLAlchemy)\(", re.M)
-#: The fixtures ``init --pytest`` writes (upstream elefast's names).
-PYTEST_FIXTURES = ("db_server", "db", "db_connection", "db_session")
-_FIXTURE_DEF = re.compile(r"^(?:async\s+)?def\s+(" + "|".join(PYTEST_FIXTURES) + r")\s*\(", re.M)
-
-
-@dataclass
-class Project:
-    """What ``init`` found in a project directory."""
-
-    root: Path
-    alembic_ini: Optional[Path] = None
-    metadata_module: Optional[str] = None  # e.g. "myapp.models"
-    metadata_expression: Optional[str] = None  # e.g. "Base.metadata"
-    has_psycopg: bool = False
-    has_asyncpg: bool = False
-    app_engines: List[str] = field(default_factory=list)  # "module:name" of engines built at import time
-    fixture_clashes: List[str] = field(default_factory=list)  # "tests/conftest.py: db" already defined
-
-
-def _python_files(root: Path) -> Iterator[Path]:
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".py"):
-                yield Path(directory) / name
-
-
-def _module_name(root: Path, path: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _find_metadata(root: Path) -> Optional[Tuple[str, str]]:
-    """(module, expression) of the first declarative base or MetaData, tests last."""
-    found = []
-    for path in _python_files(root):
-        try:
-            source = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        match = _DECLARATIVE.search(source) or _DECLARATIVE_CALL.search(source)
-        expression = f"{match.group(1)}.metadata" if match else None
-        if expression is None:
-            plain = _METADATA.search(source)
-            expression = plain.group(1) if plain else None
-        if expression is not None:
-            in_tests = any(part.startswith("test") for part in path.relative_to(root).parts)
-            found.append((in_tests, len(path.relative_to(root).parts), _module_name(root, path), expression))
-    if not found:
-        return None
-    _, _, module, expression = sorted(found)[0]
-    return module, expression
-
-
-def _scan_engines_and_fixtures(root: Path) -> Tuple[List[str], List[str]]:
-    """Engines the app builds at import (outside tests), and conftest.py fixtures named as ours."""
-    engines, clashes = [], []
-    for path in _python_files(root):
-        try:
-            source = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        relative = path.relative_to(root)
-        if path.name == "conftest.py":
-            clashes += [f"{relative}: {name}" for name in _FIXTURE_DEF.findall(source)]
-        elif not any(part.startswith("test") for part in relative.parts):
-            engines += [f"{_module_name(root, path)}:{name}" for name in _APP_ENGINE.findall(source)]
-    return engines, clashes
-
-
-def detect(root: Path) -> Project:
-    """Look at ``root``: Alembic config, a MetaData to build from, installed drivers."""
-    project = Project(root=root)
-    ini = root / "alembic.ini"
-    if ini.is_file():
-        project.alembic_ini = ini
-    else:
-        found = _find_metadata(root)
-        if found is not None:
-            project.metadata_module, project.metadata_expression = found
-    project.app_engines, project.fixture_clashes = _scan_engines_and_fixtures(root)
-    project.has_psycopg = importlib.util.find_spec("psycopg") is not None
-    project.has_asyncpg = importlib.util.find_spec("asyncpg") is not None
-    return project
+__all__ = ["describe", "pytest_conftest", "render", "run", "several_schemas", "write_base_module"]
 
 
 def _schema(project: Project, target: Path) -> Tuple[List[str], List[str]]:
@@ -125,11 +34,14 @@ def _schema(project: Project, target: Path) -> Tuple[List[str], List[str]]:
             "# The project's own migrations (and their seed data), built once into a template.",
             f'SCHEMA = AlembicMigrator({anchor} / "{rest}")',
         ])
-    if project.metadata_module is not None and project.metadata_expression is not None:
-        name = project.metadata_expression.split(".")[0]
-        return ([f"from {project.metadata_module} import {name}"], [
+    schema = project.schema
+    if schema is not None:
+        name = schema.expression.split(".")[0]
+        models = [f"import {module}  # noqa: F401  (its tables are on {schema.expression})"
+                  for module in schema.model_modules]
+        return ([f"from {schema.module} import {name}", *models], [
             "# The tables of the project's models (create_all), built once into a template.",
-            f"SCHEMA = MetadataMigrator({project.metadata_expression})",
+            f"SCHEMA = MetadataMigrator({schema.expression})",
         ])
     return ([], [
         "# No alembic.ini and no MetaData found: tests start with an empty database.",
@@ -138,12 +50,21 @@ def _schema(project: Project, target: Path) -> Tuple[List[str], List[str]]:
     ])
 
 
+def _engines_tuple(project: Project) -> str:
+    return "(" + "".join(f"{spec!r}, " for spec in project.app_engines).rstrip(" ") + ")"
+
+
 def render(project: Project, target: Path) -> str:
     """The text of the base test module for ``project``, to be written at ``target``."""
     imports, definition = _schema(project, target)
     names = ["PostgresTestCase"] + (["AsyncPostgresTestCase"] if project.has_asyncpg else [])
-    if project.alembic_ini is None and project.metadata_module is not None:
+    if project.alembic_ini is None and project.schema is not None:
         names.append("MetadataMigrator")
+    engines = []
+    if project.app_engines:
+        engines = ["    # The app's own engines, built when their modules are imported: during each test every",
+                   "    # connection they open goes to the test's database.",
+                   f"    app_engines = {_engines_tuple(project)}"]
     lines = [
         '"""Base test classes: every test gets its own PostgreSQL database (elefast).',
         "",
@@ -164,7 +85,7 @@ def render(project: Project, target: Path) -> str:
         '    """Each test gets a fresh database; with isolation = "transaction", a rolled-back transaction."""',
         "",
         "    schema = SCHEMA",
-        *_app_engines_lines(project),
+        *engines,
         '    # isolation = "transaction"  # one database per class, each test rolled back: faster',
     ]
     if project.has_asyncpg:
@@ -175,64 +96,130 @@ def render(project: Project, target: Path) -> str:
             '    """The same for async def tests (asyncpg)."""',
             "",
             "    schema = SCHEMA",
+            *engines,
         ]
     return "\n".join(lines) + "\n"
 
 
-def _app_engines_lines(project: Project) -> List[str]:
-    if not project.app_engines:
-        return []
-    entries = ", ".join(repr(spec) for spec in project.app_engines)
-    return ["    # The app's own engines, built when their modules are imported: on each test's database.",
-            f"    app_engines = ({entries},)"]
+def pytest_conftest(project: Project, use_async: bool) -> str:
+    """A ``conftest.py`` for ``init --pytest``: the plugin's ``elefast_schema`` and ``elefast_app_engines``
+    set for the project, and upstream elefast's fixture names on the plugin's fixtures."""
+    schema_imports, schema_lines = _schema(project, Path.cwd() / "tests" / "conftest.py")
+    plugin = "elefast_async_" if use_async else "elefast_"
+    needs_migrator = project.alembic_ini is None and project.schema is not None
+    if project.app_engines:
+        engines = ["    # The app's own engines, built when their modules are imported: while a test that uses db,",
+                   "    # db_connection or db_session runs, every connection they open goes to its database.",
+                   f"    return {_engines_tuple(project)}"]
+    else:
+        engines = ["    # Engines your app builds when imported (\"package.module:engine\"): on each test's database.",
+                   "    return ()"]
+    connection = (["@pytest_asyncio.fixture", "async def db_connection(db):",
+                   "    async with db.engine.begin() as connection:", "        yield connection"] if use_async else
+                  ["@pytest.fixture", "def db_connection(db):",
+                   "    with db.engine.begin() as connection:", "        yield connection"])
+    lines = [
+        '"""Each test gets its own PostgreSQL database (written by `python -m elefast init --pytest`).',
+        "",
+        f"db_server, db and db_session are elefast's {plugin}server, {plugin}database",
+        f"and {plugin}session (its pytest plugin); elefast_schema and elefast_app_engines",
+        "say what they build and steer.",
+        '"""',
+        "",
+        *(["from pathlib import Path", ""] if project.alembic_ini is not None else []),
+        "import pytest",
+        *(["import pytest_asyncio"] if use_async else []),
+        *(["from elefast import MetadataMigrator"] if needs_migrator else []),
+        *schema_imports,
+        "",
+        *schema_lines,
+        "",
+        "",
+        '@pytest.fixture(scope="session")',
+        "def elefast_schema():",
+        "    return SCHEMA",
+        "",
+        "",
+        '@pytest.fixture(scope="session")',
+        "def elefast_app_engines():",
+        *engines,
+        "",
+        "",
+        '@pytest.fixture(scope="session")',
+        f"def db_server({plugin}server):",
+        f"    return {plugin}server",
+        "",
+        "",
+        "@pytest.fixture",
+        f"def db({plugin}database):",
+        f"    return {plugin}database",
+        "",
+        "",
+        *connection,
+        "",
+        "",
+        "@pytest.fixture",
+        f"def db_session({plugin}session):",
+        f"    return {plugin}session",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def write_base_module(root: Path, target: Path, force: bool = False,
-                      ask: Optional[Callable[[str], str]] = None) -> Optional[Path]:
-    """Write the base module at ``target``; ``ask`` (a terminal's ``input``) may change or cancel it.
-
-    Returns the path written, or None when the user said no. Refuses to overwrite an
-    existing file unless ``force``.
-    """
-    project = detect(root)
-    if ask is not None:
-        answer = ask(f"Write the base test module to {target}? [Y/n/other path] ").strip()
-        if answer.lower() in ("n", "no"):
-            return None
-        if answer and answer.lower() not in ("y", "yes"):
-            target = Path(answer)
+def write_base_module(project: Project, target: Path, force: bool = False) -> Path:
+    """Write the base module at ``target``; refuses to overwrite an existing file unless ``force``."""
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to overwrite it, or --path to write elsewhere.")
     target.parent.mkdir(parents=True, exist_ok=True)
     package = target.parent / "__init__.py"
-    if target.parent.resolve() != root.resolve() and not package.exists():
+    if target.parent.resolve() != project.root.resolve() and not package.exists():
         package.touch()  # `python -m unittest` discovers test directories that are packages
     target.write_text(render(project, target), encoding="utf-8")
     return target
 
 
-def describe(project: Project) -> List[str]:
-    """What ``init`` found, one line each (printed before writing)."""
+def _schema_line(project: Project) -> str:
     if project.alembic_ini is not None:
-        schema = f"Alembic migrations ({project.alembic_ini})"
-    elif project.metadata_module is not None:
-        schema = f"SQLAlchemy models ({project.metadata_module}:{project.metadata_expression})"
-    else:
-        schema = "nothing (no alembic.ini, no MetaData found): an empty database per test"
-    missing = []
-    if not project.has_psycopg:
-        missing.append("psycopg (sync tests): pip install 'psycopg[binary]'")
+        return f"Alembic migrations ({project.alembic_ini})"
+    schema = project.schema
+    if schema is None:
+        return "nothing (no alembic.ini, no MetaData found): an empty database per test"
+    origin = (f"{schema.path}: {schema.declared}" if schema.path != "?" else "given with --schema")
+    models = f"; tables also from {', '.join(schema.model_modules)}" if schema.model_modules else ""
+    return f"SQLAlchemy models ({schema.spec}, {origin}{models})"
+
+
+def describe(project: Project, pytest_style: bool = False) -> List[str]:
+    """What ``init`` found, one line each (printed before writing)."""
     drivers = ", ".join(name for name, ok in (("psycopg", project.has_psycopg), ("asyncpg", project.has_asyncpg))
                         if ok) or "none"
-    lines = [f"schema:  {schema}", f"drivers: {drivers}"]
+    lines = [f"schema:  {_schema_line(project)}", f"drivers: {drivers}"]
     if not project.has_asyncpg:
-        lines.append("         (no asyncpg: no async base class; pip install 'elefast[asyncpg]' for one)")
-    lines += [f"missing: {item}" for item in missing]
+        lines.append("         (no asyncpg: no async tests; pip install 'elefast[asyncpg]' for them)")
+    if not project.has_psycopg:
+        lines.append("missing: psycopg (sync tests): pip install 'psycopg[binary]'")
+    if project.src_layout:
+        lines.append("layout:  src/ (modules named without src.; install the project, pip install -e ., so the "
+                     "tests import it)")
+    where = "elefast_app_engines in the written conftest" if pytest_style else "app_engines in the written classes"
     for spec in project.app_engines:
-        lines.append(f"engine:  {spec} is built when imported: the tests steer it (app_engines / elefast_app_engines)")
+        lines.append(f"engine:  {spec} is built when imported: {where} steers it onto each test's database")
+    for spec in project.other_engines:
+        lines.append(f"engine:  {spec} is built when imported on another database: left alone (elefast steers "
+                     "PostgreSQL engines)")
     if project.alembic_ini is not None:
         lines += env_py_advice(project.alembic_ini)
     return lines
+
+
+def several_schemas(project: Project) -> List[str]:
+    """The lines that list the MetaData candidates and say how to choose one."""
+    width = max(len(candidate.spec) for candidate in project.candidates)
+    return [f"error: {len(project.candidates)} MetaData found and init builds the template from one; nothing "
+            "written. Choose it with --schema MODULE:ATTR, one of:",
+            *(f"  --schema {candidate.spec:<{width}}  # {candidate.path}: {candidate.declared}"
+              for candidate in project.candidates),
+            "(tables on the others would be missing from the tests' databases: if they belong together, "
+            "give a MetadataMigrator per MetaData in a ChainMigrator by hand)"]
 
 
 def pytest_warnings(project: Project) -> List[str]:
@@ -266,61 +253,66 @@ ASYNC_ONLY_DRIVERS = ("asyncpg", "aiopg")
 SYNC_ONLY_DRIVERS = ("psycopg2", "pg8000")
 
 
-def pytest_conftest(project: Project, use_async: bool, driver: str) -> str:
-    """A ``conftest.py`` with upstream elefast's fixture names (``db_server``, ``db``,
-    ``db_connection``, ``db_session``), on this package's API, for ``init --pytest``."""
-    schema_imports, schema_lines = _schema(project, Path.cwd() / "tests" / "conftest.py")
-    kind = "Async" if use_async else ""
-    fixture = "pytest_asyncio.fixture" if use_async else "pytest.fixture"
-    maybe_async, maybe_await = ("async ", "await ") if use_async else ("", "")
-    session_scope = 'scope="session", loop_scope="session"' if use_async else 'scope="session"'
-    lines = [
-        '"""Fixtures giving each test its own PostgreSQL database (written by `python -m elefast init --pytest`)."""',
-        "",
-        "import os",
-        *(["from pathlib import Path"] if project.alembic_ini is not None else []),
-        "",
-        "import pytest",
-        *(["import pytest_asyncio"] if use_async else []),
-        f"from elefast import {kind}Database, {kind}DatabaseServer, "
-        f"{'MetadataMigrator, ' if project.alembic_ini is None and project.metadata_module else ''}provision",
-        *schema_imports,
-        "",
-        *schema_lines,
-        "",
-        "",
-        f"@{fixture}({session_scope})",
-        f"{maybe_async}def db_server():",
-        "    # ELEFAST_DATABASE_URL if set, else a throwaway local server, else Docker.",
-        f"    url = provision.resolve(os.getenv(\"ELEFAST_DATABASE_URL\"), is_async={use_async})",
-        f"    server = {kind}DatabaseServer(url, schema=SCHEMA)",
-        f"    yield {maybe_await}server.ensure_is_ready()",
-        f"    {maybe_await}server.close()",
-        "",
-        "",
-        f"@{fixture}",
-        f"{maybe_async}def db(db_server: {kind}DatabaseServer):",
-        f"    {maybe_async}with {maybe_await}db_server.create_database() as database:",
-        "        yield database",
-        "",
-        "",
-        f"@{fixture}",
-        f"{maybe_async}def db_connection(db: {kind}Database):",
-        f"    {maybe_async}with db.engine.begin() as connection:",
-        "        yield connection",
-        "",
-        "",
-        f"@{fixture}",
-        f"{maybe_async}def db_session(db: {kind}Database):",
-        f"    {maybe_async}with db.session() as session:",
-        "        yield session",
-    ]
-    del driver  # the URL's driver comes from provision; kept for upstream's --driver flag
-    return "\n".join(lines) + "\n"
-
-
 def wants_async(driver: Optional[str], preference: List[bool]) -> bool:
     """--async/--sync if given, else what the driver can only do, else sync."""
     if preference:
         return any(preference)
     return driver in ASYNC_ONLY_DRIVERS
+
+
+def _ask_schema(project: Project, ask: Callable[[str], str]) -> Optional[Candidate]:
+    """On a terminal: which of several MetaData (None: the user gave no valid number)."""
+    for number, candidate in enumerate(project.candidates, 1):
+        print(f"  {number}. {candidate.spec}  ({candidate.path}: {candidate.declared})")
+    answer = ask(f"Build the tests' template from which MetaData? [1-{len(project.candidates)}] ").strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(project.candidates):
+        return project.candidates[int(answer) - 1]
+    return None
+
+
+def run(args: argparse.Namespace, pytest_style: bool) -> int:
+    """The ``init`` command: report, choose the schema, write (or print, for pytest); the exit code."""
+    try:
+        project = detect(Path.cwd(), args.schema)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.yes and not pytest_style
+    undecided = project.schema is None and project.alembic_ini is None and len(project.candidates) > 1
+    if undecided and interactive:
+        print(f"{len(project.candidates)} MetaData found; the tests' template is built from one:")
+        project.schema = _ask_schema(project, input)
+        undecided = project.schema is None
+    if undecided:
+        for line in several_schemas(project):
+            print(line, file=sys.stderr)
+        return 2
+    if pytest_style:
+        use_async = wants_async(args.driver, args.async_preference or [])
+        for line in describe(project, pytest_style=True) + pytest_warnings(project):
+            print(line, file=sys.stderr)
+        if project.async_engines and not use_async:
+            print(f"note: {', '.join(project.async_engines)} is async: --async writes async fixtures for it",
+                  file=sys.stderr)
+        sys.stdout.write(pytest_conftest(project, use_async))
+        if use_async:
+            print("note: the async fixtures need pytest-asyncio (pip install pytest-asyncio)", file=sys.stderr)
+        return 0
+    for line in describe(project):
+        print(line)
+    target = Path(args.path)
+    if interactive:
+        answer = input(f"Write the base test module to {target}? [Y/n/other path] ").strip()
+        if answer.lower() in ("n", "no"):
+            print("Nothing written.")
+            return 0
+        if answer and answer.lower() not in ("y", "yes"):
+            target = Path(answer)
+    try:
+        written = write_base_module(project, target, force=args.force)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}")
+    print("Next: subclass DatabaseTestCase in a test module, then run: python -m unittest")
+    return 0
