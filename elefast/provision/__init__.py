@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING, Dict, Optional, Set, Union
 
 from elefast._base.log import logger
-from elefast._server import readiness as _readiness
 from elefast.errors import ServerNotConfiguredError
 
 if TYPE_CHECKING:
@@ -31,6 +30,9 @@ ENV_URL = "ELEFAST_DATABASE_URL"
 #: The environment variable forcing one way: ``url``, ``local`` or ``docker``.
 ENV_SERVER = "ELEFAST_SERVER"
 _WAYS = ("url", "local", "docker")
+#: The least time :func:`resolve` is given to start a server: a test class, and the command line, pass
+#: ``max(their connect timeout, START_TIMEOUT)`` (``initdb`` alone may take seconds on a slow machine).
+START_TIMEOUT = 30.0
 
 _URL_HELP = (
     "an existing server: set database_url = 'postgresql://user:password@host:5432/postgres' on the "
@@ -61,6 +63,8 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         )
     configured = database_url or os.environ.get(ENV_URL, "").strip()
     if way in ("", "url") and configured:
+        from elefast._server import readiness as _readiness  # here: the supervisor runs without SQLAlchemy
+
         source = "the test class's database_url" if database_url else ENV_URL
         _readiness.configured(configured, source)  # nothing elefast starts: a refused connection is final
         _say(f"using the server from {source}: {_shown(configured)}")
