@@ -18,12 +18,14 @@ FAIL = "A test run would fail"
 A_TEST = textwrap.dedent('''
     import unittest
 
+    from sqlalchemy import text
+
     from elefast import PostgresTestCase
 
 
     class One(PostgresTestCase, unittest.TestCase):
         def test_one(self):
-            self.assertEqual(self.connection.exec_driver_sql("SELECT 1").scalar(), 1)
+            self.assertEqual(self.session.execute(text("SELECT 1")).scalar(), 1)
 
 
     unittest.main(module=__name__, verbosity=0)
@@ -60,6 +62,8 @@ class DoctorTests(unittest.TestCase):
                          "role 'postgres': superuser", "a template was built and cloned", OK + " url server."):
             self.assertIn(expected, result.stdout)
         self.assertEqual(support.databases("elefast\\_doctor%"), [])
+        run = a_test_run({"ELEFAST_DATABASE_URL": support.server_url()})  # and the run passes
+        self.assertEqual(run.returncode, 0, run.stderr)
 
     def test_nothing_listens_at_the_url(self):
         """No fallback to the local server (a run does not fall back); said at once, naming the variable."""
@@ -77,7 +81,9 @@ class DoctorTests(unittest.TestCase):
     def test_a_url_that_is_not_postgresql(self):
         result = elefast("doctor", env={"ELEFAST_DATABASE_URL": "sqlite://"})
         self.assertFails(result, "InvalidURLError", "postgresql://")
-        self.assertNotEqual(a_test_run({"ELEFAST_DATABASE_URL": "sqlite://"}).returncode, 0)
+        run = a_test_run({"ELEFAST_DATABASE_URL": "sqlite://"})
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("InvalidURLError", run.stderr)
 
     def test_a_wrong_password(self):
         with support.password_server("right-one") as url:
@@ -95,7 +101,9 @@ class DoctorTests(unittest.TestCase):
             url = support.url_with(user=name)
             result = elefast("doctor", env={"ELEFAST_DATABASE_URL": url})
             self.assertFails(result, "neither superuser nor CREATEDB", f'ALTER ROLE "{name}" CREATEDB')
-            self.assertNotEqual(a_test_run({"ELEFAST_DATABASE_URL": url}).returncode, 0)
+            run = a_test_run({"ELEFAST_DATABASE_URL": url})
+            self.assertNotEqual(run.returncode, 0)
+            self.assertIn("permission denied to create database", run.stderr)
         with support.role(createdb=True) as name:
             result = elefast("doctor", env={"ELEFAST_DATABASE_URL": support.url_with(user=name)})
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
