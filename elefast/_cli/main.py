@@ -26,10 +26,11 @@ where it came from. ``--json`` prints JSON on stdout, errors included (``{"error
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, List, Optional
+
+from elefast._cli import servers as _servers
 
 __all__ = ["TIMEOUT", "build_parser", "main"]
 
@@ -46,134 +47,6 @@ COMMANDS = {
     "checkout": "a fresh migrated database for another process, held until release",
     "release": "drop a database checkout handed out",
 }
-
-
-def _configured_url(option: Optional[str], timeout: float) -> Any:
-    """The server a command uses: ``--url``, else what a test run would use (:func:`elefast.provision.resolve`)."""
-    from elefast import provision
-    from elefast._server import readiness
-
-    found = provision.resolve(option, timeout=max(timeout, provision.START_TIMEOUT))
-    if option:
-        readiness.configured(option, "--url")  # not "the test class's database_url", as resolve notes it
-    return found
-
-
-def _error(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    """Say what failed: ``{"error": ...}`` on stdout with ``--json``, else ``error: ...`` on stderr."""
-    if getattr(args, "json", False):
-        print(json.dumps({"error": str(error), "type": type(error).__name__}))
-    else:
-        print(f"error: {error}", file=sys.stderr)
-    return code
-
-
-def _url_for(driver: str, url: str) -> str:
-    if driver == "libpq":
-        return "postgresql://" + url.split("://", 1)[1]
-    return url.replace("postgresql+psycopg://", f"postgresql+{driver}://", 1)
-
-
-def _server(args: argparse.Namespace) -> int:
-    from elefast.errors import ElefastError
-    from elefast.provision import local
-
-    try:
-        if args.action == "start":
-            from elefast.provision import START_TIMEOUT
-
-            url = local.keep_local_server(timeout=max(args.timeout, START_TIMEOUT))
-            shown = _url_for(args.driver, url.render_as_string(hide_password=True))
-            print(json.dumps({"running": True, "url": shown}) if args.json else shown)
-            print("The server keeps running until: python -m elefast server stop", file=sys.stderr)
-            return 0
-        if args.action == "stop":
-            clients = [] if args.force or local.server_status() is None else local.other_clients()
-            if clients:  # test processes are using it: do not pull it from under them
-                local.stop_when_unused()
-                if args.json:
-                    print(json.dumps({"stopped": False, "stops_when_unused": True,
-                                      "clients": [{"pid": pid, "command": command} for pid, command in clients]}))
-                    return 0
-                print(f"in use by {len(clients)} test process(es); the server stops on its own about a second "
-                      "after the last one ends:")
-                for pid, command in clients:
-                    print(f"  pid {pid}: {command.strip() or '(command unknown)'}")
-                print("To stop it now (their tests fail): python -m elefast server stop --force")
-                return 0
-            stopped = local.stop_local_server(timeout=args.timeout)
-            print(json.dumps({"stopped": stopped}) if args.json
-                  else "stopped" if stopped else "not running")
-            return 0
-        status = local.server_status()
-        if status is None:  # exit code 1, as documented: scripts test it
-            if args.json:
-                print(json.dumps({"running": False}))
-            else:
-                print("not running (start one with: python -m elefast server start)", file=sys.stderr)
-            return 1
-        if args.action == "url":
-            shown = _url_for(args.driver, status["url"])
-            print(json.dumps({"running": True, "url": shown}) if args.json else shown)
-        elif args.json:
-            print(json.dumps({"running": True, **status}, indent=2))
-        else:
-            print(f"running: PostgreSQL {'.'.join(map(str, status['version']))} from {status['bindir']}")
-            print(f"  url:      {_url_for(args.driver, status['url'])}")
-            print(f"  pid:      {status['postgres_pid']} (supervisor {status['supervisor_pid']})")
-            kept = " (kept running by server start)" if status["keep"] else ""
-            print(f"  clients:  {status['clients']}{kept}")
-            print(f"  data:     {status['run_dir']}")
-        return 0
-    except ElefastError as error:
-        return _error(args, error, 2)
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    import os
-
-    from elefast.errors import ElefastError
-    from elefast.provision import ENV_URL, START_TIMEOUT, local
-    from elefast.sync import DatabaseServer
-
-    url = args.url or os.environ.get(ENV_URL, "").strip()
-    if url:
-        from elefast._server import readiness
-
-        readiness.configured(url, "--url" if args.url else ENV_URL)
-    else:
-        status = local.server_status()
-        if status is None:
-            print(f"Nothing to sweep: no --url, no {ENV_URL}, and no local server running.", file=sys.stderr)
-            return 1
-        url = local.ensure_local_server(timeout=max(args.timeout, START_TIMEOUT))
-    from elefast._server import ownership
-    from elefast._server.core import core_of
-    from elefast._server.retention import list_templates
-
-    try:
-        server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)
-        names = server.sweep_orphans(dry_run=args.dry_run)
-        with core_of(server).connect() as connection:
-            kept = ownership.find_kept(connection) if args.dry_run else []
-            templates = list_templates(connection, drop=not args.dry_run) if args.templates else []
-        server.close()
-    except ElefastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for template in templates:
-        state = ("in use: kept" if template["in_use"] else "dropped" if template["dropped"]
-                 else "would drop" if args.dry_run else "not dropped")
-        print(f"template {template['name']}: {template['mb']} MB, built {template['built']}, "
-              f"last used {template['used']}: {state}")
-    verb = "would drop" if args.dry_run else "dropped"
-    for name in names:
-        print(f"{verb} {name}")
-    for name in kept:
-        print(f"kept {name} (never swept; drop it yourself when done)")
-    print(f"{len(names)} orphaned database(s) found; {'none dropped (dry run)' if args.dry_run else 'all dropped'}",
-          file=sys.stderr)
-    return 0
 
 
 def _stdout_is_a_python_file() -> bool:
@@ -247,7 +120,7 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     metadata = getattr(target, "metadata", target)
     try:
-        server = DatabaseServer(_configured_url(args.url, args.timeout), schema=AlembicMigrator(args.alembic))
+        server = DatabaseServer(_servers.configured_url(args.url, args.timeout), schema=AlembicMigrator(args.alembic))
         try:
             server.ensure_is_ready(timeout=args.timeout)
             with server.create_database(prefix="elefast_check") as database:
@@ -277,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
               "python -m unittest", file=sys.stderr)
         return 2
     try:
-        server = DatabaseServer(_configured_url(args.url, args.timeout)).ensure_is_ready(timeout=args.timeout)
+        server = DatabaseServer(_servers.configured_url(args.url, args.timeout)).ensure_is_ready(timeout=args.timeout)
         database = server.create_database(prefix="elefast_scratch")
     except ElefastError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -287,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     url = tcp_url(database.url) or database.url  # a host in the URL: what apps' settings validators expect
     rendered = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    env[args.env] = _url_for(args.driver, rendered)
+    env[args.env] = _servers.url_for(args.driver, rendered)
     env.setdefault("ELEFAST_DATABASE_URL", server.url.render_as_string(hide_password=False))  # tests: same server
     try:
         return subprocess.call(command, env=env)
@@ -313,7 +186,7 @@ def _checkout(args: argparse.Namespace) -> int:
         checkout.schema_from(args.schema, args.alembic, args.sql)  # a bad option fails here, before the holder starts
         report = checkout.start_holder(argv, timeout=args.timeout + 600, url=args.url)  # a template may take a while
     except ElefastError as error:
-        return _error(args, error, 2)
+        return _servers.report_error(args, error, 2)
     print(json.dumps(report) if args.json else report["url"])
     print(f"held until {report['expires']}: python -m elefast release {report['name']}", file=sys.stderr)
     return 0
@@ -366,14 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--force", action="store_true",
                         help="(stop) stop it now, even while test processes use it")
     timeout(server, "; start is given at least 30 s, stop waits this long for it to end")
-    server.set_defaults(handler=_server)
+    server.set_defaults(handler=_servers.server)
     sweep = command("sweep")
     sweep.add_argument("--dry-run", action="store_true", help="list them, drop nothing")
     sweep.add_argument("--templates", action="store_true",
                        help="also drop the kept templates no process uses now (they are rebuilt when next needed)")
     sweep.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else the running local server)")
     timeout(sweep)
-    sweep.set_defaults(handler=_sweep)
+    sweep.set_defaults(handler=_servers.sweep)
     init = command("init")
     init.add_argument("--path", default="tests/base.py", help="where to write it (default tests/base.py)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
