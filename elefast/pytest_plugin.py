@@ -21,6 +21,10 @@ Fixtures (sync):
 Async (need ``pytest-asyncio``; mark the tests ``@pytest.mark.asyncio``):
 ``elefast_async_server``, ``elefast_async_database``, ``elefast_async_session``.
 
+With ``ELEFAST_LOG`` set, elefast's log lines of the run are printed in a section of pytest's
+summary (pytest's own handlers show them only beside a failing test), unless pytest prints
+them live (``--log-cli-level=INFO``).
+
 ::
 
     # conftest.py
