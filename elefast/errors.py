@@ -120,7 +120,12 @@ class UnsafePathError(ConfigurationError):
 
 
 class DockerUnavailableError(ConfigurationError):
-    """The docker extra is not installed, or no Docker daemon answers."""
+    """The docker extra is not installed, or no Docker daemon answers.
+
+    Raised by :func:`elefast.extras.docker.postgres` and by the Docker way of
+    :func:`elefast.provision.resolve` instead of the Docker SDK's own ``DockerException``;
+    the message says how to start Docker or which other server to use.
+    """
 
     __module__ = "elefast.errors"
 

@@ -21,6 +21,10 @@ Fixtures (sync):
 Async (need ``pytest-asyncio``; mark the tests ``@pytest.mark.asyncio``):
 ``elefast_async_server``, ``elefast_async_database``, ``elefast_async_session``.
 
+With ``ELEFAST_LOG`` set, elefast's log lines of the run are printed in a section of pytest's
+summary (pytest's own handlers show them only beside a failing test), unless pytest prints
+them live (``--log-cli-level=INFO``).
+
 ::
 
     # conftest.py
@@ -40,6 +44,8 @@ Async (need ``pytest-asyncio``; mark the tests ``@pytest.mark.asyncio``):
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, List, Tuple
 
 import pytest
@@ -230,3 +236,50 @@ else:
     def elefast_async_session() -> Any:
         """Needs pytest-asyncio."""
         pytest.fail("elefast's async fixtures need pytest-asyncio: pip install pytest-asyncio")
+
+
+class _LogSection(logging.Handler):
+    """elefast's log records of this run, printed in a section of pytest's summary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+_SECTIONS: List[_LogSection] = []
+
+
+def _live_logging(config: pytest.Config) -> bool:
+    """Whether pytest prints log records as they come (``--log-cli-level``, ``log_cli = true``)."""
+    try:
+        return bool(config.getoption("log_cli_level", default=None) or config.getini("log_cli"))
+    except ValueError:  # pytest's logging plugin is off (-p no:logging)
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``ELEFAST_LOG`` set, collect elefast's log for the summary: pytest's handlers take the
+    records (elefast's stderr handler stands aside for them) and show them only for failing tests."""
+    from elefast._base import log as _log
+
+    if not os.environ.get(_log.ENV_LOG, "").strip() or _live_logging(config) or _SECTIONS:
+        return
+    _log.configure_from_env()
+    section = _LogSection()
+    section.setFormatter(logging.Formatter("elefast %(levelname)s: %(message)s"))
+    _log.logger.addHandler(section)
+    _SECTIONS.append(section)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print elefast's log of the run (``ELEFAST_LOG``), unless pytest printed it live."""
+    from elefast._base import log as _log
+
+    for section in _SECTIONS:
+        if section.lines:
+            terminalreporter.section(f"elefast log ({_log.ENV_LOG}={os.environ.get(_log.ENV_LOG, '').strip()})")
+            for line in section.lines:
+                terminalreporter.write_line(line)

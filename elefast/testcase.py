@@ -140,7 +140,8 @@ class _Settings:
         """Where the class's server is (see :mod:`elefast.provision`), with a driver of the right kind."""
         is_async = cls._elefast_is_async
         _options.load_dialect(is_async)  # while a prestarted local server comes up, not after it
-        found = provision.resolve(config.database_url, is_async=is_async, timeout=max(config.connect_timeout, 30),
+        found = provision.resolve(config.database_url, is_async=is_async,
+                                  timeout=max(config.connect_timeout, provision.START_TIMEOUT),
                                   postgres_version=config.postgres_version)
         return _urls.parse_url(found, is_async=is_async, swap_kind=True)
 

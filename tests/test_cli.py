@@ -1,6 +1,7 @@
-"""``python -m elefast init`` and ``doctor``, run through subprocess like a user runs them.
+"""``python -m elefast init``, run through subprocess like a user runs them.
 
-(``server`` is tested in test_provision.py, ``sweep`` in test_ownership.py.)
+(``server`` is tested in test_provision.py, ``sweep`` in test_ownership.py, ``doctor`` in
+test_cli_doctor.py, the parser, timeouts and logging in test_cli_commands.py.)
 """
 
 import os
@@ -156,40 +157,6 @@ class InitTests(unittest.TestCase):
         self.assertIn("--force", again.stderr)
         forced = elefast("init", "--force", cwd=self.project)
         self.assertEqual(forced.returncode, 0, forced.stderr)
-
-
-class DoctorTests(unittest.TestCase):
-    def test_with_a_url(self):
-        """With ELEFAST_DATABASE_URL: versions, the URL (no password), that it answers; exit 0."""
-        result = elefast("doctor", cwd=support.ROOT, env={"ELEFAST_DATABASE_URL": support.server_url()})
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        for expected in ("Python", "SQLAlchemy", "psycopg", "asyncpg", "ELEFAST_DATABASE_URL", "answers (PostgreSQL",
-                         "OK: tests would use the url server."):
-            self.assertIn(expected, result.stdout)
-
-    def test_with_a_url_that_does_not_answer(self):
-        """A URL nobody answers at: says so (password hidden), then looks for a local server."""
-        url = f"postgresql://u:hunter2@127.0.0.1:{support.free_port()}/db"
-        result = elefast("doctor", "--timeout", "1", cwd=support.ROOT, env={"ELEFAST_DATABASE_URL": url})
-        self.assertIn("which does not work", result.stdout)
-        self.assertNotIn("hunter2", result.stdout + result.stderr)
-        self.assertIn("throwaway local server", result.stdout)  # this machine has the binaries
-
-    def test_local_way(self):
-        """Without a URL: names the binaries the local server would use; starts nothing."""
-        env = {"ELEFAST_DATABASE_URL": "", "ELEFAST_SERVER": "local"}
-        result = elefast("doctor", cwd=support.ROOT, env=env)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn("the throwaway local server: PostgreSQL", result.stdout)
-        self.assertIn("OK: tests would use the local server.", result.stdout)
-
-    def test_nothing_found(self):
-        """ELEFAST_SERVER=docker without a daemon: exit 1 and the line that would fix it."""
-        env = {"ELEFAST_DATABASE_URL": "", "ELEFAST_SERVER": "docker", "DOCKER_HOST": "unix:///nonexistent.sock"}
-        result = elefast("doctor", cwd=support.ROOT, env=env)
-        self.assertEqual(result.returncode, 1, result.stdout)
-        self.assertIn("Docker", result.stdout)
-        self.assertIn("No server would be found", result.stdout)
 
 
 class ConsoleScriptTests(unittest.TestCase):

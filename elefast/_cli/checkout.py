@@ -106,12 +106,21 @@ def hold(url: Any, schema: Any, hold_for: float, timeout: float) -> int:
     """The holder's body: make the database, report it on stdout, keep it until released or expired."""
     from elefast import DatabaseServer, provision
     from elefast._engines.urls import safe_url
+    from elefast._server import readiness
 
-    server = DatabaseServer(provision.resolve(url, timeout=timeout), schema=schema)
+    try:
+        found = provision.resolve(url, timeout=max(timeout, provision.START_TIMEOUT))
+    except Exception as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if url:
+        readiness.configured(url, "--url")
+    server = DatabaseServer(found, schema=schema)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
+        server.ensure_is_ready(timeout=timeout)
         database = server.create_database(prefix="elefast_checkout")
     except Exception as error:
         print(f"error: {error}", file=sys.stderr)

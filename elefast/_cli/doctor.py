@@ -1,10 +1,15 @@
-"""``python -m elefast doctor``: where a test run would get its server, and what is missing.
+"""``python -m elefast doctor``: would a test run get a server it can use, and what is missing.
 
-It reports versions (Python, elefast, SQLAlchemy, drivers, extras), then walks the same
-order as :func:`elefast.provision.resolve` without starting anything: a configured URL
-(and whether it answers), PostgreSQL binaries for the throwaway local server (and whether
-one runs), Docker. Every missing piece comes with the line that installs it. Passwords
-are never printed.
+It reports versions (Python, elefast, SQLAlchemy, drivers, extras), then does what a test
+run does first, with the same code: :func:`elefast.provision.resolve` picks the server
+(``ELEFAST_DATABASE_URL``, else the throwaway local server, which it starts or joins as a
+test run would, else Docker; a test class's ``database_url`` is set in code and not visible
+here), the URL is parsed for the driver the run would use, the server must answer within
+``--timeout`` (a refused connection to a configured URL fails at once, as in a run), the
+role must be a superuser or have CREATEDB, and a template database is built and cloned (a
+one-table schema, dropped again). It says OK only when all of that worked; otherwise it
+prints the run's own error with its fix and exits 1. Every missing package comes with the
+line that installs it. Passwords are never printed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 __all__ = ["Report", "diagnose"]
 
@@ -31,12 +36,11 @@ PACKAGES: List[Tuple[str, str, str, str]] = [
 
 @dataclass
 class Report:
-    """What ``doctor`` found: lines to print, and whether a server would be found."""
+    """What ``doctor`` found: lines to print, and whether a test run would get a server it can use."""
 
     lines: List[str] = field(default_factory=list)
-    server_found: bool = False
-    way: str = ""
-    refused: str = ""  # why a test run would stop before choosing a server (an unsafe directory, say)
+    server_found: bool = False  # a test run would pass this stage: the server answers and lets elefast work
+    way: str = ""  # url, local or docker: what resolve chose
 
     def add(self, line: str) -> None:
         """Add one line to the report."""
@@ -64,95 +68,123 @@ def _packages(report: Report) -> None:
         report.add(f"{distribution:<18} {shown}")
 
 
-def _check_url(report: Report, url: str, source: str, timeout: float) -> None:
-    from elefast._engines import urls as _urls
-    from elefast.errors import ElefastError
+_TABLE = "CREATE TABLE elefast_doctor (id integer PRIMARY KEY)"
+
+
+class _Probe:
+    """A one-table schema without a fingerprint: its template is this process's, dropped at close."""
+
+    def migrate(self, connection: Any) -> None:
+        """Create the one table."""
+        connection.exec_driver_sql(_TABLE)
+
+    async def migrate_async(self, connection: Any) -> None:
+        """Create the one table (async test classes)."""
+        await connection.exec_driver_sql(_TABLE)
+
+    def __repr__(self) -> str:
+        return "doctor's one-table schema"
+
+
+def _kind() -> Tuple[bool, str]:
+    """(is_async, why): the sync driver when installed (sync test classes), else asyncpg."""
+    if importlib.util.find_spec("psycopg") is not None:
+        return False, "psycopg, as sync test classes use"
+    if importlib.util.find_spec("asyncpg") is not None:
+        return True, "asyncpg, as async test classes use (psycopg is not installed: sync classes cannot run)"
+    return False, "psycopg (neither psycopg nor asyncpg is installed)"
+
+
+_CAN_CREATE = ("SELECT rolsuper, rolcreatedb, current_user, current_setting('server_version') "
+               "FROM pg_roles WHERE rolname = current_user")
+
+
+def _use(server: Any, report: Report) -> None:
+    """What a run does first: the role may create databases; a template is built and cloned."""
+    from elefast._server.core import core_of
+    from elefast.errors import ServerRejectedError
+
+    with core_of(server).connect() as connection:
+        superuser, createdb, user, version = connection.exec_driver_sql(_CAN_CREATE).one()
+    report.add(f"     PostgreSQL {version}, role {user!r}: "
+               + ("superuser" if superuser else "CREATEDB" if createdb else "neither superuser nor CREATEDB"))
+    if not (superuser or createdb):
+        raise ServerRejectedError(
+            f"The role {user!r} may not create databases, and every test gets a database of its own. "
+            f"Give it the right: ALTER ROLE \"{user}\" CREATEDB (as a superuser), or use a role that has it.")
+
+
+def _try_server(url: Any, is_async: bool, timeout: float, report: Report) -> None:
+    """Connect as the run does (the same readiness), check the role, build a template and a clone."""
+    from elefast._engines import aio as _aio
+
+    if is_async:
+        from elefast.asyncio import AsyncDatabaseServer
+
+        async def run() -> None:
+            server = AsyncDatabaseServer(url, schema=_Probe())
+            try:
+                await server.ensure_is_ready(timeout=timeout)
+                _use(server, report)
+                database = await server.create_database(prefix="elefast_doctor")
+                await database.drop()
+            finally:
+                await server.close()
+
+        _aio.run(run())
+        return
     from elefast.sync import DatabaseServer
 
+    server = DatabaseServer(url, schema=_Probe())
     try:
-        parsed = _urls.parse_url(url, is_async=False, swap_kind=True)
+        server.ensure_is_ready(timeout=timeout)
+        _use(server, report)
+        server.create_database(prefix="elefast_doctor").drop()
+    finally:
+        server.close()
+
+
+def _check_server(report: Report, timeout: float) -> None:
+    from elefast import provision
+    from elefast._engines import urls as _urls
+    from elefast.errors import ElefastError
+
+    is_async, driver = _kind()
+    try:
+        found = provision.resolve(None, is_async=is_async, timeout=max(timeout, provision.START_TIMEOUT))
     except ElefastError as error:
-        report.add(f"  {source} is set but unusable: {error}")
+        report.add("  A test run fails here, choosing its server:")
+        report.add("    " + f"{type(error).__name__}: {error}".replace("\n", "\n    "))
         return
-    shown = parsed.render_as_string(hide_password=True)
+    report.way = provision.CHOSEN.get("way", "")
+    report.add(f"  -> {provision.CHOSEN.get('said', 'the server resolve chose')}")
     try:
-        server = DatabaseServer(parsed).ensure_is_ready(timeout=timeout)
-        try:
-            with server.engine.connect() as connection:
-                version = connection.exec_driver_sql("SHOW server_version").scalar()
-        finally:
-            server.close()
+        url = _urls.parse_url(found, is_async=is_async, swap_kind=True)
+        report.add(f"     driver: {driver}")
+        _try_server(url, is_async, timeout, report)
     except ElefastError as error:
-        report.add(f"  {source}: {shown}, which does not work: {error}")
+        report.add("  A test run fails here:")
+        report.add("    " + f"{type(error).__name__}: {error}".replace("\n", "\n    "))
         return
-    report.server_found, report.way = True, "url"
-    report.add(f"  -> {source}: {shown} answers (PostgreSQL {version}). Test runs use it.")
+    report.server_found = True
+    report.add("     answers, lets elefast create databases, and a template was built and cloned.")
+    if report.way == "local":
+        report.add("     (doctor started or joined it as a run would; unless kept by server start, it stops on "
+                   "its own once no process uses it)")
 
 
-def _check_local(report: Report) -> bool:
-    from elefast.errors import UnsafePathError
-    from elefast.provision import local
-    from elefast.provision.binaries import BinariesNotFoundError, find_binaries
-
-    try:
-        binaries = find_binaries()
-        status = local.server_status(local.local_layout(binaries))
-    except BinariesNotFoundError as error:
-        report.add("  no PostgreSQL binaries for a throwaway local server:")
-        report.add("    " + str(error).replace("\n", "\n    "))
-        return False
-    except UnsafePathError as error:
-        report.refused = str(error)
-        report.add("  the throwaway local server: refused, and a test run stops here too:")
-        report.add(f"    {error}")
-        return False
-    version = ".".join(map(str, binaries.version))
-    report.add(f"  -> the throwaway local server: PostgreSQL {version} from {binaries.bindir}")
-    report.add(f"     (found via {binaries.source}).")
-    if status is None:
-        report.add("     Not running now: the first test starts it (or: python -m elefast server start).")
-    else:
-        report.add(f"     Running: {status['url']} ({status['clients']} client(s)).")
-    return True
-
-
-def _check_docker(report: Report) -> bool:
-    if importlib.util.find_spec("docker") is None:
-        report.add("  Docker: the docker extra is not installed (pip install 'elefast[docker]').")
-        return False
-    try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-    except Exception as error:  # the SDK raises many kinds; any means "not usable"
-        reason = f"{type(error).__name__}: {str(error)[:200]}"
-        report.add(f"  Docker: no daemon answers ({reason}). Start Docker, or set DOCKER_HOST.")
-        return False
-    report.add("  -> Docker: a daemon answers; a container would be started from the postgres image.")
-    return True
-
-
-def diagnose(timeout: float = 3) -> Report:
-    """Build the report (connects to a configured URL, starts nothing)."""
+def diagnose(timeout: float = 10) -> Report:
+    """Build the report, doing what a test run does first (it may start the throwaway local server)."""
     from elefast.provision import ENV_SERVER, ENV_URL
 
     report = Report()
     _packages(report)
     report.add("")
-    way = os.environ.get(ENV_SERVER, "").strip().lower()
-    url = os.environ.get(ENV_URL, "").strip()
-    report.add("Where a test run gets its server (the first that applies wins):")
-    if way:
-        report.add(f"  {ENV_SERVER}={way} forces that way.")
-    report.add("  1. a test class's database_url (set in code: not visible from here)")
-    if url and way in ("", "url"):
-        _check_url(report, url, ENV_URL, timeout)
-    elif way in ("", "url"):
-        report.add(f"  2. {ENV_URL} is not set")
-    if not report.server_found and way in ("", "local") and _check_local(report):
-        report.server_found, report.way = True, "local"
-    if not report.server_found and not report.refused and way in ("", "docker") and _check_docker(report):
-        report.server_found, report.way = True, "docker"
+    way = os.environ.get(ENV_SERVER, "").strip()
+    report.add("Where a test run gets its server: a test class's database_url (set in code: not visible from here),")
+    report.add(f"else {ENV_URL}, else the throwaway local server, else Docker"
+               + (f"; {ENV_SERVER}={way} forces one way." if way else "."))
+    _check_server(report, timeout)
     ini = Path.cwd() / "alembic.ini"
     if ini.is_file():
         from elefast._cli.scaffold import env_py_advice
@@ -167,8 +199,7 @@ def diagnose(timeout: float = 3) -> Report:
     report.add("")
     if report.server_found:
         report.add(f"OK: tests would use the {report.way} server.")
-    elif report.refused:
-        report.add("A test run would fail: fix the refused directory or file above; see docs/pages/safety.md.")
     else:
-        report.add("No server would be found. Fix one of the lines above; see docs/pages/servers.md.")
+        report.add("A test run would fail: fix what the error above says (see docs/pages/troubleshooting.md); "
+                   "then run doctor again.")
     return report

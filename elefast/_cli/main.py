@@ -15,110 +15,38 @@
 until ``server stop``; test runs in between join it instead of starting their
 own. ``status`` and ``url`` report on it (the URL points at a private unix
 socket and holds no password).
+
+Every ``--timeout`` means one thing, with one default (:data:`TIMEOUT`, 10 s, a test class's
+``connect_timeout``): how long to wait for the server to answer. Starting the throwaway server
+is given at least :data:`elefast.provision.START_TIMEOUT` (30 s), as in a test run. A URL you
+configured (``--url``, ``ELEFAST_DATABASE_URL``) at which nothing listens fails at once, saying
+where it came from. ``--json`` prints JSON on stdout, errors included (``{"error": ...}``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
-__all__ = ["main"]
+from elefast._cli import servers as _servers
 
+__all__ = ["TIMEOUT", "build_parser", "main"]
 
-def _url_for(driver: str, url: str) -> str:
-    if driver == "libpq":
-        return "postgresql://" + url.split("://", 1)[1]
-    return url.replace("postgresql+psycopg://", f"postgresql+{driver}://", 1)
-
-
-def _server(args: argparse.Namespace) -> int:
-    from elefast.errors import ElefastError
-    from elefast.provision import local
-
-    try:
-        if args.action == "start":
-            url = local.keep_local_server(timeout=args.timeout)
-            print(_url_for(args.driver, url.render_as_string(hide_password=True)))
-            print("The server keeps running until: python -m elefast server stop", file=sys.stderr)
-            return 0
-        if args.action == "stop":
-            clients = [] if args.force or local.server_status() is None else local.other_clients()
-            if clients:  # test processes are using it: do not pull it from under them
-                local.stop_when_unused()
-                print(f"in use by {len(clients)} test process(es); the server stops on its own about a second "
-                      "after the last one ends:")
-                for pid, command in clients:
-                    print(f"  pid {pid}: {command.strip() or '(command unknown)'}")
-                print("To stop it now (their tests fail): python -m elefast server stop --force")
-                return 0
-            stopped = local.stop_local_server(timeout=args.timeout)
-            print("stopped" if stopped else "not running")
-            return 0
-        status = local.server_status()
-        if status is None:
-            print("not running (start one with: python -m elefast server start)", file=sys.stderr)
-            return 1
-        if args.action == "url":
-            print(_url_for(args.driver, status["url"]))
-        elif args.json:
-            print(json.dumps(status, indent=2))
-        else:
-            print(f"running: PostgreSQL {'.'.join(map(str, status['version']))} from {status['bindir']}")
-            print(f"  url:      {_url_for(args.driver, status['url'])}")
-            print(f"  pid:      {status['postgres_pid']} (supervisor {status['supervisor_pid']})")
-            kept = " (kept running by server start)" if status["keep"] else ""
-            print(f"  clients:  {status['clients']}{kept}")
-            print(f"  data:     {status['run_dir']}")
-        return 0
-    except ElefastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    import os
-
-    from elefast.errors import ElefastError
-    from elefast.provision import ENV_URL, local
-    from elefast.sync import DatabaseServer
-
-    url = args.url or os.environ.get(ENV_URL, "").strip()
-    if not url:
-        status = local.server_status()
-        if status is None:
-            print(f"Nothing to sweep: no --url, no {ENV_URL}, and no local server running.", file=sys.stderr)
-            return 1
-        url = local.ensure_local_server()
-    from elefast._server import ownership
-    from elefast._server.core import core_of
-    from elefast._server.retention import list_templates
-
-    try:
-        server = DatabaseServer(url).ensure_is_ready(timeout=args.timeout)
-        names = server.sweep_orphans(dry_run=args.dry_run)
-        with core_of(server).connect() as connection:
-            kept = ownership.find_kept(connection) if args.dry_run else []
-            templates = list_templates(connection, drop=not args.dry_run) if args.templates else []
-        server.close()
-    except ElefastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for template in templates:
-        state = ("in use: kept" if template["in_use"] else "dropped" if template["dropped"]
-                 else "would drop" if args.dry_run else "not dropped")
-        print(f"template {template['name']}: {template['mb']} MB, built {template['built']}, "
-              f"last used {template['used']}: {state}")
-    verb = "would drop" if args.dry_run else "dropped"
-    for name in names:
-        print(f"{verb} {name}")
-    for name in kept:
-        print(f"kept {name} (never swept; drop it yourself when done)")
-    print(f"{len(names)} orphaned database(s) found; {'none dropped (dry run)' if args.dry_run else 'all dropped'}",
-          file=sys.stderr)
-    return 0
+#: The default of every command's ``--timeout``: seconds to wait for the server to answer.
+TIMEOUT = 10.0
+#: The commands ``python -m elefast -h`` lists, with their one-line descriptions (``_hold`` is internal).
+COMMANDS = {
+    "server": "start, stop or report on the throwaway local PostgreSQL server (start|stop|status|url)",
+    "sweep": "drop databases left by test processes that are gone",
+    "init": "write a base test module for this project (--pytest: print a conftest.py)",
+    "doctor": "check that a test run would get a server it can use; versions; what is missing",
+    "check": "build the Alembic migrations and list how they differ from the models",
+    "run": "run a command with a scratch database's URL in an environment variable",
+    "checkout": "a fresh migrated database for another process, held until release",
+    "release": "drop a database checkout handed out",
+}
 
 
 def _stdout_is_a_python_file() -> bool:
@@ -150,7 +78,7 @@ def _check(args: argparse.Namespace) -> int:
     import importlib
     import os
 
-    from elefast import DatabaseServer, provision
+    from elefast import DatabaseServer
     from elefast.errors import ElefastError
     from elefast.extras.alembic import AlembicMigrator, migration_differences
 
@@ -166,8 +94,9 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     metadata = getattr(target, "metadata", target)
     try:
-        server = DatabaseServer(provision.resolve(args.url, timeout=args.timeout), schema=AlembicMigrator(args.alembic))
+        server = DatabaseServer(_servers.configured_url(args.url, args.timeout), schema=AlembicMigrator(args.alembic))
         try:
+            server.ensure_is_ready(timeout=args.timeout)
             with server.create_database(prefix="elefast_check") as database:
                 differences = migration_differences(database.url, metadata)
         finally:
@@ -186,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from elefast import DatabaseServer, provision
+    from elefast import DatabaseServer
     from elefast.errors import ElefastError
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
@@ -195,8 +124,7 @@ def _run(args: argparse.Namespace) -> int:
               "python -m unittest", file=sys.stderr)
         return 2
     try:
-        server_url = provision.resolve(args.url, timeout=args.timeout)
-        server = DatabaseServer(server_url)
+        server = DatabaseServer(_servers.configured_url(args.url, args.timeout)).ensure_is_ready(timeout=args.timeout)
         database = server.create_database(prefix="elefast_scratch")
     except ElefastError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -206,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     url = tcp_url(database.url) or database.url  # a host in the URL: what apps' settings validators expect
     rendered = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    env[args.env] = _url_for(args.driver, rendered)
+    env[args.env] = _servers.url_for(args.driver, rendered)
     env.setdefault("ELEFAST_DATABASE_URL", server.url.render_as_string(hide_password=False))  # tests: same server
     try:
         return subprocess.call(command, env=env)
@@ -232,8 +160,7 @@ def _checkout(args: argparse.Namespace) -> int:
         checkout.schema_from(args.schema, args.alembic, args.sql)  # a bad option fails here, before the holder starts
         report = checkout.start_holder(argv, timeout=args.timeout + 600, url=args.url)  # a template may take a while
     except ElefastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _servers.report_error(args, error, 2)
     print(json.dumps(report) if args.json else report["url"])
     print(f"held until {report['expires']}: python -m elefast release {report['name']}", file=sys.stderr)
     return 0
@@ -260,25 +187,41 @@ def _release(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m elefast``."""
-    parser = argparse.ArgumentParser(prog="python -m elefast", description="elefast's command line.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    server = commands.add_parser("server", help="the throwaway local PostgreSQL server")
+    import elefast
+
+    parser = argparse.ArgumentParser(
+        prog="python -m elefast", description="elefast's command line: a fresh PostgreSQL database per test.",
+        epilog=f"Every --timeout: seconds to wait for the server to answer (default {TIMEOUT:g}). "
+               "python -m elefast COMMAND -h: that command's options.")
+    parser.add_argument("--version", action="version", version=f"elefast {elefast.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}",
+                                     title="commands")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=COMMANDS[name], description=COMMANDS[name] + ".")
+
+    def timeout(sub: argparse.ArgumentParser, extra: str = "") -> None:
+        sub.add_argument("--timeout", type=float, default=TIMEOUT,
+                         help=f"seconds to wait for the server to answer (default {TIMEOUT:g}){extra}")
+
+    server = command("server")
     server.add_argument("action", choices=["start", "stop", "status", "url"])
     server.add_argument("--driver", default="psycopg", choices=["psycopg", "asyncpg", "libpq"],
                         help="driver part of printed URLs (libpq: plain postgresql://)")
-    server.add_argument("--json", action="store_true", help="status as JSON")
+    server.add_argument("--json", action="store_true",
+                        help="print JSON on stdout (status of a stopped server: {\"running\": false}, exit 1)")
     server.add_argument("--force", action="store_true",
                         help="(stop) stop it now, even while test processes use it")
-    server.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
-    server.set_defaults(handler=_server)
-    sweep = commands.add_parser("sweep", help="drop databases left by test processes that are gone")
+    timeout(server, "; start is given at least 30 s, stop waits this long for it to end")
+    server.set_defaults(handler=_servers.server)
+    sweep = command("sweep")
     sweep.add_argument("--dry-run", action="store_true", help="list them, drop nothing")
     sweep.add_argument("--templates", action="store_true",
                        help="also drop the kept templates no process uses now (they are rebuilt when next needed)")
     sweep.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else the running local server)")
-    sweep.add_argument("--timeout", type=float, default=10, help="seconds to wait for the server (default 10)")
-    sweep.set_defaults(handler=_sweep)
-    init = commands.add_parser("init", help="write a base test module for this project")
+    timeout(sweep)
+    sweep.set_defaults(handler=_servers.sweep)
+    init = command("init")
     init.add_argument("--path", default="tests/base.py", help="where to write it (default tests/base.py)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.add_argument("--yes", action="store_true", help="ask nothing, even on a terminal")
@@ -293,43 +236,54 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--sync", action="append_const", dest="async_preference", const=False,
                       help="(--pytest) sync fixtures (the default, unless --driver is async-only)")
     init.add_argument("--driver", help="(--pytest) the driver you use: asyncpg implies --async")
-    init.add_argument("--no-interaction", action="store_true", help="(--pytest) ask nothing (it never asks)")
+    init.add_argument("--no-interaction", action="store_true",
+                      help="upstream elefast's flag, accepted so its instructions work: implies --pytest "
+                           "(which asks no questions)")
     init.set_defaults(handler=_init)
-    doctor = commands.add_parser("doctor", help="where tests would get a server; versions; what is missing")
-    doctor.add_argument("--timeout", type=float, default=3, help="seconds to wait for a configured URL (default 3)")
+    doctor = command("doctor")
+    timeout(doctor)
     doctor.set_defaults(handler=_doctor)
-    check = commands.add_parser("check", help="do the Alembic migrations build what the models declare?")
+    check = command("check")
     check.add_argument("--alembic", default="alembic.ini", help="alembic.ini, or the migrations folder")
     check.add_argument("--metadata", required=True, help="the models' MetaData, as package.module:attribute")
     check.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
-    check.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
+    timeout(check)
     check.set_defaults(handler=_check)
-    run = commands.add_parser("run", help="run a command with a scratch database's URL in an environment variable")
+    run = command("run")
     run.add_argument("--env", default="DATABASE_URL", help="the variable to set (default DATABASE_URL)")
     run.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
-    run.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
+    timeout(run)
     run.add_argument("--driver", default="psycopg", choices=["psycopg", "asyncpg", "libpq"],
                      help="driver part of the URL in --env (libpq: plain postgresql://; default psycopg)")
     run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- then the command, e.g. python -m unittest")
     run.set_defaults(handler=_run)
-    for name, handler, text in (("checkout", _checkout, "a fresh migrated database for another process, held "
-                                 "until release"), ("_hold", _hold, argparse.SUPPRESS)):
-        sub = commands.add_parser(name, help=text) if text != argparse.SUPPRESS else commands.add_parser(name)
-        sub.add_argument("--schema", help="package.module:attribute: a MetaData, a declarative base or a migrator")
-        sub.add_argument("--alembic", help="alembic.ini, or the migrations folder")
-        sub.add_argument("--sql", action="append", help="a .sql file or a folder of them (repeat for more)")
-        sub.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
-        sub.add_argument("--hold", type=float, default=3600, help="seconds to keep it at most (default 3600)")
-        sub.add_argument("--timeout", type=float, default=30, help="seconds to wait for the server (default 30)")
-        sub.add_argument("--json", action="store_true", help="print name, url, host, port, expires as JSON")
-        sub.set_defaults(handler=handler)
-    release = commands.add_parser("release", help="drop a database checkout handed out")
+    _holder_options(command("checkout"), _checkout)
+    release = command("release")
     release.add_argument("name", help="the database's name, as checkout printed it")
     release.set_defaults(handler=_release)
     return parser
 
 
+def _holder_options(sub: argparse.ArgumentParser, handler: Any) -> None:
+    """The options of ``checkout`` and of the holder it starts (``_hold``, internal: in no listing)."""
+    sub.add_argument("--schema", help="package.module:attribute: a MetaData, a declarative base or a migrator")
+    sub.add_argument("--alembic", help="alembic.ini, or the migrations folder")
+    sub.add_argument("--sql", action="append", help="a .sql file or a folder of them (repeat for more)")
+    sub.add_argument("--url", help="the server (default: ELEFAST_DATABASE_URL, else a throwaway local one)")
+    sub.add_argument("--hold", type=float, default=3600, help="seconds to keep it at most (default 3600)")
+    sub.add_argument("--timeout", type=float, default=TIMEOUT,
+                     help=f"seconds to wait for the server to answer (default {TIMEOUT:g})")
+    sub.add_argument("--json", action="store_true", help="print name, url, host, port, expires as JSON")
+    sub.set_defaults(handler=handler)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["_hold"]:  # checkout's holder: parsed apart, so no usage, help or error message names it
+        holder = argparse.ArgumentParser(prog="python -m elefast _hold", add_help=False)
+        _holder_options(holder, _hold)
+        args = holder.parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     return int(args.handler(args))

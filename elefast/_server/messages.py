@@ -27,6 +27,15 @@ def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> 
     )
 
 
+def refused(url: URL, source: str, error: BaseException) -> str:
+    """Nothing listens where a configured URL points: said at once, with where the URL came from."""
+    return (
+        f"Nothing answers at {_urls.safe_url(url)} (from {source}): the connection was refused "
+        f"({_sql.hide_secret(first_line(error), url.password)}). Start the server there, or fix the host "
+        f"and port in {source}."
+    )
+
+
 def server_full(url: URL, load: Optional[Any] = None, waited: Optional[float] = None) -> str:
     """The server had no free connection: its numbers when known, elefast's share, the fix."""
     numbers = f": {load[0]} client connections in use of max_connections = {load[1]}" if load else ""

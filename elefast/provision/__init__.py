@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Optional, Set, Union
+from typing import TYPE_CHECKING, Dict, Optional, Set, Union
 
 from elefast._base.log import logger
 from elefast.errors import ServerNotConfiguredError
@@ -30,6 +30,9 @@ ENV_URL = "ELEFAST_DATABASE_URL"
 #: The environment variable forcing one way: ``url``, ``local`` or ``docker``.
 ENV_SERVER = "ELEFAST_SERVER"
 _WAYS = ("url", "local", "docker")
+#: The least time :func:`resolve` is given to start a server: a test class, and the command line, pass
+#: ``max(their connect timeout, START_TIMEOUT)`` (``initdb`` alone may take seconds on a slow machine).
+START_TIMEOUT = 30.0
 
 _URL_HELP = (
     "an existing server: set database_url = 'postgresql://user:password@host:5432/postgres' on the "
@@ -60,8 +63,12 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
         )
     configured = database_url or os.environ.get(ENV_URL, "").strip()
     if way in ("", "url") and configured:
+        from elefast._server import readiness as _readiness  # here: the supervisor runs without SQLAlchemy
+
         source = "the test class's database_url" if database_url else ENV_URL
+        _readiness.configured(configured, source)  # nothing elefast starts: a refused connection is final
         _say(f"using the server from {source}: {_shown(configured)}")
+        CHOSEN["way"] = "url"
         return configured
     if way == "url":
         raise ServerNotConfiguredError(f"{ENV_SERVER}=url, but no URL is configured. Use {_URL_HELP}.")
@@ -75,6 +82,7 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
             started = time.monotonic()
             url = ensure_local_server(timeout=timeout, driver=driver)
             _say_local(way, time.monotonic() - started)
+            CHOSEN["way"] = "local"
             return url
         except BinariesNotFoundError as error:
             if way == "local":
@@ -89,6 +97,7 @@ def resolve(database_url: Optional[Union[str, URL]] = None, *, is_async: bool = 
             first = local_problem.splitlines()[0] if local_problem else "skipped"
             why = f"{ENV_SERVER}=docker" if way else f"no URL configured and no local PostgreSQL ({first})"
             _say(f"using a Docker container ({why}): {_shown(url)}")
+            CHOSEN["way"] = "docker"
             return url
         except DockerUnavailableError as error:
             if way == "docker":
@@ -115,11 +124,14 @@ def prestart(database_url: Optional[Union[str, URL]] = None) -> None:
 
 
 _SAID: Set[str] = set()
+#: What the last :func:`resolve` chose: ``way`` (url, local, docker) and ``said`` (why, as logged); doctor reports it.
+CHOSEN: Dict[str, str] = {}
 
 
 def _say(message: str, key: Optional[str] = None) -> None:
     """Log where the server comes from, once per process and ``key`` (every class asks)."""
     key = key or message
+    CHOSEN["said"] = message
     if key not in _SAID:
         _SAID.add(key)
         logger.info("%s", message)

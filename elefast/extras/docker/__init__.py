@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sqlalchemy import URL
 
-from elefast.errors import ConfigurationError, DatabaseNotReadyError
+from elefast.errors import ConfigurationError, DatabaseNotReadyError, DockerUnavailableError
 from elefast.extras.docker.configuration import Configuration, Container, Credentials, Optimizations
 
 try:
@@ -186,7 +186,7 @@ def postgres(
     with the same image and settings; one elefast created with other settings
     is replaced; one elefast did not create is never touched (a clear error).
     """
-    client = docker or docker_sdk.from_env()
+    client = _client(docker)
     config = config or Configuration()
     config.optimizations.validate()
     container_port, host_port = _ports(config)
@@ -209,6 +209,21 @@ def postgres(
     if not keep_container_around:
         atexit.register(_remove_quietly, client, container.id)
     return url
+
+
+def _client(given: Optional[DockerClient]) -> DockerClient:
+    """``given``, or ``docker.from_env()``, once a daemon answers it (:class:`DockerUnavailableError` if none)."""
+    try:
+        client = given or docker_sdk.from_env()
+        client.ping()
+    except (docker_sdk.errors.DockerException, OSError) as error:  # requests' ConnectionError is an OSError
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise DockerUnavailableError(
+            f"No Docker daemon answers ({type(error).__name__}: {reason}). Start Docker, or set DOCKER_HOST to "
+            "where its daemon listens; or use another server: ELEFAST_DATABASE_URL, or a local PostgreSQL "
+            "(pip install 'elefast[server]')."
+        ) from error
+    return client
 
 
 def _existing(client: DockerClient, name: str, digest: str) -> Optional[Any]:
