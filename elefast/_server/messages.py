@@ -28,7 +28,7 @@ def not_ready(url: URL, timeout: float, attempts: int, error: BaseException) -> 
 
 
 def refused(url: URL, source: str, error: BaseException) -> str:
-    """Nothing listens where a configured URL points: said at once, with where the URL came from."""
+    """Nothing listens where a configured URL points: said within seconds, with where the URL came from."""
     return (
         f"Nothing answers at {_urls.safe_url(url)} (from {source}): the connection was refused "
         f"({_sql.hide_secret(first_line(error), url.password)}). Start the server there, or fix the host "

@@ -9,7 +9,9 @@ The sync and async servers differ only in how they probe and sleep.
 A server whose URL was configured (:func:`configured`: the test class's ``database_url``,
 ``ELEFAST_DATABASE_URL``, a command's ``--url``) is one elefast did not start: nothing will
 come to listen there while we wait, so a refused connection (no server on that port, no
-socket file) is final at once, and the message says where the URL came from. Servers
+socket file) is final after a short grace (:data:`REFUSED_GRACE`: a server restarting, or a
+container whose port has just opened, answers within it), and the message says where the
+URL came from. Servers
 elefast starts (the throwaway local one, a Docker container) are retried until the timeout
 while they come up.
 """
@@ -27,7 +29,10 @@ from elefast._base import sql as _sql
 from elefast._server import messages as _messages
 from elefast.errors import DatabaseNotReadyError, ServerFullError
 
-__all__ = ["Attempts", "configured", "is_refused", "source_of"]
+__all__ = ["REFUSED_GRACE", "Attempts", "configured", "is_refused", "source_of"]
+
+#: Seconds a configured URL that refuses connections is tried again before the refusal is final.
+REFUSED_GRACE = 2.0
 
 _SOURCES: Dict[Tuple[object, ...], str] = {}
 _LOCK = threading.Lock()
@@ -81,7 +86,8 @@ class Attempts:
 
     def __init__(self, url: URL, timeout: float, interval: float) -> None:
         self.url, self.timeout, self.interval = url, timeout, interval
-        self.deadline = time.monotonic() + timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
         self.count = 0
 
     def next_budget(self) -> float:
@@ -93,8 +99,11 @@ class Attempts:
         """Seconds to wait before the next attempt, or raise: the error is final, or time is up."""
         _messages.raise_if_fatal(error, self.url)
         source = source_of(self.url)
-        if source is not None and is_refused(error):  # nobody started it: nothing will come to listen
-            raise DatabaseNotReadyError(_messages.refused(self.url, source, error)) from error
+        if source is not None and is_refused(error):  # nobody started it: after a grace, nothing will come
+            left = self.started + min(REFUSED_GRACE, self.timeout) - time.monotonic()
+            if left <= 0:
+                raise DatabaseNotReadyError(_messages.refused(self.url, source, error)) from error
+            return min(self.interval, left)
         if time.monotonic() + self.interval >= self.deadline:
             if _sql.is_server_full(error):  # it answered: "did not answer" would point the wrong way
                 raise ServerFullError(_messages.server_full(self.url, waited=self.timeout)) from error
