@@ -5,7 +5,7 @@ run does first, with the same code: :func:`elefast.provision.resolve` picks the 
 (``ELEFAST_DATABASE_URL``, else the throwaway local server, which it starts or joins as a
 test run would, else Docker; a test class's ``database_url`` is set in code and not visible
 here), the URL is parsed for the driver the run would use, the server must answer within
-``--timeout`` (a refused connection to a configured URL fails at once, as in a run), the
+``--timeout`` (a refused connection to a configured URL fails within 2 s, as in a run), the
 role must be a superuser or have CREATEDB, and a template database is built and cloned (a
 one-table schema, dropped again). It says OK only when all of that worked; otherwise it
 prints the run's own error with its fix and exits 1. Every missing package comes with the

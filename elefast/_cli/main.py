@@ -19,7 +19,7 @@ socket and holds no password).
 Every ``--timeout`` means one thing, with one default (:data:`TIMEOUT`, 10 s, a test class's
 ``connect_timeout``): how long to wait for the server to answer. Starting the throwaway server
 is given at least :data:`elefast.provision.START_TIMEOUT` (30 s), as in a test run. A URL you
-configured (``--url``, ``ELEFAST_DATABASE_URL``) at which nothing listens fails at once, saying
+configured (``--url``, ``ELEFAST_DATABASE_URL``) at which nothing listens fails within 2 s, saying
 where it came from. ``--json`` prints JSON on stdout, errors included (``{"error": ...}``).
 """
 
