@@ -76,7 +76,8 @@ def _refuse(name: str, value: Any, fix: str) -> ConfigurationError:
 class _Settings:
     """The arguments checked once: what each instance does with them (settings, encoding)."""
 
-    def __init__(self, settings: Dict[str, Any]) -> None:
+    def __init__(self, given: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> None:
+        settings = {**(DEFAULT_SETTINGS if defaults is None else defaults), **given}
         unknown = sorted(set(settings) - set(DEFAULT_SETTINGS) - {"boot_timeout"})
         if unknown:  # testing.postgresql kept them and did nothing: say so, do not fail a working suite
             warnings.warn(f"Postgresql(): {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not "
@@ -151,7 +152,7 @@ def _server(schema: Any, timeout: float) -> DatabaseServer:
 
 
 def _public_url(url: URL) -> URL:
-    """``url`` as drivers of every kind take it: libpq's scheme, TCP where the local server allows."""
+    """``url`` as drivers of every kind take it: libpq's scheme, TCP (with the local server's password)."""
     from elefast.provision.local import tcp_url
 
     return (tcp_url(url) or url).set(drivername="postgresql")
@@ -195,10 +196,13 @@ class Postgresql:
     server of one's own. ``boot_timeout`` bounds how long reaching the server may take.
     """
 
+    #: testing.postgresql's defaults (a suite may replace them, as with testing.postgresql; they are checked).
+    DEFAULT_SETTINGS: Dict[str, Any] = dict(DEFAULT_SETTINGS)
+
     def __init__(self, **settings: Any) -> None:
         server = settings.pop("_elefast_server", None)
-        checked = settings.pop("_elefast_settings", None) or _Settings(settings)
-        self.settings: Dict[str, Any] = {**DEFAULT_SETTINGS, **settings}
+        checked = settings.pop("_elefast_settings", None) or _Settings(settings, self.DEFAULT_SETTINGS)
+        self.settings: Dict[str, Any] = {**self.DEFAULT_SETTINGS, **settings}
         self._checked = checked
         self._server: Optional[DatabaseServer] = server
         self._database: Optional[Database] = None
@@ -210,13 +214,13 @@ class Postgresql:
     def _on(cls, url: URL) -> Postgresql:
         """An instance on an existing database (the template a factory's handler fills)."""
         instance = cls.__new__(cls)
-        instance._checked, instance._server, instance._database = _Settings({}), None, None
-        instance._url = _public_url(url)
-        instance.settings = {**DEFAULT_SETTINGS, "port": instance._url.port or 5432}
+        instance._checked, instance._server, instance._database = _Settings({}, DEFAULT_SETTINGS), None, None
+        instance._url = url
+        instance.settings = {**DEFAULT_SETTINGS, "port": url.port or 5432}
         return instance
 
     def __repr__(self) -> str:
-        shown = self._url.render_as_string(hide_password=True) if self._url else "not started"
+        shown = _public_url(self._url).render_as_string(hide_password=True) if self._url else "not started"
         return f"Postgresql({shown})"
 
     def start(self) -> None:
@@ -232,7 +236,7 @@ class Postgresql:
             database.drop()
             raise
         self._database = database
-        self._url = _public_url(database.url)
+        self._url = database.url
         self.settings["port"] = self._url.port or 5432
 
     def setup(self) -> None:
@@ -243,8 +247,12 @@ class Postgresql:
         return self._url is not None
 
     def dsn(self, **kwargs: Any) -> Dict[str, Any]:
-        """Connection keywords for any driver: ``host``, ``port``, ``user``, ``database`` (and
-        ``password`` when the server needs one); ``kwargs`` override them (``dsn(database='postgres')``)."""
+        """testing.postgresql's connection keywords: ``host``, ``port``, ``user``, ``database``;
+        ``kwargs`` override them (``dsn(database='postgres')``).
+
+        On the throwaway local server ``host`` is its socket directory (psycopg2, psycopg and asyncpg
+        take it; pg8000 wants :meth:`url`); a password is added only when ``ELEFAST_DATABASE_URL`` has one.
+        """
         url = self._started()
         params: Dict[str, Any] = dict(kwargs)
         params.setdefault("port", url.port or 5432)
@@ -260,10 +268,9 @@ class Postgresql:
 
         ``kwargs`` override parts as for :meth:`dsn`.
         """
-        url = self._started()
-        params = self.dsn(**kwargs)
-        url = url.set(host=params["host"], port=int(params["port"]), username=params["user"],
-                      database=params["database"], password=params.get("password"))
+        url = _public_url(self._started())
+        url = url.set(host=kwargs.get("host", url.host), port=int(kwargs.get("port", url.port or 5432)),
+                      username=kwargs.get("user", url.username), database=kwargs.get("database", url.database))
         return url.render_as_string(hide_password=False)
 
     def stop(self, *args: Any) -> None:
@@ -335,7 +342,7 @@ class PostgresqlFactory:
         self.settings: Dict[str, Any] = dict(kwargs)
         handler = self.settings.pop("on_initialized", None)
         cached = bool(self.settings.pop("cache_initialized_db", None))
-        self._checked = _Settings(self.settings)
+        self._checked = _Settings(self.settings, self.target_class.DEFAULT_SETTINGS)
         self._server: Optional[DatabaseServer] = None
         if cached and handler is not None:
             self._server = _server(_Initializer(handler), self._checked.timeout)
