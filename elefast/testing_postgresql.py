@@ -190,8 +190,9 @@ def _same(connection: Connection, name: str, value: str) -> bool:
 class Postgresql:
     """A fresh database on elefast's server, with testing.postgresql's ``Postgresql`` interface.
 
-    ``Postgresql()`` clones an empty database from the pool (a factory's: its template);
-    :meth:`stop` (or leaving the ``with`` block, or garbage collection) drops it. The
+    ``Postgresql()`` takes a fresh clone from the pool (an empty database; a factory's: its
+    template); :meth:`stop` (or leaving the ``with`` block, or garbage collection) hands it back
+    to be dropped in the background. The
     arguments are testing.postgresql's: see the module's docstring for those that need a
     server of one's own. ``boot_timeout`` bounds how long reaching the server may take.
     """
@@ -229,7 +230,9 @@ class Postgresql:
             return
         server = self._server or _server(None, self._checked.timeout)
         self._server = server
-        database = server.create_database(PREFIX, self._checked.encoding)
+        core, prefix, encoding = core_of(server), _sql.safe_prefix(PREFIX), self._checked.encoding
+        _name, engine = core.take(core.templates.get(prefix, encoding), prefix, encoding)  # kept ahead from now on
+        database = Database(engine, server, on_drop=core.release)  # stop(): dropped in the background
         try:
             _apply(database, self._checked.options)
         except BaseException:
@@ -274,7 +277,8 @@ class Postgresql:
         return url.render_as_string(hide_password=False)
 
     def stop(self, *args: Any) -> None:
-        """Drop the database (its connections are ended); calling it again is harmless."""
+        """Hand the database back: it is dropped in the background, connections still open to it
+        ended (as testing.postgresql's stopped server ended them); calling it again is harmless."""
         database, self._database, self._url = self._database, None, None
         if database is not None:
             database.drop()
@@ -395,3 +399,5 @@ skipIfNotFound = skipIfNotInstalled = _SkipIfNotFound()
 
 testing = types.SimpleNamespace(postgresql=sys.modules[__name__])
 """``from elefast.testing_postgresql import testing`` keeps ``testing.postgresql.Postgresql`` working."""
+
+_provision.prestart()  # the suite imports this to use a server: start the local one while it imports the rest

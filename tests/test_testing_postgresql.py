@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 import uuid
 
@@ -90,6 +91,9 @@ class TestingPostgresqlTests(unittest.TestCase):
                 self.assertNotEqual(second.dsn()["database"], dsn["database"])
                 self.assertEqual(rows(second, "SELECT to_regclass('mine') IS NULL"), [(True,)])
         self.assertFalse(first.is_alive())
+        deadline = time.monotonic() + 30  # dropped in the background, as the pool does for the test cases
+        while support.databases(dsn["database"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.assertEqual(support.databases(dsn["database"]), [])
         first.stop()  # twice: harmless
 
