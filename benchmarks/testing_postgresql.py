@@ -3,7 +3,7 @@
 Run::
 
     python benchmarks/testing_postgresql.py [--runs 5] [--tests 20] [--user postgres]
-        [--python /path/to/venv/bin/python] [--project DIR MODULE ...]
+        [--python /path/to/venv/bin/python] [--project DIR "TESTS..." ...] [--path python]
 
 Each measurement is the wall time of a fresh process (imports, server start and every instance:
 what a suite pays), the two ways alternating, and the table shows the medians and their ratio:
@@ -13,7 +13,7 @@ what a suite pays), the two ways alternating, and the table shows the medians an
 - ``factory + on_initialized``: the same with ``PostgresqlFactory(cache_initialized_db=True,
   on_initialized=handler)``, the handler making and filling the table once;
 - ``one shared instance``: one ``Postgresql()`` for the whole run (``setUpModule``), every test on it;
-- ``--project DIR MODULE``: a real project's suite (``python -m unittest MODULE`` in ``DIR``), run as
+- ``--project DIR TESTS``: a real project's suite (``python -m unittest TESTS`` in ``DIR``), run as
   it is and as a copy in which each ``import testing.postgresql`` line became
   ``from elefast.testing_postgresql import testing`` (the whole port). Give it more than once.
 
@@ -104,8 +104,13 @@ for number in range({tests}):
 
 
 def command(args: argparse.Namespace, argv: Sequence[str]) -> List[str]:
-    """``argv`` run as ``--user`` (with PostgreSQL's binaries on PATH for testing.postgresql)."""
-    env = ["env", f"PATH={args.bindir}:{os.environ.get('PATH', '')}", f"PYTHONPATH={ROOT}:."]
+    """``argv`` run as ``--user`` (with PostgreSQL's binaries on PATH for testing.postgresql).
+
+    elefast comes from ``args.site``, a folder holding only a link to this checkout's package:
+    the checkout's own ``tests`` package must not hide a project's.
+    """
+    path = ":".join([str(args.site), ".", *args.path])
+    env = ["env", f"PATH={args.bindir}:{os.environ.get('PATH', '')}", f"PYTHONPATH={path}"]
     for name in ("ELEFAST_DATABASE_URL", "ELEFAST_SERVER", "ELEFAST_POSTGRES_BINDIR"):
         if os.environ.get(name):
             env.append(f"{name}={os.environ[name]}")
@@ -164,20 +169,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     parser.add_argument("--bindir", default=str(found[-1]) if found else "/usr/bin",
                         help="where initdb and postgres are, for testing.postgresql")
-    parser.add_argument("--project", nargs=2, action="append", default=[], metavar=("DIR", "MODULE"))
+    parser.add_argument("--project", nargs=2, action="append", default=[], metavar=("DIR", "TESTS"),
+                        help="a project's folder and what to run there (unittest names, space-separated)")
     parser.add_argument("--only-projects", action="store_true", help="skip the synthetic suites")
+    parser.add_argument("--path", action="append", default=[],
+                        help="add to PYTHONPATH (relative: in the suite's folder)")
     args = parser.parse_args(argv)
     if os.geteuid() == 0 and not args.user:
         parser.error("testing.postgresql's initdb refuses root: give --user postgres (and a --python it can read)")
     work = Path(tempfile.mkdtemp(prefix="tpg-bench-"))
     os.chmod(work, 0o755)
+    args.site = work / "site"
+    args.site.mkdir()
+    (args.site / "elefast").symlink_to(ROOT / "elefast")
     try:
         suites: Dict[str, Tuple[Dict[str, Path], str]] = {}
         if not args.only_projects:
             for name, folders in scenarios(args, work).items():
                 suites[name] = (folders, "test_suite")
         for directory, module in args.project:
-            suites[f"{Path(directory).name}: {module}"] = (ported(Path(directory).resolve(), work), module)
+            suites[f"{Path(directory).name} (real project)"] = (ported(Path(directory).resolve(), work), module)
         subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
         rows = []
         for name, (folders, module) in suites.items():
@@ -185,7 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             outcome: Dict[str, str] = {}
             for _run in range(args.runs):
                 for way in IMPORTS:
-                    seconds, passed, tail = timed(args, [args.python, "-m", "unittest", "-q", module], folders[way])
+                    unittest = [args.python, "-m", "unittest", "-q", *module.split()]
+                    seconds, passed, tail = timed(args, unittest, folders[way])
                     times[way].append(seconds)
                     if not passed:
                         outcome[way] = f"FAILED: {tail}"

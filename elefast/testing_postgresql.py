@@ -26,10 +26,13 @@ with one line saying what to do, except those the shared server can honour per d
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shlex
 import sys
 import threading
 import types
+import unittest
 import warnings
 from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
 
@@ -367,9 +370,6 @@ class _SkipIfNotFound:
     """``@skipIfNotFound``: skip when elefast can find no server (no URL, no binaries, no Docker extra)."""
 
     def __call__(self, arg: Any = None) -> Any:
-        import os
-        import unittest
-
         def decorate(function: Any, path: Optional[str] = None) -> Any:
             missing = not os.path.exists(path) if path else not _server_available()
             return unittest.skipIf(missing, "PostgreSQL not found")(function)
@@ -380,9 +380,6 @@ class _SkipIfNotFound:
 
 
 def _server_available() -> bool:
-    import importlib.util
-    import os
-
     if os.environ.get(_provision.ENV_URL, "").strip():
         return True
     from elefast.provision.binaries import find_binaries
