@@ -59,6 +59,7 @@ class TestingPostgresqlTests(unittest.TestCase):
         self.prefix = support.unique_prefix("tpg")
         self.saved_prefix = testing_postgresql.PREFIX
         testing_postgresql.PREFIX = self.prefix
+        testing_postgresql._RESOLVED["url"] = support.server_url()  # the server these tests look at
         self.addCleanup(self.cleanup)
 
     def cleanup(self):
@@ -204,7 +205,7 @@ class TestingPostgresqlTests(unittest.TestCase):
             os.kill(os.getpid(), signal.SIGKILL)
         """)
         out = subprocess.run([sys.executable, "-c", code], cwd=str(support.ROOT), capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, env={**os.environ, "ELEFAST_DATABASE_URL": support.server_url()})
         self.assertEqual(out.returncode, -signal.SIGKILL, out.stderr)
         names = out.stdout.split()
         self.assertEqual(len(names), 3)
