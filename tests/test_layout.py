@@ -22,7 +22,7 @@ ALLOWED: Dict[str, Set[str]] = {
              "provision", "extras", "elefast", "queries", "snapshots"},
 }
 PUBLIC_TOP = {"__init__", "__main__", "errors", "sync", "asyncio", "testcase", "pytest_plugin", "migrators",
-              "sql_files", "extensions", "queries", "snapshots"}
+              "sql_files", "extensions", "queries", "snapshots", "testing_postgresql"}
 
 
 def modules() -> Dict[str, Path]:

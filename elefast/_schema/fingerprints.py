@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from elefast.errors import ConfigurationError
 
-__all__ = ["Unsafe", "identity", "own_fingerprint", "project_imports", "rebuild_requested"]
+__all__ = ["Unsafe", "callable_identity", "identity", "own_fingerprint", "project_imports", "rebuild_requested"]
 
 
 def rebuild_requested() -> bool:
@@ -85,6 +85,43 @@ def identity(schema: Any) -> Tuple[Optional[str], str]:
     except Unsafe as reason:
         return None, f"{kind.__name__} cannot be fingerprinted safely: {reason}"
     return digest.hexdigest(), ""
+
+
+def callable_identity(function: Any, where: str) -> Optional[str]:
+    """A hook function's identity (a factory's ``on_initialized``): its code and what it reads, as for
+    a migrator's methods, and the contents of the files its text constants name (``open("schema.sql")``,
+    ``SCHEMA = "schema.sql"``: beside the working directory or the function's own file). None (a
+    template for this process only) for what is not a plain Python function."""
+    if not isinstance(function, types.FunctionType):
+        return None
+    try:
+        parts = [_function(function, where)]
+    except Unsafe:
+        return None
+    base = os.path.dirname(function.__code__.co_filename)
+    texts = set(_texts(function.__code__)) | set(_texts(function.__code__, names_of=function.__globals__))
+    for name in sorted(texts):
+        for candidate in (name, os.path.join(base, name)):
+            if 0 < len(name) < 1024 and "\n" not in name and os.path.isfile(candidate):
+                with open(candidate, "rb") as handle:
+                    parts.append(f"file {name} {hashlib.sha256(handle.read()).hexdigest()}")
+                break
+    return "\n".join(parts)
+
+
+def _texts(code: types.CodeType, names_of: Optional[Dict[str, Any]] = None) -> Iterator[str]:
+    """The text constants of ``code`` (nested code too), or, with ``names_of``, the texts its globals hold."""
+    if names_of is not None:
+        for name in _names(code):
+            value = names_of.get(name)
+            if isinstance(value, str):
+                yield value
+        return
+    for const in code.co_consts:
+        if isinstance(const, str):
+            yield const
+        elif isinstance(const, types.CodeType):
+            yield from _texts(const)
 
 
 def _from_elefast(cls: type) -> bool:
