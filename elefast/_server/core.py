@@ -346,7 +346,7 @@ class ServerCore:
     def _drop_behind(self) -> Optional[str]:
         """The admin URL (password included) for a detached dropper, if this process, ending now,
         leaves what it owns to one (see :mod:`elefast._server.dropper`); else None."""
-        if exiting() and _dropper.behind_wanted(self.room.disk is not None):
+        if exiting() and not _budget.is_lean() and _dropper.behind_wanted(self.room.disk is not None):
             return self.admin.url.render_as_string(hide_password=False)
         return None
 

@@ -16,7 +16,8 @@ If the dropper is killed, or cannot connect, the databases are orphans like any 
 next sweep drops them. ``ELEFAST_DROP_AT_EXIT=here`` makes a process drop them itself before it
 ends, ``=behind`` always hands them over; the default hands them over except on elefast's own
 throwaway local server, whose drops are quick (``fsync = off``) and whose supervisor stops it
-after its last process.
+after its last process. A process short of connections (a small server: lean mode) drops them
+itself over the connection it holds, rather than have the dropper need another.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["DROPPER_SECONDS", "ENV_DROP_AT_EXIT", "behind_wanted", "hand_over", "main"]
 
@@ -81,6 +82,19 @@ def _state(connection: object, names: Sequence[str]) -> Dict[str, Optional[bool]
             for name, template, note in rows}
 
 
+def _connect(engine: Any, until: float) -> Any:
+    """A connection, tried again while the server is full (its last clients are still ending)."""
+    from elefast._base import sql as _sql
+
+    while True:
+        try:
+            return engine.connect()
+        except Exception as error:
+            if not _sql.is_server_full(error) or time.monotonic() > until:
+                raise
+            time.sleep(0.2)
+
+
 def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS) -> List[str]:
     """Drop ``names`` once nobody owns them (see the module docstring); return those dropped."""
     from sqlalchemy import create_engine, text
@@ -91,10 +105,11 @@ def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS
 
     engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     started = time.monotonic()
+
     pending = list(dict.fromkeys(names))
     dropped: List[str] = []
     try:
-        with engine.connect() as connection:
+        with _connect(engine, started + seconds / 3) as connection:
             while pending and time.monotonic() - started < seconds:
                 state = _state(connection, pending)
                 for name in list(pending):
