@@ -387,7 +387,7 @@ def _close(ledger: ownership.Ledger, stop_pool: Callable[[bool], List[str]], clo
     left goes to a detached dropper, and the process ends without waiting for the drops)."""
     url = drop_behind()
     stop_pool(url is not None)
-    names = ledger.take_owned()
+    names = ledger.take_owned(close=url is not None)  # the pool's threads may still be running
     if url is None or not _dropper.hand_over(url, names):
         close_connections()
         drop_names(names)

@@ -10,7 +10,8 @@ line, which other users see), and for each name, within :data:`DROPPER_SECONDS`:
 
 - waits until no living process owns it (the ownership lock is free: its process has ended),
   and for a clone whose ``CREATE DATABASE`` was still running to appear (briefly);
-- drops it only if it is still marked as elefast's (a template is unmarked first).
+- drops it only if it is marked as elefast's (a template is unmarked first); a name not marked
+  within :data:`APPEAR_SECONDS` is left alone.
 
 If the dropper is killed, or cannot connect, the databases are orphans like any other: the
 next sweep drops them. ``ELEFAST_DROP_AT_EXIT=here`` makes a process drop them itself before it
@@ -37,8 +38,9 @@ URL_VARIABLE = "ELEFAST_DROP_URL"
 NAMES_VARIABLE = "ELEFAST_DROP_NAMES"
 #: How long the dropper works at most before it leaves the rest to the next sweep.
 DROPPER_SECONDS = 30.0
-#: How long a name the dropper cannot see yet (a clone still being created) is waited for.
-APPEAR_SECONDS = 5.0
+#: How long a name the dropper cannot see yet, or not yet marked (a clone still being created:
+#: its mark follows its ``CREATE DATABASE``), is waited for.
+APPEAR_SECONDS = 10.0
 
 
 def behind_wanted(is_local_server: bool) -> bool:
@@ -118,8 +120,9 @@ def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS
                             pending.remove(name)
                         continue
                     template = state[name]
-                    if template is None:  # not marked as elefast's: never dropped
-                        pending.remove(name)
+                    if template is None:  # not marked as elefast's (yet): never dropped unmarked
+                        if time.monotonic() - started > APPEAR_SECONDS:
+                            pending.remove(name)
                         continue
                     key = ownership.owner_key(name)
                     if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
