@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from typing_extensions import Protocol
 
-__all__ = ["SIGNAL_CLEANUP_SECONDS", "at_process_exit", "background_thread", "leave_to_parent",
+__all__ = ["SIGNAL_CLEANUP_SECONDS", "at_process_exit", "background_thread", "exiting", "leave_to_parent",
            "reset_in_forked_child"]
 
 
@@ -202,12 +202,26 @@ def _end_within(seconds: float, code: int) -> None:
         pass
 
 
+#: Set by an atexit hook that runs before the weakref finalizers (see :func:`at_process_exit`).
+_EXITING = threading.Event()
+
+
+def exiting() -> bool:
+    """Whether the process is ending (its exit handlers run), as opposed to a ``close()`` mid-run."""
+    return _EXITING.is_set() or _CLEANING_UP.is_set()
+
+
 def at_process_exit(finalizer: Callable[[], Any]) -> None:
     """Also run ``finalizer`` when a multiprocessing worker exits (it skips atexit: ``os._exit``).
 
     unittest-parallel and stestr-like runners run tests in such workers; without this their
-    databases would wait for the next run's sweep.
+    databases would wait for the next run's sweep. Call it right after making ``finalizer`` (a
+    ``weakref.finalize``): :func:`exiting` is then true while that finalizer runs at exit.
     """
+    import atexit
+
+    atexit.unregister(_EXITING.set)
+    atexit.register(_EXITING.set)  # the latest hook runs first: before weakref's finalizers
     if "multiprocessing" in sys.modules:
         from multiprocessing import util
 

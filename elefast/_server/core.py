@@ -27,12 +27,13 @@ from sqlalchemy.exc import DBAPIError
 from elefast._base import settings as _settings
 from elefast._base import sql as _sql
 from elefast._base.log import logger
-from elefast._base.process import at_process_exit, background_thread, leave_to_parent, reset_in_forked_child
+from elefast._base.process import at_process_exit, background_thread, exiting, leave_to_parent, reset_in_forked_child
 from elefast._engines import budget as _budget
 from elefast._engines import options as _options
 from elefast._engines import urls as _urls
 from elefast._engines.kinds import EngineKind, Work
 from elefast._server import clone_strategy as _clone_strategy
+from elefast._server import dropper as _dropper
 from elefast._server import messages as _messages
 from elefast._server import ownership
 from elefast._server.admin_connections import AdminConnections
@@ -92,7 +93,7 @@ class ServerCore:
         _CORES[server] = self
         reset_in_forked_child(self)
         self._finalizer = weakref.finalize(server, _close, self.ledger, self._stop_pool, self._close_connections,
-                                           self._drop_names)
+                                           self._drop_names, self._drop_behind)
         at_process_exit(self._finalizer)
 
     def __repr__(self) -> str:
@@ -338,9 +339,16 @@ class ServerCore:
         """Stop the pool, drop every database this server still owns, close its connections."""
         self._finalizer()
 
-    def _stop_pool(self) -> List[str]:
+    def _stop_pool(self, quick: bool = False) -> List[str]:
         pool, self._pool = self._pool, None
-        return pool.close() if pool is not None else []
+        return pool.close(timeout=0 if quick else 30) if pool is not None else []
+
+    def _drop_behind(self) -> Optional[str]:
+        """The admin URL (password included) for a detached dropper, if this process, ending now,
+        leaves what it owns to one (see :mod:`elefast._server.dropper`); else None."""
+        if exiting() and not _budget.is_lean() and _dropper.behind_wanted(self.room.disk is not None):
+            return self.admin.url.render_as_string(hide_password=False)
+        return None
 
     def _close_connections(self) -> None:
         self._admin.close_all()
@@ -373,10 +381,16 @@ class ServerCore:
             logger.warning("elefast could not connect to drop %d databases: %s", len(names), error)
 
 
-def _close(ledger: ownership.Ledger, stop_pool: Callable[[], List[str]], close_connections: Callable[[], None],
-           drop_names: Callable[[List[str]], None]) -> None:
-    """The final cleanup (``close()``, the facade collected, or the process exiting)."""
-    stop_pool()
-    close_connections()
-    drop_names(ledger.take_owned())
+def _close(ledger: ownership.Ledger, stop_pool: Callable[[bool], List[str]], close_connections: Callable[[], None],
+           drop_names: Callable[[List[str]], None], drop_behind: Callable[[], Optional[str]]) -> None:
+    """The final cleanup (``close()``, the facade collected, or the process exiting: then what is
+    left goes to a detached dropper, and the process ends without waiting for the drops)."""
+    url = drop_behind()
+    stop_pool(url is not None)
+    names = ledger.take_owned(close=url is not None)  # the pool's threads may still be running
+    if url is None or not _dropper.hand_over(url, names):
+        close_connections()
+        drop_names(names)
+    # else: the admin connections are left to the process's end, which closes their sockets; closing
+    # them here would wait for the statements the pool's threads still run on them
     ledger.owner.close()

@@ -215,19 +215,29 @@ class Ledger:
         self._lock = threading.Lock()
         self._owned: Set[str] = set()
         self._created: Set[str] = set()
+        self._closed = False  # the process is ending: what is owned was handed over, nothing new is claimed
 
     def reset_after_fork(self) -> None:
         """A forked child owns nothing of its parent's and must not inherit a held lock."""
         self._lock = threading.Lock()
         self._owned.clear()
+        self._closed = False
         self.owner.reset_after_fork()
 
     def own(self, name: str) -> None:
-        """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop."""
+        """Claim ``name`` (its ownership lock, before it exists) and record it as ours to drop.
+
+        Raises ``RuntimeError`` once :meth:`take_owned` closed the ledger (the process is ending:
+        a clone the pool was about to make would be nobody's to drop)."""
         self.owner.claim(name)
         with self._lock:
-            self._owned.add(name)
-            self._created.add(name)
+            closed = self._closed
+            if not closed:
+                self._owned.add(name)
+                self._created.add(name)
+        if closed:
+            self.owner.release(name)
+            raise RuntimeError("elefast's server is closing: no new databases")
 
     def disown(self, name: str) -> None:
         """Forget ``name`` after it was dropped (or kept, or handed over as a shared template)."""
@@ -256,11 +266,13 @@ class Ledger:
         with self._lock:
             return name in self._owned
 
-    def take_owned(self) -> List[str]:
-        """Forget and return every owned name, clones before templates (for the final cleanup)."""
+    def take_owned(self, close: bool = False) -> List[str]:
+        """Forget and return every owned name, clones before templates (for the final cleanup);
+        ``close``: claim nothing more (see :meth:`own`)."""
         with self._lock:
             names = sorted(self._owned, key=lambda n: "_tpl_" in n or "_cls_" in n)
             self._owned.clear()
+            self._closed = self._closed or close
         return names
 
 

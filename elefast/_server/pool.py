@@ -329,7 +329,7 @@ class ClonePool:
             self._cond.notify_all()
             threads = list(self._threads)
         for thread in threads:
-            if thread is not threading.current_thread():
+            if thread is not threading.current_thread() and timeout > 0:  # 0: the process is ending
                 thread.join(timeout)
         with self._cond:
             names = list(self._drops)
