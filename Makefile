@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup bench-fixture bench-app docs clean
+.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup bench-fixture bench-app bench-exit docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -49,12 +49,16 @@ bench: install  ## Every speed figure in one run, each beside its physical limit
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
 	$(PY) benchmarks/app_engines.py
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/clone_curve.py --svg docs/pages/img/per-test-cost.svg
+	$(PY) benchmarks/exit_time.py --url $(TEST_DATABASE_URL)
 
 bench-startup: install  ## Time the no-setup server: local server start, first test, Docker
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
 
 bench-fixture: install  ## create_database() per test from a pytest fixture: this package vs upstream, disk and tmpfs
 	$(PY) benchmarks/fixture_api.py --local
+
+bench-exit: install  ## How long a process takes to end after its last test (disk server, fsync on), dropped behind or here
+	$(PY) benchmarks/exit_time.py --url $(TEST_DATABASE_URL)
 
 bench-app: install  ## Transaction mode with the app's own engine vs plain transaction mode vs the rollback floor
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/app_engines.py
