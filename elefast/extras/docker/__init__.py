@@ -186,9 +186,9 @@ def postgres(
     with the same image and settings; one elefast created with other settings
     is replaced; one elefast did not create is never touched (a clear error).
     """
-    client = _client(docker)
     config = config or Configuration()
-    config.optimizations.validate()
+    config.optimizations.validate()  # a bad configuration is said before Docker is asked anything
+    client = _client(docker)
     container_port, host_port = _ports(config)
     digest = config_hash(config) + (f"-port{host_port}" if host_port and not config.container.database_port else "")
     name = config.container.name
