@@ -212,7 +212,8 @@ _FATAL_PATTERNS = (
 )
 
 
-def _walk_causes(error: BaseException) -> Iterator[BaseException]:
+def walk_causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what caused it (a DBAPI error's ``orig``, ``__cause__``, ``__context__``), once each."""
     seen = set()
     current: Optional[BaseException] = error
     while current is not None and id(current) not in seen:
@@ -228,7 +229,7 @@ def fatal_reason(error: BaseException) -> Optional[str]:
     Looks at the SQLSTATE where the driver reports one (asyncpg) and at the
     server's message otherwise (psycopg reports connection errors as text).
     """
-    for exc in _walk_causes(error):
+    for exc in walk_causes(error):
         sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
         if isinstance(sqlstate, str) and sqlstate in FATAL_SQLSTATES:
             return FATAL_SQLSTATES[sqlstate]
@@ -256,7 +257,7 @@ def is_disk_full(error: BaseException) -> bool:
 
 def _says(error: BaseException, sqlstate: str, pattern: Any) -> bool:
     """Whether ``error`` or one of its causes has ``sqlstate`` or a message matching ``pattern``."""
-    for exc in _walk_causes(error):
+    for exc in walk_causes(error):
         if (getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)) == sqlstate or pattern.search(str(exc)):
             return True
     return False

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Dict, Iterator, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from sqlalchemy import URL
 
@@ -65,20 +65,10 @@ def source_of(url: Union[str, URL]) -> Optional[str]:
         return _SOURCES.get(key) if key is not None else None
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    current: Optional[BaseException] = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
-
-
 def is_refused(error: BaseException) -> bool:
     """Whether nothing listens where ``error``'s connection went (refused port, missing socket file)."""
     return any(isinstance(exc, (ConnectionRefusedError, FileNotFoundError)) or bool(_REFUSED.search(str(exc)))
-               for exc in _causes(error))
+               for exc in _sql.walk_causes(error))
 
 
 class Attempts:
