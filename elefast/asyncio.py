@@ -183,7 +183,7 @@ class AsyncDatabaseServer(ServerBase[AsyncEngine]):
         else:  # the pool's work stays off the loop
             name, _, template = await _aio.to_thread(self._take, prefix, encoding)
         engine = ASYNC.engine(self._core.database_url(name), self._core.engine_options(), template)
-        database = AsyncDatabase(engine, self, self.sessionmaker_factory)
+        database = AsyncDatabase(engine, self, self.sessionmaker_factory, on_drop=self._core.release)
         if keep:
             await database.keep()
         return database

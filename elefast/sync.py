@@ -74,8 +74,10 @@ class Database(DatabaseBase[Engine, Session], AbstractContextManager):  # type: 
 
         If you for some reason do not use this class as a context manager, use
         this to clean up when you don't need it anymore. Calling it twice is
-        harmless. Connections still open to the database are ended. After
-        :meth:`keep`, only the engine is disposed: the database stays.
+        harmless. Connections still open to the database are ended. A database
+        from :meth:`DatabaseServer.create_database` is dropped behind: this returns
+        without waiting for the server. After :meth:`keep`, only the engine is
+        disposed: the database stays.
         """
         if self._begin_drop():
             self.engine.dispose()
@@ -181,16 +183,19 @@ class DatabaseServer(ServerBase[Engine]):
         """Create a fresh database with the schema applied and return it.
 
         Clones come from the server's pool: once the same prefix and encoding
-        were asked for before, the next ones are made ahead in the background,
-        so this returns at once. :meth:`Database.drop` drops the database
-        before it returns. The name is ``<prefix>_<random>``, shortened to fit PostgreSQL's 63
-        bytes with the random part intact (other characters than ASCII letters,
-        digits, ``_`` and ``-`` in ``prefix`` become ``_``). Use the result as a
-        context manager (or call :meth:`Database.drop`) to drop it. With
-        ``keep=True`` (keyword only) it outlives the process, as after
-        :meth:`Database.keep`: marked kept, never swept, listed by
-        ``python -m elefast sweep --dry-run``. With ``snapshot=`` (keyword only; from
-        :meth:`Database.snapshot`), the new database is a copy of that snapshot instead.
+        were asked for before, the next ones are made ahead in the background
+        (each with a connection already open in its engine), so this returns at
+        once. :meth:`Database.drop` returns at once too: the engine is disposed
+        and the database dropped behind, in the background (a process killed
+        before that leaves it to the next run's sweep). The name is
+        ``<prefix>_<random>``, shortened to fit PostgreSQL's 63 bytes with the
+        random part intact (other characters than ASCII letters, digits, ``_`` and
+        ``-`` in ``prefix`` become ``_``). Use the result as a context manager (or
+        call :meth:`Database.drop`) to drop it. With ``keep=True`` (keyword only)
+        it outlives the process, as after :meth:`Database.keep`: marked kept, never
+        swept, listed by ``python -m elefast sweep --dry-run``. With ``snapshot=``
+        (keyword only; from :meth:`Database.snapshot`), the new database is a copy
+        of that snapshot instead.
         """
         if snapshot is not None:
             name, engine, template = _snapshots.clone_of(self, snapshot, prefix), None, None
@@ -198,7 +203,8 @@ class DatabaseServer(ServerBase[Engine]):
             name, engine, template = self._take(prefix, encoding)  # from the pool, made ahead in the background
         if engine is None:
             engine = SYNC.engine(self._core.database_url(name), self._core.engine_options(), template)
-        database = Database(engine, self, self.sessionmaker_factory)
+        # drop() hands it back to the pool, dropped behind as a test case's clone is (no wait)
+        database = Database(engine, self, self.sessionmaker_factory, on_drop=self._core.release)
         if keep:
             database.keep()
         return database

@@ -215,6 +215,14 @@ def alembic_project_failing_halfway(directory):
     return target / "alembic.ini"
 
 
+def gone_soon(name: str, seconds: float = 15.0) -> List[str]:
+    """``[]`` once database ``name`` is gone (dropped behind by a pool), else what is still there."""
+    deadline = time.monotonic() + seconds
+    while databases(name) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return databases(name)
+
+
 def left_after_exit(prefix: str, seconds: float = 35.0) -> List[str]:
     """The databases of ``prefix`` still there once a process that ended has had them dropped.
 

@@ -116,9 +116,9 @@ class OwnershipTests(unittest.TestCase):
         database.drop()  # after keep(), only the engine is disposed
         self.assertEqual(support.databases(database.name), [database.name])
 
-    def test_drop_is_gone_by_name_and_dropped_behind_even_after_a_kill(self):
-        """drop() renames to an owned elefast_gone_* and drops it in the background; a process killed
-        before that leaves a marked orphan that the next sweep takes."""
+    def test_drop_database_is_gone_by_name_and_dropped_behind_even_after_a_kill(self):
+        """drop_database(name) renames to an owned elefast_gone_* and drops it in the background; a
+        process killed before that leaves a marked orphan that the next sweep takes."""
         code = (
             "import logging, os, signal, sys\n"
             "from elefast import DatabaseServer\n"
@@ -126,7 +126,7 @@ class OwnershipTests(unittest.TestCase):
             "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
             "server = DatabaseServer(support.server_url(), debug=True)\n"
             "database = server.create_database(prefix=sys.argv[1])\n"
-            "database.drop()\n"
+            "server.drop_database(database.name)\n"
             "print('gone', database.name, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n"
         )
@@ -138,9 +138,38 @@ class OwnershipTests(unittest.TestCase):
         self.assertEqual(len(renamed), 1, out.stdout)
         gone = renamed[0].rsplit('"', 2)[1]
         self.assertTrue(gone.startswith("elefast_gone_"), gone)
-        self.assertEqual(support.databases(name), [])  # gone by its name when drop() returned
-        self.server.sweep_orphans()
-        self.assertEqual(support.databases(gone), [])  # dropped behind, or swept now
+        self.assertEqual(support.databases(name), [])  # gone by its name when drop_database() returned
+        self.assertEqual(self.swept(gone), [])  # dropped behind, or swept now
+
+    def test_drop_returns_at_once_and_a_kill_before_the_drop_leaves_it_to_the_sweep(self):
+        """Database.drop() hands the clone to the pool's dropper (no rename, no wait); a process killed
+        right after leaves a marked orphan, under its own name, that the next sweep takes."""
+        code = (
+            "import os, signal, sys\n"
+            "from elefast import DatabaseServer\n"
+            "from tests import support\n"
+            "server = DatabaseServer(support.server_url())\n"
+            "database = server.create_database(prefix=sys.argv[1])\n"
+            "with database.engine.connect() as connection:\n"
+            "    connection.exec_driver_sql('SELECT 1')\n"
+            "database.drop()\n"
+            "print('dropped', database.name, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code, self.prefix], cwd=str(support.ROOT), capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(out.returncode, -signal.SIGKILL, out.stderr)
+        name = out.stdout.split("dropped ", 1)[1].split()[0]
+        self.assertEqual(self.swept(name), [])  # dropped behind before the kill, or an orphan swept now
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
+    def swept(self, name):
+        """Sweep until ``name`` is gone (a killed client's backend may hold its lock a moment longer)."""
+        deadline = time.monotonic() + 10
+        while support.databases(name) and time.monotonic() < deadline:
+            self.server.sweep_orphans()
+            time.sleep(0.05)
+        return support.databases(name)
 
     def test_kept_databases_are_never_swept(self):
         """A database kept for inspection is not an orphan."""
@@ -229,9 +258,11 @@ class OwnershipTests(unittest.TestCase):
         key = ownership.owner_key(database.name)
         with support.psycopg.connect(support.libpq_dsn(), autocommit=True) as conn:
             self.assertFalse(conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
-            database.drop()
-            time.sleep(0.05)
-            self.assertTrue(conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+            database.drop()  # dropped behind: the lock goes with the database
+            deadline = time.monotonic() + 15
+            while not conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                self.assertLess(time.monotonic(), deadline, "the lock outlived the drop")
+                time.sleep(0.02)
             conn.execute("select pg_advisory_unlock(%s)", (key,))
 
 

@@ -33,7 +33,7 @@ class UpstreamSyncUsageTests(unittest.TestCase):
                 session.execute(posts.insert().values(title="hello"))
                 session.commit()
                 self.assertEqual(session.execute(select(posts.c.title)).scalars().all(), ["hello"])
-        self.assertEqual(support.databases(database.name), [])
+        self.assertEqual(support.gone_soon(database.name), [])  # dropped behind
 
     def test_parametrized_node_name_as_prefix(self):
         server = DatabaseServer(support.server_url())
@@ -78,7 +78,7 @@ class UpstreamSyncUsageTests(unittest.TestCase):
 
     def test_a_database_per_test_from_the_pool_is_gone_when_dropped(self):
         """A fixture calling create_database() per test: from the second call on, clones come from the
-        pool; each is gone by its name when drop() returns; close() leaves nothing."""
+        pool; drop() returns at once and each is dropped behind; close() leaves nothing."""
         server = DatabaseServer(support.server_url(), schema=MetadataMigrator(metadata))
         names = []
         for _ in range(6):
@@ -88,7 +88,7 @@ class UpstreamSyncUsageTests(unittest.TestCase):
                     session.execute(posts.insert().values(title="mine"))
                     session.commit()
             names.append(database.name)
-            self.assertEqual(support.databases(database.name), [])
+            self.assertEqual(support.gone_soon(database.name), [])
         self.assertEqual(len(set(names)), 6)
         server.close()
         self.assertEqual(support.databases(self.prefix + "_________________"), [])
@@ -108,7 +108,7 @@ class UpstreamAsyncUsageTests(unittest.IsolatedAsyncioTestCase):
                     await session.commit()
                     titles = (await session.execute(select(posts.c.title))).scalars().all()
             self.assertEqual(titles, ["hello"])
-            self.assertEqual(support.databases(database.name), [])
+            self.assertEqual(support.gone_soon(database.name), [])  # dropped behind
         kept = await server.create_database(prefix=prefix, keep=True)
         await server.close()
         self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{kept.name}" WITH (FORCE)')
