@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
@@ -213,6 +214,18 @@ def alembic_project_failing_halfway(directory):
                     ignore=shutil.ignore_patterns("__pycache__"))
     (target / "migrations" / "versions" / "0003_halfway.py").write_text(FAILING_REVISION)
     return target / "alembic.ini"
+
+
+#: Set by CI (``.ci/run``) for its runs on the oldest and newest Python: the tests marked
+#: :func:`once_per_ci` are skipped there and run once, in the README's run.
+SECONDARY_RUN = os.environ.get("ELEFAST_TESTS_SECONDARY") == "1"
+
+
+def once_per_ci(cls: Any) -> Any:
+    """Mark a test class that checks the server, the machine or the docs rather than the Python
+    version (a full server, a full disk, detached checkouts, the docs site, init's scaffolds):
+    skipped on CI's extra Python runs, which would only repeat it."""
+    return unittest.skipIf(SECONDARY_RUN, "run once per CI, on the README's run (ELEFAST_TESTS_SECONDARY=1)")(cls)
 
 
 def gone_soon(name: str, seconds: float = 15.0) -> List[str]:

@@ -30,6 +30,7 @@ def gone(name, within=15.0):
     return False
 
 
+@support.once_per_ci
 class CheckoutTests(unittest.TestCase):
     def checkout(self, *extra):
         result = elefast("checkout", "--schema", "examples.legacy_shop.db:Base", "--json", *extra)

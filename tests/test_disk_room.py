@@ -78,6 +78,7 @@ stop_local_server()
 """
 
 
+@support.once_per_ci
 class DiskRoomTests(unittest.TestCase):
     def test_a_small_tmpfs_is_never_filled(self):
         if os.name != "posix" or os.geteuid() != 0:

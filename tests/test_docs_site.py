@@ -62,6 +62,7 @@ def text_of(path: Path) -> str:
 
 
 @unittest.skipUnless(HAVE_MKDOCS, WHY_SKIPPED)
+@support.once_per_ci
 class BuiltSiteTests(unittest.TestCase):
     site: ClassVar[Path]
     pages: ClassVar[Dict[Path, _Page]]
@@ -182,6 +183,7 @@ class BuiltSiteTests(unittest.TestCase):
             self.assertIn(step, words)
 
 
+@support.once_per_ci
 class PicturesTests(unittest.TestCase):
     def test_every_svg_is_well_formed(self) -> None:
         """A hand-drawn SVG with a typo shows as a broken image; parse each one."""

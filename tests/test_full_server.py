@@ -36,6 +36,7 @@ def collect_elefast_warnings(owner):
     return handler
 
 
+@support.once_per_ci
 class FullServerTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -121,6 +122,7 @@ class FullServerTests(unittest.TestCase):
                 self.assertEqual(connection.exec_driver_sql("select 1").scalar(), 1)
 
 
+@support.once_per_ci
 class AsyncFullServerTests(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
@@ -159,6 +161,7 @@ def have(module):
     return importlib.util.find_spec(module) is not None
 
 
+@support.once_per_ci
 class EightWorkersOnThirtyConnectionsTests(unittest.TestCase):
     """pytest -n 8 and unittest-parallel -j 8 on a server with max_connections = 30: green, with no
     'too many clients', nothing left behind."""
@@ -212,6 +215,7 @@ server.close()
 """
 
 
+@support.once_per_ci
 class SizedUpFrontTests(unittest.TestCase):
     """The first query on a server reads its connection numbers: a small share means lean at once."""
 

@@ -216,6 +216,7 @@ def write(root: Path, files: Dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text))
 
 
+@support.once_per_ci
 class InitStyleTests(unittest.TestCase):
     def project(self, files: Dict[str, str]) -> Path:
         root = Path(tempfile.mkdtemp(prefix="elefast-init-style-"))
