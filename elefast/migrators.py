@@ -302,4 +302,21 @@ def metadata_ddl(metadata: MetaData) -> str:
     except Exception as error:
         raise Unsafe(f"create_all could not be replayed without a database ({type(error).__name__}: "
                      f"{error}); a DDL event listener probably reads from it") from None
-    return "\n".join(parts)
+    return "\n".join(_indexes_in_order(parts))
+
+
+def _indexes_in_order(statements: List[str]) -> List[str]:
+    """``statements`` with each run of ``CREATE INDEX`` sorted: ``create_all`` sends a table's
+    indexes in the order of a set, which string hashing changes from one process to the next
+    (the same MetaData would name a new template per process); their order shapes nothing."""
+    ordered: List[str] = []
+    run: List[str] = []
+    for statement in [*statements, ""]:
+        if statement.startswith(("CREATE INDEX ", "CREATE UNIQUE INDEX ")):
+            run.append(statement)
+            continue
+        ordered += sorted(run)
+        run = []
+        if statement:
+            ordered.append(statement)
+    return ordered

@@ -71,6 +71,23 @@ class FingerprintTests(unittest.TestCase):
         self.assertEqual(fingerprint(schema()), fingerprint(schema()))
         self.assertEqual(fingerprint(schema(trigger="A")), fingerprint(schema(trigger="A")))
 
+    def test_the_same_schema_names_the_same_template_in_every_process(self):
+        """create_all sends a table's indexes in a set's order, which string hashing changes per process:
+        the fingerprint must not (it did: every process built its own template)."""
+        code = (
+            "import sqlalchemy as sa\n"
+            "from elefast import MetadataMigrator\n"
+            "from elefast._schema.fingerprints import identity\n"
+            "m = sa.MetaData()\n"
+            "sa.Table('t', m, sa.Column('id', sa.Integer, primary_key=True), sa.Column('a', sa.Integer, index=True),\n"
+            "         sa.Column('b', sa.Integer, index=True), sa.Column('c', sa.String, index=True),\n"
+            "         sa.Index('ix_t_ab', 'a', 'b'), sa.Index('ux_t_bc', 'b', 'c', unique=True))\n"
+            "print(identity(MetadataMigrator(m))[0])\n"
+        )
+        seen = {support.run_python(code, env={"PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in range(1, 7)}
+        self.assertEqual(len(seen), 1, seen)
+        self.assertNotIn("", seen)
+
     def test_each_kind_of_change_gives_a_new_fingerprint(self):
         base = fingerprint(schema())
         changes = {
