@@ -17,6 +17,13 @@ limit for a per-test clone in the foreground: sequential ``CREATE DATABASE ... T
 clones made in the background (the best of 2 and 3 clients at once), which bounds any package that
 gives each test a fresh clone: the most it can gain over upstream is printed beside the ratio.
 
+A second table splits one process into its steps, each timed inside the process (medians over
+``--rounds`` processes per package, alternating): importing the package (beside the import of
+SQLAlchemy and the driver alone, the floor), the server object and its readiness check, the first
+``create_database()`` (template lookup, the pool's start) with its first query and drop, then per
+test: ``create_database()``, the body (its first connection included), ``drop()``; and the exit
+after the last test (nobody calls ``close()``, as in a fixture).
+
     python benchmarks/fixture_api.py [--tests 100] [--rounds 3] [--url URL] [--local] [--body sleep50]
 """
 
@@ -98,6 +105,56 @@ def test_nothing(number):
 '''
 
 
+# One process's steps, timed inside it (BENCH_IMPL: elefast or upstream); prints one JSON line.
+STEPS = '''
+import json, os, statistics, time
+started = time.perf_counter()
+import sqlalchemy, sqlalchemy.orm, psycopg  # noqa: F401  the floor: what any package here imports first
+from workload import body, metadata
+floor = time.perf_counter()
+URL, IMPL, TESTS, BODY = (os.environ[k] for k in ("BENCH_URL", "BENCH_IMPL", "BENCH_TESTS", "BENCH_BODY"))
+if IMPL == "upstream":
+    from elefast import DatabaseServer
+    imported = time.perf_counter()
+    server = DatabaseServer(URL, metadata=metadata)
+else:
+    from elefast import DatabaseServer, MetadataMigrator
+    imported = time.perf_counter()
+    server = DatabaseServer(URL, schema=MetadataMigrator(metadata))
+server.ensure_is_ready()
+ready = time.perf_counter()
+with server.create_database() as database:
+    with database.session() as session:
+        body(session, BODY)
+first = time.perf_counter()
+steps = {"create": [], "body": [], "drop": []}
+for _ in range(int(TESTS)):
+    a = time.perf_counter()
+    database = server.create_database()
+    b = time.perf_counter()
+    with database.session() as session:
+        body(session, BODY)
+    c = time.perf_counter()
+    database.drop()
+    steps["create"].append(b - a); steps["body"].append(c - b); steps["drop"].append(time.perf_counter() - c)
+out = {"floor": floor - started, "import": imported - floor, "ready": ready - imported, "first": first - ready,
+       **{k: statistics.median(v) for k, v in steps.items()}}
+out = {k: v * 1000 for k, v in out.items()}
+out["last_test"] = time.time()  # the parent times the exit from here: nobody calls close(), as in a fixture
+print(json.dumps(out), flush=True)
+'''
+
+STEP_ROWS = [
+    ("floor", "import sqlalchemy + psycopg (the floor, not counted below)", "once"),
+    ("import", "import elefast", "once"),
+    ("ready", "DatabaseServer(...) + ensure_is_ready()", "once"),
+    ("first", "first create_database() + body + drop (template, pool start)", "once"),
+    ("create", "create_database()", "per test"),
+    ("body", "the body, its first connection included", "per test"),
+    ("drop", "drop()", "per test"),
+    ("exit", "exit after the last test (nobody calls close())", "once"),
+]
+
 BODY = ["work"]  # set from --body
 
 
@@ -123,6 +180,57 @@ def run_suite(python: str, impl: str, url: str, tests: int, floor: bool = False)
     if result.returncode != 0:
         raise RuntimeError(f"{impl} suite failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
     return wall
+
+
+def run_steps(python: str, impl: str, url: str, tests: int) -> Dict[str, float]:
+    """One process's steps in ms (see ``STEPS``)."""
+    import json
+
+    env = dict(os.environ, BENCH_URL=url, BENCH_IMPL=impl, BENCH_TESTS=str(tests), BENCH_BODY=BODY[0],
+               PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1")
+    if impl == "elefast":
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
+    out = subprocess.run([python, "-c", STEPS], cwd=str(HERE), env=env, capture_output=True, text=True, timeout=900)
+    ended = time.time()
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{impl} steps failed:\n{out.stderr[-2000:]}")
+    steps: Dict[str, float] = json.loads(lines[-1])
+    steps["exit"] = (ended - steps.pop("last_test")) * 1000
+    return steps
+
+
+def measure_steps(url: str, tests: int, rounds: int, upstream: str, limit_ms: float) -> List[str]:
+    runs: Dict[str, List[Dict[str, float]]] = {"elefast": [], "upstream": []}
+    for _ in range(rounds):
+        runs["elefast"].append(run_steps(sys.executable, "elefast", url, tests))
+        runs["upstream"].append(run_steps(upstream, "upstream", url, tests))
+    median = {impl: {key: statistics.median(run[key] for run in done) for key in done[0]}
+              for impl, done in runs.items()}
+    lines = [
+        f"Each step, timed inside one process ({tests} tests after the first, {rounds} processes each, medians):",
+        "",
+        "| step | elefast ms | upstream ms | x vs upstream |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, label, when in STEP_ROWS:
+        ours, theirs = median["elefast"][key], median["upstream"][key]
+        ratio = f"{theirs / ours:.2f}" if ours > 0.05 and key != "floor" else ""
+        lines.append(f"| {label} ({when}) | {ours:.1f} | {theirs:.1f} | {ratio} |")
+    fixed = {impl: sum(median[impl][k] for k in ("import", "ready", "first", "exit")) for impl in median}
+    per = {impl: sum(median[impl][k] for k in ("create", "body", "drop")) for impl in median}
+    lines += [
+        f"| fixed cost of a process (import to exit, floor excluded) | {fixed['elefast']:.1f} | "
+        f"{fixed['upstream']:.1f} | {fixed['upstream'] / fixed['elefast']:.2f} |",
+        f"| per test (create + body + drop) | {per['elefast']:.1f} | {per['upstream']:.1f} | "
+        f"{per['upstream'] / per['elefast']:.2f} |",
+        "",
+        f"The server's own limit per test for a clone made and dropped in the foreground: {limit_ms:.1f} ms; "
+        "elefast makes them ahead and drops them behind, so its per-test cost is the body's (a connection "
+        "to a fresh clone: the new backend's first catalog reads) plus the hand-over.",
+        "",
+    ]
+    return lines
 
 
 def raw_clone_rate(url: str, pairs: int = 20, clients: int = 1) -> float:
@@ -169,7 +277,7 @@ def measure(label: str, url: str, tests: int, rounds: int, upstream: str) -> Lis
         f"go faster than that: the most any package can gain over upstream here is {ceiling:.2f}x.",
         "",
     ]
-    return lines
+    return lines + measure_steps(url, min(tests, 40), rounds, upstream, limit_ms)
 
 
 def local_server_url() -> Optional[str]:
