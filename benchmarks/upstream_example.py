@@ -1,0 +1,142 @@
+"""Upstream elefast's own fastapi-async example suite, unchanged, on upstream and on this package.
+
+The suite (upstream's ``examples/fastapi-async``: 89 pytest-asyncio tests, a fixture that calls
+``create_database()`` per test, FastAPI's ``TestClient``) runs once per round on upstream elefast
+0.1.0a5 (its own venv, see ``bench.py``) and once on this package, alternating, on the same
+server, ``--rounds`` times. Only the import path differs: both run the example's own conftest.py.
+Printed per server: the median wall time of each (pytest start to exit), our time over upstream's
+(the issue's target: at most 0.5 on the throwaway tmpfs server, 0.6 on a disk server), the floor
+(the same pytest run with every test deselected but collection, imports included) and the
+server's own limit: the suite's tests each need a fresh clone, so no package can beat the floor
+plus one background clone+drop per test (the best of 2 and 3 clients at once).
+
+The example is not part of this project: point ``--example`` at it in a clone of upstream's
+repository (``git clone https://github.com/NiclasvanEyk/elefast``; the folder
+``examples/fastapi-async``).
+
+    python benchmarks/upstream_example.py --example ../elefast/examples/fastapi-async [--rounds 5] [--local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench import DEFAULT_URL, upstream_python  # noqa: E402
+from fixture_api import local_server_url, raw_clone_rate  # noqa: E402
+
+#: What the example's tests import, beside elefast (its pyproject's dependencies, without the
+#: OpenTelemetry plugins, which only report).
+NEEDS = ["fastapi", "httpx", "pytest", "pytest-asyncio", "asyncpg", "sqlalchemy[asyncio]>=2"]
+
+
+def ensure(python: str) -> None:
+    found = subprocess.run([python, "-c", "import fastapi, httpx, pytest, pytest_asyncio, asyncpg"],
+                           capture_output=True)
+    if found.returncode != 0:
+        subprocess.run([python, "-m", "pip", "install", "-q", *NEEDS], check=True, capture_output=True,
+                       timeout=900)
+
+
+def run_suite(python: str, impl: str, example: Path, url: str, floor: bool = False) -> float:
+    """Wall seconds of one pytest run of the example in a copy of it (raises if a test failed)."""
+    with tempfile.TemporaryDirectory(prefix="elefast-upstream-example-") as directory:
+        copy = Path(directory) / "example"
+        shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".pytest_cache"))
+        path = [str(copy / "src")] + ([str(ROOT)] if impl == "elefast" else [])
+        env = dict(os.environ, TESTING_DB_URL=url, PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1")
+        env.pop("ELEFAST_DATABASE_URL", None)
+        args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+        if floor:
+            args += ["--collect-only"]
+        started = time.perf_counter()
+        result = subprocess.run(args, cwd=str(copy), env=env, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - started
+    if result.returncode != 0 or (not floor and " passed" not in result.stdout):
+        raise RuntimeError(f"{impl} suite failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+    return wall
+
+
+def measure(label: str, url: str, example: Path, rounds: int, upstream: str) -> List[str]:
+    async_url = url.replace("postgresql://", "postgresql+asyncpg://", 1).replace("+psycopg", "+asyncpg")
+    run_suite(sys.executable, "elefast", example, async_url)  # this package's template, built once
+    walls: Dict[str, List[float]] = {"elefast": [], "upstream": [], "floor": []}
+    for _ in range(rounds):
+        walls["elefast"].append(run_suite(sys.executable, "elefast", example, async_url))
+        walls["upstream"].append(run_suite(upstream, "upstream", example, async_url))
+        walls["floor"].append(run_suite(sys.executable, "elefast", example, async_url, floor=True))
+    sync_url = async_url.replace("+asyncpg", "+psycopg")
+    best = max(raw_clone_rate(sync_url, 24, clients) for clients in (2, 3))
+    median = {name: statistics.median(values) for name, values in walls.items()}
+    tests = 89
+    limit = median["floor"] + tests / best
+    ratio = median["elefast"] / median["upstream"]
+    return [
+        f"## {label}",
+        "",
+        f"{rounds} rounds, median wall time (pytest start to exit), upstream's 89 tests unchanged.",
+        "",
+        "| suite | median wall s | our time / upstream's |",
+        "| --- | ---: | ---: |",
+        f"| this package | {median['elefast']:.2f} | {ratio:.2f} |",
+        f"| upstream elefast 0.1.0a5 | {median['upstream']:.2f} | 1.00 |",
+        f"| floor: pytest collecting the suite (imports included), no test run | {median['floor']:.2f} | |",
+        f"| limit: the floor + 89 clones made and dropped in the background at the server's best rate "
+        f"({best:.1f} pairs/s) | {limit:.2f} | {limit / median['upstream']:.2f} |",
+        "",
+        "Each round's walls (this package / upstream): " + ", ".join(
+            f"{ours:.2f}/{theirs:.2f}" for ours, theirs in zip(walls["elefast"], walls["upstream"])),
+        "",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--example", type=Path, required=True,
+                        help="upstream's examples/fastapi-async folder, in a clone of its repository")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--url", default=os.environ.get("ELEFAST_DATABASE_URL", DEFAULT_URL),
+                        help="the disk server (default: ELEFAST_DATABASE_URL, else the machine's)")
+    parser.add_argument("--local", action="store_true", help="also run on the throwaway local server (tmpfs)")
+    parser.add_argument("--no-disk", action="store_true", help="only the throwaway local server")
+    args = parser.parse_args()
+    if not (args.example / "tests" / "conftest.py").is_file():
+        print(f"{args.example} is not upstream's examples/fastapi-async (no tests/conftest.py)", file=sys.stderr)
+        return 2
+    upstream, why = upstream_python()
+    if upstream is None:
+        print(f"upstream elefast is not available: {why}", file=sys.stderr)
+        return 1
+    ensure(upstream)
+    ensure(sys.executable)
+    print("# Upstream's fastapi-async example suite: this package vs upstream elefast 0.1.0a5")
+    print(f"Python {platform.python_version()} (upstream: its own venv), {os.cpu_count()} CPUs, {platform.platform()}")
+    print()
+    if not args.no_disk:
+        print("\n".join(measure(f"{args.url.split('@')[-1]} (the machine's server, disk)", args.url, args.example,
+                                args.rounds, upstream)))
+    if args.local or args.no_disk:
+        local: Optional[str] = local_server_url()
+        if local is None:
+            print("## throwaway local server: could not start it (see python -m elefast doctor)")
+        else:
+            print("\n".join(measure("throwaway local server (tmpfs, fsync off)", local, args.example, args.rounds,
+                                    upstream)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
