@@ -134,11 +134,13 @@ class ChainMigrator:
         schema = ChainMigrator(MetadataMigrator(InitialBase.metadata), AlembicMigrator("alembic.ini"))
 
     Every step runs on the same connection, inside the one transaction elefast opens for
-    the build, so each sees what the earlier ones made (a step that opens a connection of
-    its own does not). The fingerprint combines every step's identity (a step that cannot
-    be fingerprinted makes the whole chain a template for this process only); the template
-    is verified by the last step that has a ``verify``. On the async server each step runs
-    ``migrate_async`` where it has one, else ``migrate`` through ``run_sync``.
+    the build, so each sees what the earlier ones made. An Alembic ``env.py`` that opens a
+    connection of its own (mlflow's) sees them too: elefast commits the earlier steps before
+    its migrations run (a failed build is still dropped whole). The fingerprint combines
+    every step's identity (a step that cannot be fingerprinted makes the whole chain a
+    template for this process only); the template is verified by the last step that has a
+    ``verify``. On the async server each step runs ``migrate_async`` where it has one, else
+    ``migrate`` through ``run_sync``.
     """
 
     _elefast_fingerprinted = ("migrators",)
