@@ -22,6 +22,7 @@ neither.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Set
 
 from sqlalchemy import Connection, MetaData
@@ -285,8 +286,9 @@ def metadata_ddl(metadata: MetaData) -> str:
     defaults, computed and identity columns, constraint names), indexes, sequences, enum types,
     table and column comments, and the DDL that event listeners attach (``event.listen(table,
     "after_create", DDL(...))``: triggers, functions; and listener functions that execute
-    statements) all land in the fingerprint. A listener that needs a real database to run
-    makes the template this process's own (:class:`~elefast._schema.fingerprints.Unsafe`).
+    statements, with the values bound to them, such as a seed row's) all land in the
+    fingerprint. A listener that needs a real database to run makes the template this
+    process's own (:class:`~elefast._schema.fingerprints.Unsafe`).
     """
     from sqlalchemy import create_mock_engine
 
@@ -297,6 +299,9 @@ def metadata_ddl(metadata: MetaData) -> str:
     def record(statement: Any, *multiparams: Any, **params: Any) -> None:
         compiled = statement.compile(dialect=engine.dialect) if hasattr(statement, "compile") else statement
         parts.append(str(compiled).strip())
+        bound = [given for given in (getattr(compiled, "params", None), *multiparams, params) if given]
+        if bound:  # a seed row's values (insert(...).values(...), text() with parameters)
+            parts.append("-- with " + ", ".join(_stable_repr(given) for given in bound))
 
     engine = create_mock_engine("postgresql+psycopg://", record)
     try:
@@ -305,3 +310,13 @@ def metadata_ddl(metadata: MetaData) -> str:
         raise Unsafe(f"create_all could not be replayed without a database ({type(error).__name__}: "
                      f"{error}); a DDL event listener probably reads from it") from None
     return "\n".join(parts)
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` of bound parameter values, with mappings in key order: the same values, the same text."""
+    if isinstance(value, Mapping):
+        items = sorted(((repr(key), _stable_repr(item)) for key, item in value.items()))
+        return "{" + ", ".join(f"{key}: {item}" for key, item in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_stable_repr(item) for item in value) + "]"
+    return repr(value)
