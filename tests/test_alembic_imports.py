@@ -18,7 +18,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from elefast._schema.fingerprints import identity, project_imports
+from elefast._schema.fingerprints import identity
+from elefast._schema.imports import project_imports
 from elefast.extras.alembic import AlembicMigrator
 from tests import support
 
