@@ -8,10 +8,11 @@ fingerprint. Modules of Python and of installed libraries are left out.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from elefast._schema.fingerprints import is_project_code
 
@@ -82,7 +83,8 @@ def _module_file(base: Path) -> Optional[Path]:
 
 
 def _locate(module: str) -> Optional[Path]:
-    """The source file of ``module`` on ``sys.path``, found without importing it (None if not found)."""
+    """The source file of ``module`` on ``sys.path``, else through the finder that makes its top-level
+    package importable, found without importing it (None if not found, or not the project's)."""
     relative = module.split(".")
     for entry in sys.path:
         root = Path(entry or os.getcwd())
@@ -91,4 +93,35 @@ def _locate(module: str) -> Optional[Path]:
         located = _module_file(root.joinpath(*relative))
         if located is not None:
             return located.resolve()
+    return _locate_by_finder(relative)
+
+
+def _locate_by_finder(relative: List[str]) -> Optional[Path]:
+    """A project made importable by a meta-path finder, not a ``sys.path`` entry (a setuptools
+    editable install's ``__editable___*_finder``): the top-level package's spec, then its
+    ``submodule_search_locations`` walked here. ``find_spec`` of a top-level name runs no module's
+    code (of a dotted name it would import the parents)."""
+    top = relative[0]
+    if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except Exception:  # a finder that fails, or a module in sys.modules without a spec
+        return None
+    if spec is None:
+        return None
+    if len(relative) == 1:
+        candidates = [Path(spec.origin)] if spec.has_location and spec.origin else []
+    else:
+        found = (_module_file(Path(root).joinpath(*relative[1:])) for root in spec.submodule_search_locations or ())
+        candidates = [path for path in found if path is not None]
+    for path in candidates:
+        if path.suffix == ".py" and path.is_file() and _is_project_file(path):
+            return path.resolve()
     return None
+
+
+def _is_project_file(path: Path) -> bool:
+    """Not Python's nor an installed library's, wherever they are (a system ``dist-packages`` too)."""
+    resolved = path.resolve()
+    return is_project_code(str(resolved)) and not {"site-packages", "dist-packages"} & set(resolved.parts)
