@@ -22,6 +22,7 @@ neither.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Set
 
 from sqlalchemy import Connection, MetaData
@@ -134,11 +135,13 @@ class ChainMigrator:
         schema = ChainMigrator(MetadataMigrator(InitialBase.metadata), AlembicMigrator("alembic.ini"))
 
     Every step runs on the same connection, inside the one transaction elefast opens for
-    the build, so each sees what the earlier ones made (a step that opens a connection of
-    its own does not). The fingerprint combines every step's identity (a step that cannot
-    be fingerprinted makes the whole chain a template for this process only); the template
-    is verified by the last step that has a ``verify``. On the async server each step runs
-    ``migrate_async`` where it has one, else ``migrate`` through ``run_sync``.
+    the build, so each sees what the earlier ones made. An Alembic ``env.py`` that opens a
+    connection of its own (mlflow's) sees them too: elefast commits the earlier steps before
+    its migrations run (a failed build is still dropped whole). The fingerprint combines
+    every step's identity (a step that cannot be fingerprinted makes the whole chain a
+    template for this process only); the template is verified by the last step that has a
+    ``verify``. On the async server each step runs ``migrate_async`` where it has one, else
+    ``migrate`` through ``run_sync``.
     """
 
     _elefast_fingerprinted = ("migrators",)
@@ -283,8 +286,9 @@ def metadata_ddl(metadata: MetaData) -> str:
     defaults, computed and identity columns, constraint names), indexes, sequences, enum types,
     table and column comments, and the DDL that event listeners attach (``event.listen(table,
     "after_create", DDL(...))``: triggers, functions; and listener functions that execute
-    statements) all land in the fingerprint. A listener that needs a real database to run
-    makes the template this process's own (:class:`~elefast._schema.fingerprints.Unsafe`).
+    statements, with the values bound to them, such as a seed row's) all land in the
+    fingerprint. A listener that needs a real database to run makes the template this
+    process's own (:class:`~elefast._schema.fingerprints.Unsafe`).
     """
     from sqlalchemy import create_mock_engine
 
@@ -295,6 +299,9 @@ def metadata_ddl(metadata: MetaData) -> str:
     def record(statement: Any, *multiparams: Any, **params: Any) -> None:
         compiled = statement.compile(dialect=engine.dialect) if hasattr(statement, "compile") else statement
         parts.append(str(compiled).strip())
+        bound = [given for given in (getattr(compiled, "params", None), *multiparams, params) if given]
+        if bound:  # a seed row's values (insert(...).values(...), text() with parameters)
+            parts.append("-- with " + ", ".join(_stable_repr(given) for given in bound))
 
     engine = create_mock_engine("postgresql+psycopg://", record)
     try:
@@ -320,3 +327,13 @@ def _indexes_in_order(statements: List[str]) -> List[str]:
         if statement:
             ordered.append(statement)
     return ordered
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` of bound parameter values, with mappings in key order: the same values, the same text."""
+    if isinstance(value, Mapping):
+        items = sorted(((repr(key), _stable_repr(item)) for key, item in value.items()))
+        return "{" + ", ".join(f"{key}: {item}" for key, item in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_stable_repr(item) for item in value) + "]"
+    return repr(value)

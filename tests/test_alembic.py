@@ -2,10 +2,12 @@
 
 import os
 import tempfile
+import traceback
 import unittest
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from elefast import AsyncDatabaseServer, DatabaseServer, Migrator
 from elefast.asyncio import AsyncMigrator
@@ -92,6 +94,15 @@ class AlembicSyncTests(unittest.TestCase):
         self.assertNotIn("ChainMigrator", message)  # no chain here: no note about one
         self.assertIn("no_such_table", message)
         self.assertEqual(support.databases(self.prefix + "%"), [])
+        # On screen, too, the message comes once, and the database error stays in the chain.
+        error = caught.exception
+        shown = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.assertEqual(shown.count("Alembic revision 0003"), 1, shown)
+        causes = []
+        while error.__cause__ is not None:
+            error = error.__cause__
+            causes.append(error)
+        self.assertTrue(any(isinstance(cause, DBAPIError) for cause in causes), causes)
 
 
 class AlembicAsyncTests(unittest.IsolatedAsyncioTestCase):

@@ -18,7 +18,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from elefast._schema.fingerprints import identity, project_imports
+from elefast._schema.fingerprints import identity
+from elefast._schema.imports import project_imports
 from elefast.extras.alembic import AlembicMigrator
 from tests import support
 
@@ -106,6 +107,36 @@ class AlembicImportsTests(unittest.TestCase):
         self.assertEqual(self.fingerprint(), before)
         self.constants.write_text('ROLES = ["admin", "auditor", "user"]\n')
         self.assertNotEqual(self.fingerprint(), before)
+
+    def test_a_package_that_a_finder_provides_is_fingerprinted(self):
+        """A project importable through a meta-path finder (as a setuptools editable install makes
+        it), not a sys.path entry: its modules are found without being imported, and fingerprinted."""
+        import importlib.abc
+        import importlib.util
+        import sys
+
+        package, directory = self.package, self.root / self.package
+
+        class EditableFinder(importlib.abc.MetaPathFinder):
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname != package:
+                    return None
+                return importlib.util.spec_from_file_location(
+                    fullname, directory / "__init__.py", submodule_search_locations=[str(directory)])
+
+        finder = EditableFinder()
+        sys.meta_path.append(finder)
+        self.addCleanup(sys.meta_path.remove, finder)
+        self.assertNotIn(str(self.root), sys.path)
+        found = project_imports([self.root / "migrations" / "versions" / "r1_roles.py"])
+        self.assertEqual(found.get(f"{package}.constants"), self.constants.resolve())
+        self.assertNotIn(package, sys.modules)  # found, not imported
+        self.assertEqual(sorted(found), [f"{package}.constants"])  # not alembic nor sqlalchemy, installed
+        before, why = identity(AlembicMigrator(str(self.ini)))
+        self.assertIsNotNone(before, why)
+        self.assertEqual(identity(AlembicMigrator(str(self.ini)))[0], before)
+        self.constants.write_text('ROLES = ["admin", "auditor", "user"]\n')
+        self.assertNotEqual(identity(AlembicMigrator(str(self.ini)))[0], before)
 
     def test_editing_the_constant_between_runs_builds_a_new_template(self):
         def roles():

@@ -111,6 +111,36 @@ class FingerprintTests(unittest.TestCase):
         self.assertNotEqual(fingerprint(schema(listener="CREATE VIEW v AS SELECT 1")),
                             fingerprint(schema(listener="CREATE VIEW v AS SELECT 2")))
 
+    def test_a_seed_rows_values_are_in_the_fingerprint(self):
+        """A listener seeding rows: the same values give the same fingerprint, another value a new one,
+        whether the values are in the statement (``.values``, ``bindparams``) or passed with it."""
+        seeds = {
+            "insert().values()": lambda roles, name: insert(roles).values(name=name),
+            "text() with bindparams": lambda roles, name: text("INSERT INTO roles (name) VALUES (:name)")
+            .bindparams(name=name),
+        }
+
+        def seeded(make, name, passed=False):
+            metadata = MetaData()
+            roles = Table("roles", metadata, Column("id", Integer, primary_key=True), Column("name", String))
+
+            def seed(target, connection, **kw):
+                if passed:
+                    connection.execute(text("INSERT INTO roles (name) VALUES (:name)"), {"name": name})
+                else:
+                    connection.execute(make(roles, name))
+
+            event.listen(roles, "after_create", seed)
+            return fingerprint(metadata)
+
+        for kind, make in seeds.items():
+            with self.subTest(kind):
+                self.assertEqual(seeded(make, "admin"), seeded(make, "admin"))
+                self.assertNotEqual(seeded(make, "admin"), seeded(make, "auditor"))
+        with self.subTest("parameters passed to execute()"):
+            self.assertEqual(seeded(None, "admin", passed=True), seeded(None, "admin", passed=True))
+            self.assertNotEqual(seeded(None, "admin", passed=True), seeded(None, "auditor", passed=True))
+
     def test_a_listener_that_needs_a_database_makes_the_template_this_process_own(self):
         metadata = schema()
 

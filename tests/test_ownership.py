@@ -8,6 +8,7 @@ import time
 import unittest
 
 from elefast import DatabaseServer
+from elefast._base import sql as _sql
 from elefast._server import ownership
 from elefast._server.core import core_of
 from tests import support
@@ -79,9 +80,45 @@ class OwnershipTests(unittest.TestCase):
         self.assertIn(name, self.server.sweep_orphans())
         self.assertEqual(support.databases(name), [])
 
-    def test_a_template_is_marked_ready_in_one_transaction(self):
-        from elefast._base import sql as _sql
+    def make_template_leftover(self, name, ready):
+        """A database noted as a ready elefast template; with ``ready`` False, the shape a process
+        killed between a template's ``IS_TEMPLATE false`` and its ``DROP`` leaves."""
+        built = ownership.now().replace("Z", ".000000Z")  # recent: other runs' pruning keeps it
+        support.execute(f'CREATE DATABASE "{name}"')
+        support.execute(f"COMMENT ON DATABASE \"{name}\" IS 'elefast template v2 built {built} fingerprint {'0' * 32}'")
+        support.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE {str(ready).lower()} ALLOW_CONNECTIONS false')
 
+    def test_a_template_half_dropped_by_a_killed_process_is_swept(self):
+        """A template noted ready but no template any more is swept, unless a living process holds its
+        template lock (a pruner between its two steps); a ready template is never swept."""
+        leftover, ready = f"{self.prefix}_tpl_0123456789abcdef", f"{self.prefix}_tpl_fedcba9876543210"
+        self.addCleanup(support.drop_templates, self.prefix)
+        self.make_template_leftover(leftover, ready=False)
+        self.make_template_leftover(ready, ready=True)
+        with core_of(self.server).connect() as connection:
+            orphans = ownership.find_orphans(connection)
+        self.assertIn(leftover, orphans)
+        self.assertNotIn(ready, orphans)
+        with support.psycopg.connect(support.libpq_dsn(), autocommit=True) as conn:
+            conn.execute("select pg_advisory_lock(%s)", (_sql.advisory_key(leftover),))  # a pruner mid-drop
+            self.assertNotIn(leftover, self.server.sweep_orphans())
+            self.assertEqual(support.databases(leftover), [leftover])
+        self.assertIn(leftover, self.server.sweep_orphans())
+        self.assertEqual(support.databases(leftover), [])
+        self.assertEqual(support.databases(ready), [ready])
+
+    def test_cli_sweep_templates_dry_run_lists_a_half_dropped_template(self):
+        """``sweep --templates --dry-run`` names the half-dropped template and drops nothing."""
+        leftover = f"{self.prefix}_tpl_0123456789abcdef"
+        self.make_template_leftover(leftover, ready=False)
+        env = dict(os.environ, ELEFAST_DATABASE_URL=support.server_url())
+        dry = subprocess.run([sys.executable, "-m", "elefast", "sweep", "--templates", "--dry-run"],
+                             cwd=str(support.ROOT), env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(dry.returncode, 0, dry.stderr)
+        self.assertIn(f"would drop {leftover}", dry.stdout)
+        self.assertEqual(support.databases(leftover), [leftover])
+
+    def test_a_template_is_marked_ready_in_one_transaction(self):
         statements = _sql.mark_template_ready("t", "2026-01-01T00:00:00Z", "f" * 32)
         self.assertEqual((statements[0], statements[-1]), ("BEGIN", "COMMIT"))
         self.assertTrue(any(s.startswith("COMMENT ON DATABASE") for s in statements))

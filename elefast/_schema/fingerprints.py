@@ -26,21 +26,19 @@ attributes that are not plain values are then left to its ``fingerprint()``.
 
 from __future__ import annotations
 
-import ast
 import enum
 import functools
 import hashlib
 import os
 import site
-import sys
 import sysconfig
 import types
-from pathlib import Path, PurePath
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from pathlib import PurePath
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from elefast.errors import ConfigurationError
 
-__all__ = ["Unsafe", "callable_identity", "identity", "own_fingerprint", "project_imports", "rebuild_requested"]
+__all__ = ["Unsafe", "callable_identity", "identity", "is_project_code", "own_fingerprint", "rebuild_requested"]
 
 
 def rebuild_requested() -> bool:
@@ -188,7 +186,7 @@ def _function(function: types.FunctionType, where: str, seen: Optional[Set[int]]
             continue
         value = scope[name]
         if (isinstance(value, types.ModuleType) and not _from_elefast_module(value.__name__)
-                and _is_project_code(getattr(value, "__file__", None))):
+                and is_project_code(getattr(value, "__file__", None))):
             # seeds.ROWS, seeds.add(connection): what the code reads from a module of the project
             scope_parts = [_global(f"{name}.{attr}", vars(value)[attr], where, seen)
                            for attr in names if attr in vars(value)]
@@ -212,7 +210,7 @@ def _callee(function: types.FunctionType, where: str, seen: Set[int]) -> str:
     """A function the migrator's code uses: its code if it is the project's (not a library's)."""
     if id(function.__code__) in seen:
         return f"recursion {function.__qualname__}"
-    if not _is_project_code(function.__code__.co_filename) or _from_elefast_module(function.__module__):
+    if not is_project_code(function.__code__.co_filename) or _from_elefast_module(function.__module__):
         return f"function {function.__module__}.{function.__qualname__}"
     return _function(function, where, seen)
 
@@ -230,7 +228,7 @@ def _library_roots() -> Tuple[str, ...]:
     return tuple(sorted(os.path.join(os.path.realpath(root), "") for root in roots))
 
 
-def _is_project_code(filename: Optional[str]) -> bool:
+def is_project_code(filename: Optional[str]) -> bool:
     """Whether ``filename`` is source of the project (not of Python or an installed library)."""
     if not filename or filename.startswith("<frozen"):
         return False
@@ -292,80 +290,3 @@ def plain(value: Any) -> str:
     if isinstance(value, dict):
         return "dict{" + ", ".join(sorted(f"{plain(k)}: {plain(v)}" for k, v in value.items())) + "}"
     raise Unsafe(type(value).__name__)
-
-
-#: At most this many project modules are followed from a migration's imports.
-MAX_PROJECT_IMPORTS = 500
-
-
-def project_imports(files: Iterable[Path]) -> Dict[str, Path]:
-    """The project's own modules that ``files`` import, and those import in turn: {name: file}.
-
-    Read from the source (``ast``), located on ``sys.path`` without importing anything; modules
-    of Python and of installed libraries are left out (they are not the project's). A migration
-    that does ``from app.constants import ROLES`` names ``app/constants.py`` here, so a change to
-    the constant changes the fingerprint.
-    """
-    found: Dict[str, Path] = {}
-    queue = [Path(path) for path in files]
-    read: Set[Path] = set()
-    while queue and len(found) < MAX_PROJECT_IMPORTS:
-        path = queue.pop(0)
-        if path in read:
-            continue
-        read.add(path)
-        try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for name, located in _imports_of(tree, path):
-            if located is None or name in found or not _is_project_code(str(located)):
-                continue
-            found[name] = located
-            queue.append(located)
-    return dict(sorted(found.items()))
-
-
-def _imports_of(tree: ast.AST, path: Path) -> Iterator[Tuple[str, Optional[Path]]]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, _locate(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: found beside the file, not on sys.path
-                base = path.parent
-                for _ in range(node.level - 1):
-                    base = base.parent
-                parts = (node.module or "").split(".") if node.module else []
-                for alias in node.names:
-                    for candidate in (base.joinpath(*parts, alias.name), base.joinpath(*parts)):
-                        located = _module_file(candidate)
-                        if located is not None:
-                            dots = "." * node.level
-                            yield f"{path.stem}: from {dots}{node.module or ''} import {alias.name}", located
-                            break
-            elif node.module:
-                for alias in node.names:
-                    submodule = f"{node.module}.{alias.name}"
-                    located = _locate(submodule)
-                    yield (submodule, located) if located is not None else (node.module, _locate(node.module))
-
-
-def _module_file(base: Path) -> Optional[Path]:
-    for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _locate(module: str) -> Optional[Path]:
-    """The source file of ``module`` on ``sys.path``, found without importing it (None if not found)."""
-    relative = module.split(".")
-    for entry in sys.path:
-        root = Path(entry or os.getcwd())
-        if not _is_project_code(str(root / "x.py")):
-            continue  # the standard library and site-packages: not the project's
-        located = _module_file(root.joinpath(*relative))
-        if located is not None:
-            return located.resolve()
-    return None

@@ -277,13 +277,39 @@ class Ledger:
 
 
 def _marked(connection: Connection) -> List[str]:
-    """Every database a process marked as its own, templates left half-marked by a crash included."""
+    """Every database a process marked as its own, templates left half-marked or half-dropped by a
+    crash included."""
     names = connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all()
-    return sorted({*names, *_half_marked_templates(connection)})
+    return sorted({*names, *_half_marked_templates(connection), *_half_dropped_templates(connection)})
 
 
 def _half_marked_templates(connection: Connection) -> List[str]:
     return list(connection.execute(text(_sql.LIST_MARKED_TEMPLATES), {"mark": _sql.OWNED_MARK + "%"}).scalars())
+
+
+def _half_dropped_templates(connection: Connection) -> List[str]:
+    """Databases noted as elefast's ready templates that are templates no more: what a process
+    killed between a template's ``IS_TEMPLATE false`` and its ``DROP`` left (prune, disk room,
+    dropper, sweep all drop a template in those two steps)."""
+    return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.TEMPLATE_MARK + "%"}).scalars())
+
+
+def _try_lock(connection: Connection, name: str, half_dropped: Set[str]) -> List[int]:
+    """The advisory locks that say nobody living has ``name``, taken (unlock them after); [] if one
+    is held. A half-dropped template also needs the template's own lock, the one its pruner held."""
+    keys = [owner_key(name)] + ([_sql.advisory_key(name)] if name in half_dropped else [])
+    taken: List[int] = []
+    for key in keys:
+        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+            _unlock(connection, taken)
+            return []
+        taken.append(key)
+    return taken
+
+
+def _unlock(connection: Connection, keys: List[int]) -> None:
+    for key in keys:
+        connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 
 
 def rename_when_idle(connection: Connection, old: str, new: str, patience: float = 0.5) -> bool:
@@ -323,10 +349,11 @@ def find_kept(connection: Connection) -> List[str]:
 def find_orphans(connection: Connection) -> List[str]:
     """Marked databases no living process owns (their lock is free). Takes nothing it finds."""
     orphans = []
+    half_dropped = set(_half_dropped_templates(connection))
     for name in _marked(connection):
-        key = owner_key(name)
-        if connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
-            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+        taken = _try_lock(connection, name, half_dropped)
+        if taken:
+            _unlock(connection, taken)
             orphans.append(name)
     return orphans
 
@@ -340,9 +367,10 @@ def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], Lis
     dropped: List[str] = []
     failed: List[Tuple[str, str]] = []
     half_marked = set(_half_marked_templates(connection))
+    half_dropped = set(_half_dropped_templates(connection))
     for name in _marked(connection):
-        key = owner_key(name)
-        if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+        taken = _try_lock(connection, name, half_dropped)
+        if not taken:
             continue  # a living process owns it
         try:
             if not dry_run:
@@ -353,5 +381,5 @@ def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], Lis
         except Exception as error:
             failed.append((name, str(error).splitlines()[0] if str(error) else type(error).__name__))
         finally:
-            connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+            _unlock(connection, taken)
     return dropped, failed

@@ -99,7 +99,7 @@ class Templates:
             with self._lock:
                 slot = self._slots.get(encoding) or self._prepare(prefix, encoding)
         if slot.error is not None:
-            raise MigrationError(slot.message) from slot.error
+            raise MigrationError(slot.message) from _cause(slot.error)
         return slot.name
 
     def _prepare(self, prefix: str, encoding: str) -> TemplateSlot:
@@ -266,6 +266,17 @@ def _drop_quietly(core: TemplateHost, name: str) -> None:
     except Exception as error:
         core.ledger.disown(name)
         logger.warning("elefast could not drop the failed template %s: %s", name, error)
+
+
+def _cause(error: BaseException) -> Optional[BaseException]:
+    """What a failed build's MigrationError is raised from: the error itself, or, when that is a
+    MigrationError (whose text the new one repeats whole), what *it* was raised from, so a
+    traceback says the message once and still shows the database error."""
+    if not isinstance(error, MigrationError):
+        return error
+    if error.__cause__ is not None or error.__suppress_context__:
+        return error.__cause__
+    return error.__context__
 
 
 def _log(slot: TemplateSlot, schema: Any, fingerprint: Optional[str], seconds: float) -> None:

@@ -41,7 +41,7 @@ from sqlalchemy.exc import OperationalError
 from elefast._base import sql as _sql
 from elefast._engines import aio as _aio
 from elefast._engines.urls import safe_url, sync_url
-from elefast._schema.fingerprints import project_imports
+from elefast._schema.imports import project_imports
 from elefast._server.messages import first_line
 from elefast.errors import ConfigurationError, MigrationError
 from elefast.extras._alembic_support import is_package_location, logging_kept, package_folder
