@@ -24,14 +24,15 @@ from workload import metadata
 T = TypeVar("T")
 
 
-def on_template(url: sa.URL, run: Callable[[sa.Engine, str], T]) -> T:
-    """Build the 20-table template next to ``url``, call ``run(admin_engine, template)``, drop it."""
+def on_template(url: sa.URL, run: Callable[[sa.Engine, str], T], schema: Optional[sa.MetaData] = None) -> T:
+    """Build a template of ``schema`` (default: the 20 tables) next to ``url``, call ``run(admin_engine,
+    template)``, drop it."""
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     template = f"bench_rate_tpl_{os.getpid()}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{template}"'))
     engine = sa.create_engine(url.set(database=template), poolclass=sa.NullPool)
-    metadata.create_all(engine)
+    (metadata if schema is None else schema).create_all(engine)
     engine.dispose()
     try:
         return run(admin, template)

@@ -2,7 +2,8 @@
 
 The suite (upstream's ``examples/fastapi-async``: 89 pytest-asyncio tests, a fixture that calls
 ``create_database()`` per test, FastAPI's ``TestClient``) runs once per round on upstream elefast
-0.1.0a5 (its own venv, see ``bench.py``) and once on this package, alternating, on the same
+from the same clone (its ``src/``, ahead of the 0.1.0a5 release in its own venv, see ``bench.py``:
+the example uses names released after it) and once on this package, alternating, on the same
 server, ``--rounds`` times. Only the import path differs: both run the example's own conftest.py.
 Printed per server: the median wall time of each (pytest start to exit), our time over upstream's
 (the issue's target: at most 0.5 on the throwaway tmpfs server, 0.6 on a disk server), the floor
@@ -36,19 +37,37 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench import DEFAULT_URL, upstream_python  # noqa: E402
-from fixture_api import local_server_url, raw_clone_rate  # noqa: E402
+from clone_rate import on_template, pair_ms  # noqa: E402
+from fixture_api import local_server_url  # noqa: E402
 
-#: What the example's tests import, beside elefast (its pyproject's dependencies, without the
-#: OpenTelemetry plugins, which only report).
-NEEDS = ["fastapi", "httpx", "pytest", "pytest-asyncio", "asyncpg", "sqlalchemy[asyncio]>=2"]
+#: What the example imports, beside elefast: its pyproject's dependencies and the docker extra its
+#: conftest imports (not the OpenTelemetry plugins, which only report).
+NEEDS = ["fastapi", "httpx", "pytest", "pytest-asyncio", "asyncpg", "sqlalchemy[asyncio]>=2", "docker", "filelock"]
 
 
 def ensure(python: str) -> None:
-    found = subprocess.run([python, "-c", "import fastapi, httpx, pytest, pytest_asyncio, asyncpg"],
+    found = subprocess.run([python, "-c", "import fastapi, httpx, pytest, pytest_asyncio, asyncpg, docker, filelock"],
                            capture_output=True)
     if found.returncode != 0:
         subprocess.run([python, "-m", "pip", "install", "-q", *NEEDS], check=True, capture_output=True,
                        timeout=900)
+
+
+def example_clone_rate(url: str, clients: int, pairs: int = 24) -> float:
+    """Clone + drop pairs per second from ``clients`` at once, on a template shaped as the example's
+    (one table of three text columns; the rate depends on the template's size)."""
+    import sqlalchemy as sa
+
+    schema = sa.MetaData()
+    sa.Table("posts", schema, *(sa.Column(name, sa.Text, primary_key=name == "slug")
+                                for name in ("slug", "headline", "body")))
+    parsed = sa.make_url(url).set(drivername="postgresql+psycopg")
+    return 1000 / on_template(parsed, lambda admin, template: pair_ms(admin, template, None, clients, pairs), schema)
+
+
+def upstream_source(example: Path) -> Path:
+    """Upstream's package source in the clone the example comes from (``<clone>/src``)."""
+    return example.resolve().parent.parent / "src"
 
 
 def run_suite(python: str, impl: str, example: Path, url: str, floor: bool = False) -> float:
@@ -56,7 +75,7 @@ def run_suite(python: str, impl: str, example: Path, url: str, floor: bool = Fal
     with tempfile.TemporaryDirectory(prefix="elefast-upstream-example-") as directory:
         copy = Path(directory) / "example"
         shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".pytest_cache"))
-        path = [str(copy / "src")] + ([str(ROOT)] if impl == "elefast" else [])
+        path = [str(copy / "src"), str(ROOT if impl == "elefast" else upstream_source(example))]
         env = dict(os.environ, TESTING_DB_URL=url, PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1")
         env.pop("ELEFAST_DATABASE_URL", None)
         args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
@@ -79,7 +98,7 @@ def measure(label: str, url: str, example: Path, rounds: int, upstream: str) -> 
         walls["upstream"].append(run_suite(upstream, "upstream", example, async_url))
         walls["floor"].append(run_suite(sys.executable, "elefast", example, async_url, floor=True))
     sync_url = async_url.replace("+asyncpg", "+psycopg")
-    best = max(raw_clone_rate(sync_url, 24, clients) for clients in (2, 3))
+    best = max(example_clone_rate(sync_url, clients) for clients in (2, 3))
     median = {name: statistics.median(values) for name, values in walls.items()}
     tests = 89
     limit = median["floor"] + tests / best
@@ -92,7 +111,7 @@ def measure(label: str, url: str, example: Path, rounds: int, upstream: str) -> 
         "| suite | median wall s | our time / upstream's |",
         "| --- | ---: | ---: |",
         f"| this package | {median['elefast']:.2f} | {ratio:.2f} |",
-        f"| upstream elefast 0.1.0a5 | {median['upstream']:.2f} | 1.00 |",
+        f"| upstream elefast (its clone's src/) | {median['upstream']:.2f} | 1.00 |",
         f"| floor: pytest collecting the suite (imports included), no test run | {median['floor']:.2f} | |",
         f"| limit: the floor + 89 clones made and dropped in the background at the server's best rate "
         f"({best:.1f} pairs/s) | {limit:.2f} | {limit / median['upstream']:.2f} |",
@@ -116,13 +135,17 @@ def main() -> int:
     if not (args.example / "tests" / "conftest.py").is_file():
         print(f"{args.example} is not upstream's examples/fastapi-async (no tests/conftest.py)", file=sys.stderr)
         return 2
+    if not (upstream_source(args.example) / "elefast" / "__init__.py").is_file():
+        print(f"no upstream source at {upstream_source(args.example)}: use the example inside a clone of upstream's "
+              "repository", file=sys.stderr)
+        return 2
     upstream, why = upstream_python()
     if upstream is None:
         print(f"upstream elefast is not available: {why}", file=sys.stderr)
         return 1
     ensure(upstream)
     ensure(sys.executable)
-    print("# Upstream's fastapi-async example suite: this package vs upstream elefast 0.1.0a5")
+    print("# Upstream's fastapi-async example suite: this package vs upstream elefast (the same clone's src/)")
     print(f"Python {platform.python_version()} (upstream: its own venv), {os.cpu_count()} CPUs, {platform.platform()}")
     print()
     if not args.no_disk:
