@@ -25,8 +25,8 @@ from typing import Optional, Union
 
 from elefast.errors import UnsafePathError
 
-__all__ = ["check_private_dir", "describe", "open_private", "private_dir", "process_start", "read_private",
-           "write_private"]
+__all__ = ["check_private_dir", "describe", "foreign_process", "open_private", "private_dir", "process_start",
+           "read_private", "write_private"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -165,3 +165,18 @@ def process_start(pid: int) -> Optional[str]:
         return None
     fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3
     return fields[19] if len(fields) > 19 else None
+
+
+def foreign_process(pid: int, uid: int, program: Path) -> Optional[str]:
+    """Why process ``pid`` is not ``program`` run by ``uid`` (Linux: ``/proc/PID``'s owner and ``exe``
+    link), or None when it is. Where that cannot be read, the answer is a reason too."""
+    try:
+        owner = os.stat(f"/proc/{pid}").st_uid
+        running = os.readlink(f"/proc/{pid}/exe")
+    except OSError as error:
+        return f"its owner and program cannot be read from /proc ({error.strerror})"
+    if owner != uid:
+        return f"it belongs to {_owner_name(owner)}, not {_owner_name(uid)}"
+    if running != os.path.realpath(program):
+        return f"it runs {running}, not {program}"
+    return None

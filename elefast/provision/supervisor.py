@@ -31,7 +31,14 @@ from elefast.provision import locks, reflinks
 from elefast.provision.binaries import Binaries
 from elefast.provision.cache import cache_dir, private_cache
 from elefast.provision.layout import Layout, ServerUser, server_user
-from elefast.provision.private import check_private_dir, open_private, process_start, read_private, write_private
+from elefast.provision.private import (
+    check_private_dir,
+    foreign_process,
+    open_private,
+    process_start,
+    read_private,
+    write_private,
+)
 
 #: Seconds without any client before the server is stopped.
 IDLE_GRACE = 1.0
@@ -195,14 +202,20 @@ def fill_cache(layout: Layout, fresh: Path) -> None:
         shutil.rmtree(fresh, ignore_errors=True)
 
 
-def _kill_stale_postmaster(layout: Layout) -> None:
-    """A postgres left running on our data directory by a dead supervisor is stopped."""
+def _kill_stale_postmaster(layout: Layout, log: Any) -> None:
+    """A postgres left running on our data directory by a dead supervisor is stopped: only a process
+    of the server's user running our ``postgres`` program (a pid file names any process)."""
     pidfile = layout.data / "postmaster.pid"
     try:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    if not locks.pid_alive(pid) or "postgres" not in locks.cmdline(pid):
+    if not locks.pid_alive(pid):
+        return
+    why = foreign_process(pid, layout.user.uid if layout.user else os.geteuid(), layout.binaries.postgres)
+    if why is not None:
+        log.write(f"elefast: not stopping pid {pid}, named by {pidfile}: {why}\n".encode())
+        log.flush()
         return
     os.kill(pid, signal.SIGQUIT)
     deadline = time.monotonic() + 10
@@ -280,7 +293,7 @@ def run(layout: Layout) -> int:
 
     with os.fdopen(open_private(layout.log), "ab") as log:
         try:
-            _kill_stale_postmaster(layout)
+            _kill_stale_postmaster(layout, log)
             fresh = prepare_data(layout)
             port = _free_port()
             launched = time.monotonic()
