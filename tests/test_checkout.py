@@ -4,19 +4,22 @@ database is swept by the next run; bad options fail before anything starts."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
+from pathlib import Path
 
 import psycopg
 
 from tests import support
 
 
-def elefast(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(support.ROOT), ELEFAST_DATABASE_URL=support.server_url())
+def elefast(*args, timeout=300, env=None):
+    env = dict(os.environ, PYTHONPATH=str(support.ROOT), ELEFAST_DATABASE_URL=support.server_url(), **(env or {}))
     return subprocess.run([sys.executable, "-m", "elefast", *args], cwd=str(support.ROOT), env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
 
@@ -76,6 +79,23 @@ class CheckoutTests(unittest.TestCase):
         result = elefast("release", "elefast_checkout_0000000000000000")
         self.assertEqual(result.returncode, 1)
         self.assertIn("No checkout named", result.stderr)
+
+    def test_a_record_without_the_holders_start_time_signals_nothing(self):
+        tmpdir = tempfile.mkdtemp(prefix="eft-checkouts-")
+        self.addCleanup(shutil.rmtree, tmpdir, ignore_errors=True)
+        registry = Path(tmpdir) / f"elefast-checkouts-{os.getuid()}"
+        registry.mkdir(mode=0o700)
+        bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        self.addCleanup(bystander.wait)
+        self.addCleanup(bystander.kill)
+        name = "elefast_checkout_0000000000000001"
+        (registry / f"{name}.json").write_text(json.dumps({"pid": bystander.pid, "expires": time.time() + 60}))
+        result = elefast("release", name, env={"TMPDIR": tmpdir})
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"Not signalling pid {bystander.pid}", result.stderr)
+        self.assertIn("cannot be matched (the record has none)", result.stderr)
+        time.sleep(0.2)
+        self.assertIsNone(bystander.poll())
 
 
 if __name__ == "__main__":

@@ -297,6 +297,14 @@ class LocalServerTests(unittest.TestCase):
         url = cli("url", "--driver", "libpq").stdout.strip()
         with psycopg.connect(url) as connection:
             self.assertEqual(connection.execute("select 1").fetchone()[0], 1)
+        state_file = Path(state["run_dir"]) / "state.json"  # a state without the supervisor's start time:
+        saved = state_file.read_text()  # its pid alone could name another process, so nothing is signalled
+        state_file.write_text(json.dumps({k: v for k, v in json.loads(saved).items() if k != "supervisor_start"}))
+        refused = cli("stop")
+        self.assertEqual(refused.returncode, 2)
+        self.assertIn("cannot be matched (the state file has none)", refused.stderr)
+        self.assertTrue(postgres_running(state["supervisor_pid"]) and postgres_running(state["postgres_pid"]))
+        state_file.write_text(saved)
         self.assertEqual(cli("stop").stdout.strip(), "stopped")
         self.assertTrue(wait_gone(state["postgres_pid"], 5))
         self.assertEqual(cli("status").returncode, 1)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from elefast.errors import ConfigurationError
+from elefast.provision.locks import pid_alive
 from elefast.provision.private import private_dir, process_start, read_private, write_private
 
 #: How ``checkout`` hands the server URL to its holder: in that child's environment alone, never on a
@@ -156,8 +157,17 @@ def release(name: str, timeout: float = 30) -> str:
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         raise ConfigurationError(f"No checkout named {name!r} here: it was released, its time ran out, or it was "
                                  "checked out by another user or machine.") from None
+    if not pid_alive(pid):
+        record.unlink(missing_ok=True)
+        return f"{name}: its holder was gone; the next run's sweep drops the database"
     now = process_start(pid)
-    if now is not None and str(now) != str(started):
+    if started is None or now is None:
+        raise ConfigurationError(f"Not signalling pid {pid}: the record of {name} names it, but its start time "
+                                 f"cannot be matched ({'the record has none' if started is None else 'no /proc here'})"
+                                 f", and a pid alone may name another process. Check `ps -p {pid} -o pid,user,lstart,"
+                                 f"args` and stop the holder by hand if it is one; the database stays until its hold "
+                                 f"ends, and the next run's sweep drops it after that.")
+    if now != str(started):
         raise ConfigurationError(f"Not signalling pid {pid}: the record of {name} names it, but it is not that "
                                  f"checkout's holder (it started at another time, or the record was altered). The "
                                  f"database stays until its hold ends; the next run's sweep drops it after that.")

@@ -289,8 +289,15 @@ def stop_local_server(timeout: float = 30, layout: Optional[Layout] = None) -> b
         return False
     assert state is not None
     supervisor = int(state["supervisor_pid"])
-    started = state.get("supervisor_start")
-    if started is not None and process_start(supervisor) not in (None, str(started)):
+    started, now = state.get("supervisor_start"), process_start(supervisor)
+    if started is None or now is None:
+        raise LocalServerError(
+            f"Not stopping pid {supervisor}: {layout.state} names it as the local server's supervisor, but its "
+            f"start time cannot be matched ({'the state file has none' if started is None else 'no /proc here'}), "
+            f"and a pid alone may name another process. Nothing was signalled; the server stops on its own when "
+            f"its last client ends, or check `ps -p {supervisor} -o pid,user,lstart,args` and stop it by hand."
+        )
+    if now != str(started):
         raise LocalServerError(
             f"Not stopping pid {supervisor}: {layout.state} names it as the local server's supervisor, but that "
             f"process started at another time (the supervisor is gone and its number was reused). Nothing was "

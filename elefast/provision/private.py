@@ -5,7 +5,9 @@ goes through :func:`private_dir`: created with its mode from the start (``mkdir`
 never widened afterwards), then opened without following a symbolic link and checked on the open
 descriptor: it must belong to this user and be writable by nobody else. One that another user
 made first (a fixed name in ``/var/tmp`` or ``/dev/shm`` can be taken by anyone) is refused with
-:class:`~elefast.errors.UnsafePathError`, naming it, its owner and mode, and the fix.
+:class:`~elefast.errors.UnsafePathError`, naming it, its owner and mode, and the fix. The directories
+the server user gets (data, socket) go through :func:`server_dir`: the same, then given their owner
+and mode on the open descriptor.
 
 Files that hold secrets or data (password files, logs, state, checkout records, remembered
 program lookups) are written by :func:`write_private`: a new file made ``0600`` by ``open`` itself
@@ -21,12 +23,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from elefast.errors import UnsafePathError
 
-__all__ = ["check_private_dir", "describe", "open_private", "private_dir", "process_start", "read_private",
-           "write_private"]
+__all__ = ["check_private_dir", "describe", "foreign_process", "open_private", "private_dir", "process_start",
+           "read_private", "server_dir", "write_private"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -51,15 +53,14 @@ def describe(path: Union[str, Path], info: os.stat_result) -> str:
     return f"{path} (owner {_owner_name(info.st_uid)}, mode {oct(stat.S_IMODE(info.st_mode))})"
 
 
-def _check(path: Union[str, Path], info: os.stat_result, what: str) -> None:
+def _check(path: Union[str, Path], info: os.stat_result, what: str, owners: Tuple[int, ...] = ()) -> None:
     if os.name != "posix":
         return
-    me = _me()
-    if info.st_uid != me:
+    if info.st_uid not in (owners or (_me(),)):
         raise UnsafePathError(
             f"elefast will not use {what} {describe(path, info)}: it belongs to another user, who could plant or "
             f"read what elefast keeps there. Remove it (as its owner or root), or point elefast elsewhere "
-            f"(ELEFAST_CACHE_DIR, ELEFAST_RUN_DIR or TMPDIR at a directory of your own)."
+            f"(ELEFAST_CACHE_DIR, ELEFAST_RUN_DIR, ELEFAST_DATA_DIR or TMPDIR at a directory of your own)."
         )
     if info.st_mode & 0o022:
         raise UnsafePathError(
@@ -83,12 +84,10 @@ def private_dir(path: Path, what: str = "the directory", mode: int = 0o700) -> P
     return check_private_dir(path, what)
 
 
-def check_private_dir(path: Path, what: str = "the directory") -> Path:
-    """Check the directory at ``path`` as :func:`private_dir` does, on an open descriptor; returns ``path``."""
-    if os.name != "posix":
-        return path
+def _open_dir(path: Path, what: str) -> int:
+    """A descriptor on the directory at ``path`` itself, never what a symbolic link there points to."""
     try:
-        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+        return os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
     except OSError as error:  # ELOOP / ENOTDIR: a symbolic link or a file planted under the name
         if isinstance(error, FileNotFoundError):
             raise
@@ -97,8 +96,49 @@ def check_private_dir(path: Path, what: str = "the directory") -> Path:
             f"elefast will not use {what} {describe(path, info)}: it is not a plain directory ({error.strerror}). "
             f"Remove it, and let elefast make it again."
         ) from None
+
+
+def check_private_dir(path: Path, what: str = "the directory") -> Path:
+    """Check the directory at ``path`` as :func:`private_dir` does, on an open descriptor; returns ``path``."""
+    if os.name != "posix":
+        return path
+    fd = _open_dir(path, what)
     try:
         _check(path, os.fstat(fd), what)
+    finally:
+        os.close(fd)
+    return path
+
+
+def server_dir(path: Path, uid: int, gid: int, what: str = "the directory") -> Path:
+    """Make ``path`` a directory ``0700`` of ``uid:gid`` (the server user when we are root, else us), or
+    take the one there when it is ours or theirs and writable by nobody else: created with its mode,
+    then opened without following a symbolic link, checked, and given its owner and mode on that
+    descriptor. Its parent (which must exist) must not let another user swap it: owned by root, us or
+    ``uid``, and writable by nobody else unless sticky (``/tmp``'s ``1777``). Returns ``path``."""
+    if os.name != "posix":
+        path.mkdir(exist_ok=True)
+        return path
+    owners = (_me(), uid)
+    parent = os.stat(path.parent)
+    if parent.st_uid not in (0, *owners) or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
+        raise UnsafePathError(
+            f"elefast will not make {what} {path} in {describe(path.parent, parent)}: another user could swap "
+            f"it there. Use a directory that is yours (or root's), writable by nobody else or sticky "
+            f"(chmod +t, as /tmp is)."
+        )
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    fd = _open_dir(path, what)
+    try:
+        info = os.fstat(fd)
+        _check(path, info, what, owners)
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
     return path
@@ -165,3 +205,18 @@ def process_start(pid: int) -> Optional[str]:
         return None
     fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3
     return fields[19] if len(fields) > 19 else None
+
+
+def foreign_process(pid: int, uid: int, program: Path) -> Optional[str]:
+    """Why process ``pid`` is not ``program`` run by ``uid`` (Linux: ``/proc/PID``'s owner and ``exe``
+    link), or None when it is. Where that cannot be read, the answer is a reason too."""
+    try:
+        owner = os.stat(f"/proc/{pid}").st_uid
+        running = os.readlink(f"/proc/{pid}/exe")
+    except OSError as error:
+        return f"its owner and program cannot be read from /proc ({error.strerror})"
+    if owner != uid:
+        return f"it belongs to {_owner_name(owner)}, not {_owner_name(uid)}"
+    if running != os.path.realpath(program):
+        return f"it runs {running}, not {program}"
+    return None

@@ -31,7 +31,15 @@ from elefast.provision import locks, reflinks
 from elefast.provision.binaries import Binaries
 from elefast.provision.cache import cache_dir, private_cache
 from elefast.provision.layout import Layout, ServerUser, server_user
-from elefast.provision.private import check_private_dir, open_private, process_start, read_private, write_private
+from elefast.provision.private import (
+    check_private_dir,
+    foreign_process,
+    open_private,
+    process_start,
+    read_private,
+    server_dir,
+    write_private,
+)
 
 #: Seconds without any client before the server is stopped.
 IDLE_GRACE = 1.0
@@ -63,12 +71,10 @@ def _as_user(user: Optional[ServerUser]) -> Dict[str, Any]:
     return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
-def _own(path: Path, user: Optional[ServerUser], mode: int) -> None:
-    """Create ``path`` (ours) with ``mode``, owned by the server user."""
-    path.mkdir(mode=mode, parents=False, exist_ok=True)
-    if user is not None:
-        os.chown(path, user.uid, user.gid)
-    os.chmod(path, mode)
+def _own(path: Path, user: Optional[ServerUser], what: str = "the directory") -> None:
+    """Create ``path`` ``0700``, the server user's (never through a symbolic link), or check the one there."""
+    ids = (user.uid, user.gid) if user is not None else (os.geteuid(), os.getegid())
+    server_dir(path, *ids, what=what)
 
 
 def _child_setup(user: Optional[ServerUser]) -> Callable[[], None]:
@@ -121,6 +127,20 @@ def _check_reachable(directory: Path, user: Optional[ServerUser]) -> None:
         )
 
 
+def prepare_data_root(layout: Layout) -> None:
+    """``ELEFAST_DATA_DIR``: make (or check) the directory of ours inside it that holds the data, before
+    anything reads or writes there. A name another user planted (a symbolic link, a directory of
+    theirs) is refused, never followed."""
+    if layout.data_root is None:
+        return
+    _check_reachable(layout.data_root.parent, layout.user)  # before making anything there
+    for folder in reversed([layout.data_root.parent, *layout.data_root.parent.parents]):
+        if not folder.exists():  # ours: made enterable, whatever the umask says
+            folder.mkdir(mode=0o755)
+            os.chmod(folder, 0o755)
+    _own(layout.data_root, layout.user, "the local server's data root (in ELEFAST_DATA_DIR)")
+
+
 def prepare_data(layout: Layout) -> Optional[Path]:
     """Make sure ``layout.data`` holds a cluster: copy the cached initdb output, or run initdb.
 
@@ -132,14 +152,7 @@ def prepare_data(layout: Layout) -> Optional[Path]:
         return None
     if layout.data.exists():
         shutil.rmtree(layout.data)
-    if layout.data_root is not None:  # ELEFAST_DATA_DIR: a directory of ours inside it, for the data
-        _check_reachable(layout.data_root.parent, user)  # before making anything there
-        for folder in reversed([layout.data_root.parent, *layout.data_root.parent.parents]):
-            if not folder.exists():  # ours: made enterable, whatever the umask says
-                folder.mkdir(mode=0o755)
-                os.chmod(folder, 0o755)
-        _own(layout.data_root, user, 0o700)
-    _own(layout.data, user, 0o700)
+    _own(layout.data, user, "the local server's data directory")
     cached = layout.initdb_cache
     private_cache()  # a cluster another user planted in the cache would come with their password
     cached_password = cached.parent / (cached.name + ".password")
@@ -150,7 +163,7 @@ def prepare_data(layout: Layout) -> Optional[Path]:
     fresh = layout.run_dir / "initdb.fresh"
     if fresh.exists():
         shutil.rmtree(fresh)
-    _own(fresh, user, 0o700)
+    _own(fresh, user)
     import secrets  # only for a fresh initdb: not on the warm path
 
     password = secrets.token_urlsafe(18)
@@ -182,7 +195,7 @@ def fill_cache(layout: Layout, fresh: Path) -> None:
     try:
         private_cache()
         tmp = layout.cache / f"{cached.name}.tmp-{os.getpid()}"
-        _own(tmp, user, 0o700)
+        _own(tmp, user)
         subprocess.run(["cp", "-a", f"{fresh}/.", str(tmp)], check=True, **_as_user(user))
         pw = cached.parent / (cached.name + ".password")
         write_private(pw, password)
@@ -195,14 +208,20 @@ def fill_cache(layout: Layout, fresh: Path) -> None:
         shutil.rmtree(fresh, ignore_errors=True)
 
 
-def _kill_stale_postmaster(layout: Layout) -> None:
-    """A postgres left running on our data directory by a dead supervisor is stopped."""
+def _kill_stale_postmaster(layout: Layout, log: Any) -> None:
+    """A postgres left running on our data directory by a dead supervisor is stopped: only a process
+    of the server's user running our ``postgres`` program (a pid file names any process)."""
     pidfile = layout.data / "postmaster.pid"
     try:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    if not locks.pid_alive(pid) or "postgres" not in locks.cmdline(pid):
+    if not locks.pid_alive(pid):
+        return
+    why = foreign_process(pid, layout.user.uid if layout.user else os.geteuid(), layout.binaries.postgres)
+    if why is not None:
+        log.write(f"elefast: not stopping pid {pid}, named by {pidfile}: {why}\n".encode())
+        log.flush()
         return
     os.kill(pid, signal.SIGQUIT)
     deadline = time.monotonic() + 10
@@ -212,7 +231,7 @@ def _kill_stale_postmaster(layout: Layout) -> None:
 
 def start_postgres(layout: Layout, port: int, log: Any) -> subprocess.Popen:  # type: ignore[type-arg]
     """Start ``postgres`` on the data directory; returns the process."""
-    _own(layout.socket_dir, layout.user, 0o700)
+    _own(layout.socket_dir, layout.user, "the local server's socket directory")
     settings: List[str] = []
     extra = ["file_copy_method=clone"] if layout.binaries.major >= 18 and reflinks.supported(layout.data) else []
     for setting in (*TEST_SETTINGS, *extra, f"unix_socket_directories={layout.socket_dir}",
@@ -280,7 +299,8 @@ def run(layout: Layout) -> int:
 
     with os.fdopen(open_private(layout.log), "ab") as log:
         try:
-            _kill_stale_postmaster(layout)
+            prepare_data_root(layout)
+            _kill_stale_postmaster(layout, log)
             fresh = prepare_data(layout)
             port = _free_port()
             launched = time.monotonic()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from tests.reliability import intruder_data
 from tests.reliability.harness import Harness, Row
 
 USER = "eft-intruder"
@@ -52,7 +53,8 @@ def other_user(h: Harness) -> List[Row]:
         for victim in victims:
             found = [planted_cache(victim, intruder), planted_run_dir(victim, intruder),
                      nothing_readable(victim, intruder), planted_checkout_registry(victim, intruder),
-                     *checkout_holder(victim, intruder)]
+                     *checkout_holder(victim, intruder), intruder_data.symlinked_data_root(victim, intruder),
+                     intruder_data.planted_postmaster_pid(victim, intruder)]
             for row in found:
                 row.scenario = f"{victim.label}: {row.scenario}"
             rows.extend(found)
