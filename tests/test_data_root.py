@@ -10,6 +10,7 @@ import io
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -23,6 +24,11 @@ from elefast.provision.layout import Layout, server_user
 from elefast.provision.locks import pid_alive
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+
+def _default_signals():
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 class StalePostmasterTests(unittest.TestCase):
@@ -43,7 +49,8 @@ class StalePostmasterTests(unittest.TestCase):
         self.layout = Layout(Binaries(bindir, (15,), "test"), self.user, run_dir, self.base / "cache")
 
     def start(self, command, as_server_user=True, executable=None):
-        options = dict(executable=executable)
+        # the child starts with no signal blocked or ignored, whatever the runner's threads left
+        options = dict(executable=executable, preexec_fn=_default_signals)
         if self.user is not None and as_server_user:
             options.update(user=self.user.uid, group=self.user.gid, extra_groups=[])
         process = subprocess.Popen(command, cwd="/", **options)
