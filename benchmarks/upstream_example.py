@@ -2,14 +2,17 @@
 
 The suite (upstream's ``examples/fastapi-async``: 89 pytest-asyncio tests, a fixture that calls
 ``create_database()`` per test, FastAPI's ``TestClient``) runs once per round on upstream elefast
-from the same clone (its ``src/``, ahead of the 0.1.0a5 release in its own venv, see ``bench.py``:
-the example uses names released after it) and once on this package, alternating, on the same
+from the same clone (its ``src/`` on ``PYTHONPATH``: the example uses names released after 0.1.0a5),
+with the same interpreter and libraries as this package where that is Python 3.11+ (else upstream's
+own venv, see ``bench.py``), and once on this package, alternating, on the same
 server, ``--rounds`` times. Only the import path differs: both run the example's own conftest.py.
 Printed per server: the median wall time of each (pytest start to exit), our time over upstream's
 (the issue's target: at most 0.5 on the throwaway tmpfs server, 0.6 on a disk server), the floor
 (the same pytest run with every test deselected but collection, imports included) and the
 server's own limit: the suite's tests each need a fresh clone, so no package can beat the floor
-plus one background clone+drop per test (the best of 2 and 3 clients at once).
+plus one background clone+drop per test (the best of 2 and 3 clients at once), nor the suite's own
+work: its time less what it spends inside ``create_database()`` and ``drop()`` (a plugin times both
+in both packages).
 
 The example is not part of this project: point ``--example`` at it in a clone of upstream's
 repository (``git clone https://github.com/NiclasvanEyk/elefast``; the folder
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,6 +56,40 @@ def ensure(python: str) -> None:
                        timeout=900)
 
 
+# A pytest plugin loaded into both runs: the seconds spent inside create_database() and drop() (the
+# package's whole share of a test: the rest is the suite's own work), written at the end.
+TIMER = '''
+import os
+import time
+
+from elefast import AsyncDatabase, AsyncDatabaseServer
+
+SPENT = [0.0]
+
+
+def _timed(cls, name):
+    original = getattr(cls, name)
+
+    async def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            SPENT[0] += time.perf_counter() - started
+
+    setattr(cls, name, timed)
+
+
+_timed(AsyncDatabaseServer, "create_database")
+_timed(AsyncDatabase, "drop")
+
+
+def pytest_unconfigure(config):
+    with open(os.environ["BENCH_SPENT"], "w") as handle:
+        handle.write(repr(SPENT[0]))
+'''
+
+
 def example_clone_rate(url: str, clients: int, pairs: int = 24) -> float:
     """Clone + drop pairs per second from ``clients`` at once, on a template shaped as the example's
     (one table of three text columns; the rate depends on the template's size)."""
@@ -70,51 +107,64 @@ def upstream_source(example: Path) -> Path:
     return example.resolve().parent.parent / "src"
 
 
-def run_suite(python: str, impl: str, example: Path, url: str, floor: bool = False) -> float:
-    """Wall seconds of one pytest run of the example in a copy of it (raises if a test failed)."""
+def run_suite(python: str, impl: str, example: Path, url: str, floor: bool = False) -> Tuple[float, float]:
+    """Wall seconds of one pytest run of the example in a copy of it, and the seconds spent inside
+    ``create_database()`` and ``drop()`` (raises if a test failed)."""
     with tempfile.TemporaryDirectory(prefix="elefast-upstream-example-") as directory:
         copy = Path(directory) / "example"
         shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".pytest_cache"))
-        path = [str(copy / "src"), str(ROOT if impl == "elefast" else upstream_source(example))]
-        env = dict(os.environ, TESTING_DB_URL=url, PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1")
+        (Path(directory) / "bench_timer.py").write_text(TIMER)
+        path = [str(copy / "src"), directory, str(ROOT if impl == "elefast" else upstream_source(example))]
+        spent = Path(directory) / "spent"
+        env = dict(os.environ, TESTING_DB_URL=url, PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1",
+                   BENCH_SPENT=str(spent))
         env.pop("ELEFAST_DATABASE_URL", None)
         args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
-        if floor:
-            args += ["--collect-only"]
+        args += ["--collect-only"] if floor else ["-p", "bench_timer"]
         started = time.perf_counter()
         result = subprocess.run(args, cwd=str(copy), env=env, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - started
+        inside = 0.0 if floor else float(spent.read_text())
     if result.returncode != 0 or (not floor and " passed" not in result.stdout):
         raise RuntimeError(f"{impl} suite failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
-    return wall
+    return wall, inside
 
 
 def measure(label: str, url: str, example: Path, rounds: int, upstream: str) -> List[str]:
     async_url = url.replace("postgresql://", "postgresql+asyncpg://", 1).replace("+psycopg", "+asyncpg")
     run_suite(sys.executable, "elefast", example, async_url)  # this package's template, built once
+    run_suite(upstream, "upstream", example, async_url)  # and the upstream run's imports compiled
     walls: Dict[str, List[float]] = {"elefast": [], "upstream": [], "floor": []}
+    inside: Dict[str, List[float]] = {"elefast": [], "upstream": []}
     for _ in range(rounds):
-        walls["elefast"].append(run_suite(sys.executable, "elefast", example, async_url))
-        walls["upstream"].append(run_suite(upstream, "upstream", example, async_url))
-        walls["floor"].append(run_suite(sys.executable, "elefast", example, async_url, floor=True))
+        for name, python in (("elefast", sys.executable), ("upstream", upstream)):
+            wall, spent = run_suite(python, name, example, async_url)
+            walls[name].append(wall)
+            inside[name].append(spent)
+        walls["floor"].append(run_suite(sys.executable, "elefast", example, async_url, floor=True)[0])
     sync_url = async_url.replace("+asyncpg", "+psycopg")
     best = max(example_clone_rate(sync_url, clients) for clients in (2, 3))
     median = {name: statistics.median(values) for name, values in walls.items()}
     tests = 89
     limit = median["floor"] + tests / best
     ratio = median["elefast"] / median["upstream"]
+    spent = {name: statistics.median(values) for name, values in inside.items()}
+    own = median["elefast"] - spent["elefast"]  # the suite with nothing spent in create_database()/drop()
     return [
         f"## {label}",
         "",
         f"{rounds} rounds, median wall time (pytest start to exit), upstream's 89 tests unchanged.",
         "",
-        "| suite | median wall s | our time / upstream's |",
-        "| --- | ---: | ---: |",
-        f"| this package | {median['elefast']:.2f} | {ratio:.2f} |",
-        f"| upstream elefast (its clone's src/) | {median['upstream']:.2f} | 1.00 |",
-        f"| floor: pytest collecting the suite (imports included), no test run | {median['floor']:.2f} | |",
+        "| suite | median wall s | inside create_database() + drop(), per test ms | our time / upstream's |",
+        "| --- | ---: | ---: | ---: |",
+        f"| this package | {median['elefast']:.2f} | {spent['elefast'] * 1000 / tests:.1f} | {ratio:.2f} |",
+        f"| upstream elefast (its clone's src/) | {median['upstream']:.2f} | {spent['upstream'] * 1000 / tests:.1f} "
+        "| 1.00 |",
+        f"| floor: pytest collecting the suite (imports included), no test run | {median['floor']:.2f} | | |",
         f"| limit: the floor + 89 clones made and dropped in the background at the server's best rate "
-        f"({best:.1f} pairs/s) | {limit:.2f} | {limit / median['upstream']:.2f} |",
+        f"({best:.1f} pairs/s) | {limit:.2f} | | {limit / median['upstream']:.2f} |",
+        f"| limit: this run less its time inside create_database() and drop() (the suite's own work: its "
+        f"app, TestClient, bodies) | {own:.2f} | 0.0 | {own / median['upstream']:.2f} |",
         "",
         "Each round's walls (this package / upstream): " + ", ".join(
             f"{ours:.2f}/{theirs:.2f}" for ours, theirs in zip(walls["elefast"], walls["upstream"])),
@@ -139,14 +189,17 @@ def main() -> int:
         print(f"no upstream source at {upstream_source(args.example)}: use the example inside a clone of upstream's "
               "repository", file=sys.stderr)
         return 2
-    upstream, why = upstream_python()
-    if upstream is None:
-        print(f"upstream elefast is not available: {why}", file=sys.stderr)
-        return 1
-    ensure(upstream)
+    upstream: Optional[str] = sys.executable  # the same Python and libraries for both: only elefast differs
+    if sys.version_info < (3, 11):  # upstream needs 3.11+: its own venv then
+        upstream, why = upstream_python()
+        if upstream is None:
+            print(f"upstream elefast is not available: {why}", file=sys.stderr)
+            return 1
+        ensure(upstream)
     ensure(sys.executable)
     print("# Upstream's fastapi-async example suite: this package vs upstream elefast (the same clone's src/)")
-    print(f"Python {platform.python_version()} (upstream: its own venv), {os.cpu_count()} CPUs, {platform.platform()}")
+    same = "the same interpreter and libraries" if upstream == sys.executable else "its own venv"
+    print(f"Python {platform.python_version()} (upstream: {same}), {os.cpu_count()} CPUs, {platform.platform()}")
     print()
     if not args.no_disk:
         print("\n".join(measure(f"{args.url.split('@')[-1]} (the machine's server, disk)", args.url, args.example,
