@@ -7,7 +7,11 @@ PY := $(VENV)/bin/python
 # (The provisioning tests and `make demo` use the throwaway local server instead.)
 TEST_DATABASE_URL ?= $(or $(ELEFAST_DATABASE_URL),postgresql://postgres@127.0.0.1:5432/postgres)
 
-.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup bench-fixture bench-app bench-exit docs clean
+.PHONY: help install demo test test-python reliability lint typecheck bench bench-startup bench-fixture bench-app bench-exit bench-upstream docs clean
+
+# Upstream elefast's examples/fastapi-async folder, in a clone of its repository, for bench-upstream
+# (git clone https://github.com/NiclasvanEyk/elefast; UPSTREAM_EXAMPLE=../elefast/examples/fastapi-async).
+UPSTREAM_EXAMPLE ?=
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -50,6 +54,8 @@ bench: install  ## Every speed figure in one run, each beside its physical limit
 	$(PY) benchmarks/app_engines.py
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/clone_curve.py --svg docs/pages/img/per-test-cost.svg
 	$(PY) benchmarks/exit_time.py --url $(TEST_DATABASE_URL)
+	$(PY) benchmarks/fixture_api.py --local
+	$(MAKE) bench-upstream
 
 bench-startup: install  ## Time the no-setup server: local server start, first test, Docker
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/startup.py
@@ -59,6 +65,13 @@ bench-fixture: install  ## create_database() per test from a pytest fixture: thi
 
 bench-exit: install  ## How long a process takes to end after its last test (disk server, fsync on), dropped behind or here
 	$(PY) benchmarks/exit_time.py --url $(TEST_DATABASE_URL)
+
+bench-upstream: install  ## Upstream's fastapi-async example suite on upstream and on this package (UPSTREAM_EXAMPLE=path)
+	@if [ -z "$(UPSTREAM_EXAMPLE)" ]; then \
+		echo "bench-upstream: set UPSTREAM_EXAMPLE to examples/fastapi-async in a clone of https://github.com/NiclasvanEyk/elefast"; \
+	else \
+		$(PY) benchmarks/upstream_example.py --example $(UPSTREAM_EXAMPLE) --local; \
+	fi
 
 bench-app: install  ## Transaction mode with the app's own engine vs plain transaction mode vs the rollback floor
 	env -u ELEFAST_DATABASE_URL $(PY) benchmarks/app_engines.py
