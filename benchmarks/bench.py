@@ -164,7 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             ("work", args.tests, modes, "tests that insert into 3 tables, commit and count"),
             ("nothing", args.tests, [m for m in modes if m in ("elefast-database", "upstream", "rollback")],
              "tests that do almost nothing (SELECT 1)"),
-            ("sleep50", max(20, args.tests // 4), [m for m in modes if m in ("elefast-database", "upstream")],
+            ("sleep50", max(20, args.tests // 4),
+             [m for m in modes if m in ("elefast-database", "upstream", "rollback")],
              "tests that take >= 50 ms (the work above plus 50 ms)"),
         ):
             results = []

@@ -11,12 +11,11 @@ ones as soon as the process goes lean (a full server).
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from elefast._base.log import logger
 from elefast._base.process import leave_to_parent
 from elefast._engines import budget as _budget
 from elefast._server.pool_sizes import pool_workers
@@ -103,19 +102,3 @@ class AdminConnections:
             connection.close()
         except Exception:
             pass
-
-
-def first_backend(admin: Engine, name: str, connect_args: Dict[str, Any]) -> None:
-    """Connect to the new clone ``name`` once, as ``admin``'s user, and leave.
-
-    The first backend on a database writes its catalog cache file (``pg_internal.init``),
-    which a clone does not inherit from its template: every later backend, a test's first
-    connection included, starts from that file (2-3 ms less). The pool does this for the
-    clones it keeps without a warm connection (async ones, those beyond its size).
-    """
-    dialect = admin.dialect
-    cargs, cparams = dialect.create_connect_args(admin.url.set(database=name))
-    try:
-        dialect.connect(*cargs, **{**cparams, **connect_args}).close()
-    except Exception as error:  # only a head start: the test's own connection says what is wrong
-        logger.debug("elefast could not open a first connection to %s: %s", name, error)

@@ -36,7 +36,7 @@ from elefast._server import clone_strategy as _clone_strategy
 from elefast._server import dropper as _dropper
 from elefast._server import messages as _messages
 from elefast._server import ownership
-from elefast._server.admin_connections import AdminConnections, first_backend
+from elefast._server.admin_connections import AdminConnections
 from elefast._server.disk import CloneRoom, DiskRoom
 from elefast._server.pool import ClonePool
 from elefast._server.templates import Templates
@@ -294,8 +294,6 @@ class ServerCore:
     def _prepare(self, name: str, template: Optional[str], warm: bool = True) -> Any:
         try:
             prepared = self.kind.prepare(self.database_url(name), self.engine_options(), template, warm)
-            if not isinstance(prepared, Engine) and not _budget.is_lean():
-                first_backend(self.admin, name, self._connect_args)
         except DBAPIError as error:
             self.raise_if_full(error)
             raise
