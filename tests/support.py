@@ -218,14 +218,14 @@ def alembic_project_failing_halfway(directory):
 
 #: Set by CI (``.ci/run``) for its runs on the oldest and newest Python: the tests marked
 #: :func:`once_per_ci` are skipped there and run once, in the README's run.
-SECONDARY_RUN = os.environ.get("ELEFAST_TESTS_SECONDARY") == "1"
+SECONDARY_RUN = os.environ.get("EFT_SECONDARY_PYTHON") == "1"
 
 
 def once_per_ci(cls: Any) -> Any:
     """Mark a test class that checks the server, the machine or the docs rather than the Python
     version (a full server, a full disk, detached checkouts, the docs site, init's scaffolds):
     skipped on CI's extra Python runs, which would only repeat it."""
-    return unittest.skipIf(SECONDARY_RUN, "run once per CI, on the README's run (ELEFAST_TESTS_SECONDARY=1)")(cls)
+    return unittest.skipIf(SECONDARY_RUN, "run once per CI, on the README's run (EFT_SECONDARY_PYTHON=1)")(cls)
 
 
 def gone_soon(name: str, seconds: float = 15.0) -> List[str]:

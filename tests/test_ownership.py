@@ -167,9 +167,7 @@ class OwnershipTests(unittest.TestCase):
             "print('gone', database.name, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n"
         )
-        out = subprocess.run([sys.executable, "-c", code, self.prefix], cwd=str(support.ROOT), capture_output=True,
-                             text=True, timeout=60)
-        self.assertEqual(out.returncode, -signal.SIGKILL, out.stderr)
+        out = self.killed(code)
         name = out.stdout.split("gone ", 1)[1].split()[0]
         renamed = [line for line in out.stdout.splitlines() if "RENAME TO" in line]
         self.assertEqual(len(renamed), 1, out.stdout)
@@ -193,12 +191,16 @@ class OwnershipTests(unittest.TestCase):
             "print('dropped', database.name, flush=True)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n"
         )
+        name = self.killed(code).stdout.split("dropped ", 1)[1].split()[0]
+        self.assertEqual(self.swept(name), [])  # dropped behind before the kill, or an orphan swept now
+        self.assertEqual(support.databases(self.prefix + "%"), [])
+
+    def killed(self, code):
+        """Run ``code`` (given this test's prefix) in a process that ends itself with SIGKILL."""
         out = subprocess.run([sys.executable, "-c", code, self.prefix], cwd=str(support.ROOT), capture_output=True,
                              text=True, timeout=60)
         self.assertEqual(out.returncode, -signal.SIGKILL, out.stderr)
-        name = out.stdout.split("dropped ", 1)[1].split()[0]
-        self.assertEqual(self.swept(name), [])  # dropped behind before the kill, or an orphan swept now
-        self.assertEqual(support.databases(self.prefix + "%"), [])
+        return out
 
     def swept(self, name):
         """Sweep until ``name`` is gone (a killed client's backend may hold its lock a moment longer)."""
