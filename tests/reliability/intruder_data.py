@@ -28,6 +28,16 @@ def _setting(victim: Victim, intruder: Intruder) -> Tuple[Dict[str, str], Option
     return env, Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else None
 
 
+def _begin(title: str, victim: Victim, intruder: Intruder) -> Tuple[Row, Dict[str, str], Optional[Path]]:
+    """A row run once, the victim's environment and its data root (None, with the row failed, if unknown)."""
+    row = Row(title)
+    row.runs += 1
+    env, data_root = _setting(victim, intruder)
+    if data_root is None:
+        row.fail("could not compute the data root's name")
+    return row, env, data_root
+
+
 def _run_and_clean(row: Row, victim: Victim, env: Dict[str, str], data_root: Path) -> None:
     """``server start`` must refuse, naming the data root and the intruder; nothing may stay running."""
     from tests.reliability.intruder import _refused
@@ -41,11 +51,8 @@ def _run_and_clean(row: Row, victim: Victim, env: Dict[str, str], data_root: Pat
 def symlinked_data_root(victim: Victim, intruder: Intruder) -> Row:
     """The intruder makes the victim's data root a symbolic link to a directory of root's: the victim
     refuses it, and that directory keeps its owner, mode and (empty) content."""
-    row = Row("another user's symlink at the ELEFAST_DATA_DIR data root refused")
-    row.runs += 1
-    env, data_root = _setting(victim, intruder)
+    row, env, data_root = _begin("another user's symlink at the ELEFAST_DATA_DIR data root refused", victim, intruder)
     if data_root is None:
-        row.fail("could not compute the data root's name")
         return row
     target = Path(tempfile.mkdtemp(prefix="elefast-roots-"))
     try:
@@ -69,11 +76,8 @@ def symlinked_data_root(victim: Victim, intruder: Intruder) -> Row:
 def planted_postmaster_pid(victim: Victim, intruder: Intruder) -> Row:
     """The intruder makes the victim's data root first, with a ``data/postmaster.pid`` naming a process
     of its own called ``postgres-innocent``: the victim refuses the directory and signals nothing."""
-    row = Row("another user's postmaster.pid in ELEFAST_DATA_DIR signals nothing")
-    row.runs += 1
-    env, data_root = _setting(victim, intruder)
+    row, env, data_root = _begin("another user's postmaster.pid in ELEFAST_DATA_DIR signals nothing", victim, intruder)
     if data_root is None:
-        row.fail("could not compute the data root's name")
         return row
     program = data_root.parent / "postgres-innocent"  # the intruder's own program, in the shared directory
     copied = intruder.sh(f"cp {shutil.which('sleep') or '/bin/sleep'} {program}")
