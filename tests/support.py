@@ -13,7 +13,7 @@ import time
 import unittest
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import psycopg
 
@@ -234,6 +234,19 @@ def gone_soon(name: str, seconds: float = 15.0) -> List[str]:
     while databases(name) and time.monotonic() < deadline:
         time.sleep(0.02)
     return databases(name)
+
+
+def swept(server: Any, left: Callable[[], List[str]], seconds: float = 15.0) -> List[str]:
+    """Sweep with ``server`` until ``left()`` is empty: ``[]``, else what is still there. After a SIGKILL
+    the server may finish a clone the process was making, and the killed client's backend may hold
+    its ownership lock, a moment after the process is gone."""
+    deadline = time.monotonic() + seconds
+    while True:
+        server.sweep_orphans()
+        names = left()
+        if not names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
 
 
 def left_after_exit(prefix: str, seconds: float = 35.0) -> List[str]:

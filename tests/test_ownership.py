@@ -203,12 +203,8 @@ class OwnershipTests(unittest.TestCase):
         return out
 
     def swept(self, name):
-        """Sweep until ``name`` is gone (a killed client's backend may hold its lock a moment longer)."""
-        deadline = time.monotonic() + 10
-        while support.databases(name) and time.monotonic() < deadline:
-            self.server.sweep_orphans()
-            time.sleep(0.05)
-        return support.databases(name)
+        """Sweep until ``name`` is gone (see :func:`tests.support.swept`)."""
+        return support.swept(self.server, lambda: support.databases(name))
 
     def test_kept_databases_are_never_swept(self):
         """A database kept for inspection is not an orphan."""

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import unittest
 import uuid
 
@@ -92,10 +91,8 @@ class TestingPostgresqlTests(unittest.TestCase):
                 self.assertNotEqual(second.dsn()["database"], dsn["database"])
                 self.assertEqual(rows(second, "SELECT to_regclass('mine') IS NULL"), [(True,)])
         self.assertFalse(first.is_alive())
-        deadline = time.monotonic() + 30  # dropped in the background, as the pool does for the test cases
-        while support.databases(dsn["database"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(support.databases(dsn["database"]), [])
+        # dropped in the background, as the pool does for the test cases
+        self.assertEqual(support.gone_soon(dsn["database"], 30), [])
         first.stop()  # twice: harmless
 
     def test_a_factorys_handler_runs_once_on_a_template_every_instance_clones(self):
@@ -212,15 +209,7 @@ class TestingPostgresqlTests(unittest.TestCase):
         self.assertEqual([name for name in names if support.databases(name)], names)  # the kill left them
         server = DatabaseServer(support.server_url())
         self.addCleanup(server.close)
-        # a clone the pool was making when the kill came is finished by the server a moment later, and a
-        # killed client's backend may hold its lock a moment longer: sweep until the sweep has them all
-        deadline = time.monotonic() + 15
-        while True:
-            server.sweep_orphans()
-            left = [name for name in support.databases(self.prefix + "%") if "_tpl_" not in name]
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        left = support.swept(server, lambda: [n for n in support.databases(self.prefix + "%") if "_tpl_" not in n])
         self.assertEqual(left, [])
 
 
