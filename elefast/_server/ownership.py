@@ -276,11 +276,12 @@ class Ledger:
         return names
 
 
-def _marked(connection: Connection) -> List[str]:
+def _marked(connection: Connection) -> Tuple[List[str], Set[str], Set[str]]:
     """Every database a process marked as its own, templates left half-marked or half-dropped by a
-    crash included."""
+    crash included (sorted), and those two kinds of template on their own."""
     names = connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.OWNED_MARK + "%"}).scalars().all()
-    return sorted({*names, *_half_marked_templates(connection), *_half_dropped_templates(connection)})
+    half_marked, half_dropped = set(_half_marked_templates(connection)), set(_half_dropped_templates(connection))
+    return sorted({*names, *half_marked, *half_dropped}), half_marked, half_dropped
 
 
 def _half_marked_templates(connection: Connection) -> List[str]:
@@ -349,8 +350,8 @@ def find_kept(connection: Connection) -> List[str]:
 def find_orphans(connection: Connection) -> List[str]:
     """Marked databases no living process owns (their lock is free). Takes nothing it finds."""
     orphans = []
-    half_dropped = set(_half_dropped_templates(connection))
-    for name in _marked(connection):
+    names, _, half_dropped = _marked(connection)
+    for name in names:
         taken = _try_lock(connection, name, half_dropped)
         if taken:
             _unlock(connection, taken)
@@ -366,9 +367,8 @@ def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], Lis
     """
     dropped: List[str] = []
     failed: List[Tuple[str, str]] = []
-    half_marked = set(_half_marked_templates(connection))
-    half_dropped = set(_half_dropped_templates(connection))
-    for name in _marked(connection):
+    names, half_marked, half_dropped = _marked(connection)
+    for name in names:
         taken = _try_lock(connection, name, half_dropped)
         if not taken:
             continue  # a living process owns it
