@@ -34,16 +34,17 @@ import threading
 import types
 import unittest
 import warnings
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Union
 
-from sqlalchemy import URL, Connection, text
+from sqlalchemy import URL, Connection, make_url, text
+from sqlalchemy.orm import sessionmaker
 
 from elefast import provision as _provision
 from elefast._base import sql as _sql
 from elefast._schema import fingerprints as _fingerprints
 from elefast._server.core import core_of
+from elefast._testing.provider import SHARED, SyncProvider
 from elefast.errors import ConfigurationError
-from elefast.migrators import schema_key
 from elefast.sync import Database, DatabaseServer
 
 __all__ = ["Postgresql", "PostgresqlFactory", "skipIfNotFound", "skipIfNotInstalled", "testing"]
@@ -67,7 +68,6 @@ _FIXES = {
     "pid": "drop pid=",
 }
 _LOCK = threading.RLock()
-_SERVERS: Dict[Tuple[str, Hashable], DatabaseServer] = {}
 _RESOLVED: Dict[str, Union[str, URL]] = {}
 
 
@@ -144,14 +144,10 @@ def _server_url(timeout: float) -> Union[str, URL]:
 
 
 def _server(schema: Any, timeout: float) -> DatabaseServer:
-    """The process's server object for ``schema`` (one pool and template per handler's identity)."""
+    """The process's server object for ``schema`` (one pool and template per handler's identity), shared
+    with the test cases' (:data:`~elefast._testing.provider.SHARED`)."""
     url = _server_url(timeout)
-    key = (str(url) if isinstance(url, str) else url.render_as_string(hide_password=False), schema_key(schema))
-    with _LOCK:
-        server = _SERVERS.get(key)
-        if server is None:
-            server = _SERVERS[key] = DatabaseServer(url, schema=schema).ensure_is_ready(timeout=timeout)
-        return server
+    return SHARED.sync_server(url if isinstance(url, URL) else make_url(url), schema, timeout)
 
 
 def _public_url(url: URL) -> URL:
@@ -233,9 +229,9 @@ class Postgresql:
             return
         server = self._server or _server(None, self._checked.timeout)
         self._server = server
-        core, prefix, encoding = core_of(server), _sql.safe_prefix(PREFIX), self._checked.encoding
-        _name, engine = core.take(core.templates.get(prefix, encoding), prefix, encoding)  # kept ahead from now on
-        database = Database(engine, server, on_drop=core.release)  # stop(): dropped in the background
+        provider, prefix, encoding = SyncProvider(server), _sql.safe_prefix(PREFIX), self._checked.encoding
+        # from the pool, kept ahead from now on; stop() hands it back, dropped in the background
+        database = provider.database(provider.template(prefix, encoding), prefix, encoding, sessionmaker)
         try:
             _apply(database, self._checked.options)
         except BaseException:
@@ -353,7 +349,7 @@ class PostgresqlFactory:
         self._server: Optional[DatabaseServer] = None
         if cached and handler is not None:
             self._server = _server(_Initializer(handler), self._checked.timeout)
-            core_of(self._server).templates.get(PREFIX, self._checked.encoding)  # the handler runs now
+            SyncProvider(self._server).template(PREFIX, self._checked.encoding)  # the handler runs now
 
     def __call__(self) -> Postgresql:
         return self.target_class(_elefast_server=self._server, _elefast_settings=self._checked, **self.settings)

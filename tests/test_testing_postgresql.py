@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from elefast import testing_postgresql
 from elefast._schema import fingerprints
+from elefast._testing.provider import SHARED
 from elefast.errors import ConfigurationError
 from elefast.sync import DatabaseServer
 from elefast.testing_postgresql import Postgresql, PostgresqlFactory
@@ -63,7 +64,7 @@ class TestingPostgresqlTests(unittest.TestCase):
 
     def cleanup(self):
         testing_postgresql.PREFIX = self.saved_prefix
-        for server in testing_postgresql._SERVERS.values():
+        for server in SHARED.servers():
             for name in support.databases(self.prefix + "%"):
                 if not name.startswith(self.prefix + "_tpl"):
                     try:
