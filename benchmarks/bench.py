@@ -37,6 +37,33 @@ DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ALL_MODES = ["elefast-database", "elefast-transaction", "upstream", "janitor", "naive", "rollback"]
 
 
+def admin_connect(url: str) -> Any:
+    """A psycopg autocommit connection to the maintenance database of the server at ``url`` (any
+    SQLAlchemy or libpq URL, the local server's socket URL included)."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    parsed = make_url(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    kwargs = dict(user=parsed.username, dbname="postgres", port=parsed.port, autocommit=True,
+                  host=parsed.query.get("host") or parsed.host, password=parsed.password)
+    return psycopg.connect(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def settle(url: str, seconds: float = 60.0) -> float:
+    """Wait until the server has none of elefast's clones left to drop (a detached dropper drops
+    them after a run's process has ended), so the next timed run does not share the server with
+    the last one's leftover work; return the seconds waited."""
+    started = time.monotonic()
+    with admin_connect(url) as conn:
+        while time.monotonic() - started < seconds:
+            left = conn.execute("SELECT count(*) FROM pg_database WHERE NOT datistemplate AND "
+                                "shobj_description(oid, 'pg_database') LIKE 'elefast database%%'").fetchone()
+            if not left or not left[0]:
+                break
+            time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def find_upstream_python() -> Optional[str]:
     """A Python >= 3.12 for upstream elefast (pyenv's, else on PATH)."""
     candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python")), reverse=True)
@@ -65,6 +92,7 @@ def upstream_python() -> Tuple[Optional[str], str]:
 
 def run_mode(mode: str, url: str, count: int, body: str, upstream: Optional[str]) -> Dict[str, Any]:
     python = upstream if mode == "upstream" else sys.executable
+    settle(url)  # the last run's dropper is done: this run has the server to itself
     env = dict(os.environ, BENCH_T0=repr(time.time()))
     env.pop("ELEFAST_DATABASE_URL", None)
     if mode != "upstream":

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import DEFAULT_URL, upstream_python  # noqa: E402
+from bench import DEFAULT_URL, settle, upstream_python  # noqa: E402
 
 CONFTEST = '''
 import os
@@ -165,7 +165,9 @@ def ensure_pytest(python: str) -> None:
 
 
 def run_suite(python: str, impl: str, url: str, tests: int, floor: bool = False) -> float:
-    """Wall seconds of one pytest run of the suite (raises if a test failed)."""
+    """Wall seconds of one pytest run of the suite (raises if a test failed), on a server the last
+    run's dropper is done with."""
+    settle(url)
     with tempfile.TemporaryDirectory(prefix="elefast-fixture-bench-") as directory:
         folder = Path(directory)
         if not floor:
@@ -185,6 +187,8 @@ def run_suite(python: str, impl: str, url: str, tests: int, floor: bool = False)
 def run_steps(python: str, impl: str, url: str, tests: int) -> Dict[str, float]:
     """One process's steps in ms (see ``STEPS``)."""
     import json
+
+    settle(url)
 
     env = dict(os.environ, BENCH_URL=url, BENCH_IMPL=impl, BENCH_TESTS=str(tests), BENCH_BODY=BODY[0],
                PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1")

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import DEFAULT_URL, upstream_python  # noqa: E402
+from bench import DEFAULT_URL, settle, upstream_python  # noqa: E402
 from clone_rate import on_template, pair_ms  # noqa: E402
 from fixture_api import local_server_url  # noqa: E402
 
@@ -109,7 +109,9 @@ def upstream_source(example: Path) -> Path:
 
 def run_suite(python: str, impl: str, example: Path, url: str, floor: bool = False) -> Tuple[float, float]:
     """Wall seconds of one pytest run of the example in a copy of it, and the seconds spent inside
-    ``create_database()`` and ``drop()`` (raises if a test failed)."""
+    ``create_database()`` and ``drop()`` (raises if a test failed), on a server the last run's
+    dropper is done with."""
+    settle(url.replace("+asyncpg", ""))
     with tempfile.TemporaryDirectory(prefix="elefast-upstream-example-") as directory:
         copy = Path(directory) / "example"
         shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__", ".pytest_cache"))

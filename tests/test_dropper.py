@@ -2,15 +2,35 @@
 and the dropper drops nothing that is not elefast's or that a living process owns."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
+from pathlib import Path
 
 import psycopg
 
 from elefast._server import dropper, ownership
 from tests import support
+
+COLLECTED = """
+import gc, sys, time
+from elefast import DatabaseServer
+from tests import support
+
+server = DatabaseServer(support.server_url())
+names = [server.create_database(prefix=sys.argv[1]).name for _ in range(4)]
+started = time.monotonic()
+del server
+gc.collect()
+print(round(time.monotonic() - started, 3), flush=True)
+deadline = time.monotonic() + 40
+while time.monotonic() < deadline and support.databases(sys.argv[1] + "%"):
+    time.sleep(0.1)
+print(len(support.databases(sys.argv[1] + "%")), flush=True)
+"""
 
 CHILD = """
 import sys, time
@@ -55,6 +75,43 @@ class DropperTests(unittest.TestCase):
     def test_here_drops_them_before_the_process_ends(self):
         self.run_child(ELEFAST_DROP_AT_EXIT="here")
         self.assertEqual(self.clones(), [])
+
+    def test_a_server_collected_unclosed_hands_its_databases_over_while_the_process_goes_on(self):
+        environment = dict(os.environ, PYTHONPATH=str(support.ROOT))
+        environment.pop("ELEFAST_DROP_AT_EXIT", None)
+        result = subprocess.run([sys.executable, "-c", COLLECTED, self.prefix], cwd=str(support.ROOT),
+                                env=environment, capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        collected_in, left = result.stdout.split()
+        self.assertLess(float(collected_in), 2.0, "collecting the server should not wait for its drops")
+        self.assertEqual(left, "0", "the dropper drops them while the process still runs")
+
+    def test_on_the_local_server_the_dropper_holds_a_lease_until_it_is_done(self):
+        from elefast.provision import locks
+
+        leases = Path(tempfile.mkdtemp(prefix="eft-leases-"))
+        self.addCleanup(shutil.rmtree, leases, True)
+        name = f"{self.prefix}_leased"
+        support.execute(f'CREATE DATABASE "{name}"')
+        self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}"')
+        for statement in ownership.mark_owned(name):
+            support.execute(statement)
+        with psycopg.connect(support.libpq_dsn(), autocommit=True) as owner:  # its owner still lives
+            owner.execute("SELECT pg_advisory_lock(%s)", (ownership.owner_key(name),))
+            self.assertTrue(dropper.hand_over(admin_url(), [name], leases))
+            holders = locks.lease_holders(leases)
+            self.assertEqual(len(holders), 1)
+            self.assertNotEqual(holders, [os.getpid()], "the lease is named after the dropper, not us")
+            self.assertTrue(locks.pid_alive(holders[0]))
+        deadline = time.monotonic() + 20
+        while locks.live_leases(leases) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(locks.live_leases(leases), 0, "the lease goes when the dropper is done")
+        self.assertEqual(support.databases(name), [])
+
+    def test_without_a_lease_on_the_local_server_nothing_is_handed_over(self):
+        missing = Path(tempfile.mkdtemp(prefix="eft-leases-")) / "gone"
+        self.assertFalse(dropper.hand_over(admin_url(), ["elefast_never_made"], missing))
 
     def test_an_unmarked_database_is_never_dropped(self):
         name = f"{self.prefix}_not_elefasts"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from sqlalchemy import URL, Connection, Engine, NullPool, text
@@ -87,13 +88,14 @@ class ServerCore:
         self._pool: Optional[ClonePool] = None
         self._admin = AdminConnections(self.connect)  # the long-lived ones, any thread's to use
         self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
+        self._closed_by_caller = False
         self.room = CloneRoom(DiskRoom.for_url(self.url), self.connect)  # the local server's disk
         self.ledger = ownership.Ledger(ownership.Owner(self.connect))
         self.templates = Templates(self)
         _CORES[server] = self
         reset_in_forked_child(self)
-        self._finalizer = weakref.finalize(server, _close, self.ledger, self._stop_pool, self._close_connections,
-                                           self._drop_names, self._drop_behind)
+        self._finalizer = weakref.finalize(server, _dropper.final_cleanup, self.ledger, self._stop_pool,
+                                           self._close_connections, self._drop_names, self._drop_behind)
         at_process_exit(self._finalizer)
 
     def __repr__(self) -> str:
@@ -337,18 +339,24 @@ class ServerCore:
 
     def close(self) -> None:
         """Stop the pool, drop every database this server still owns, close its connections."""
+        self._closed_by_caller = True  # it waits for its drops (a collected server hands them over)
         self._finalizer()
 
     def _stop_pool(self, quick: bool = False) -> List[str]:
         pool, self._pool = self._pool, None
         return pool.close(timeout=0 if quick else 30) if pool is not None else []
 
-    def _drop_behind(self) -> Optional[str]:
-        """The admin URL (password included) for a detached dropper, if this process, ending now,
-        leaves what it owns to one (see :mod:`elefast._server.dropper`); else None."""
-        if exiting() and not _budget.is_lean() and _dropper.behind_wanted(self.room.disk is not None):
-            return self.admin.url.render_as_string(hide_password=False)
-        return None
+    def _drop_behind(self) -> Optional[Tuple[str, Optional[Path]]]:
+        """Where a detached dropper should drop what this server owns, if anywhere (see
+        :mod:`elefast._server.dropper`): the admin URL (password included) and, on the local
+        server, its lease directory; None when this process drops them itself (``close()``
+        outside the exit, lean mode, ``ELEFAST_DROP_AT_EXIT=here``)."""
+        if self._closed_by_caller and not exiting():
+            return None
+        if _budget.is_lean() or not _dropper.behind_wanted():
+            return None
+        leases = self.room.disk.leases if self.room.disk is not None else None
+        return self.admin.url.render_as_string(hide_password=False), leases
 
     def _close_connections(self) -> None:
         self._admin.close_all()
@@ -379,18 +387,3 @@ class ServerCore:
                         logger.warning("elefast could not drop %s: %s", name, error)
         except Exception as error:
             logger.warning("elefast could not connect to drop %d databases: %s", len(names), error)
-
-
-def _close(ledger: ownership.Ledger, stop_pool: Callable[[bool], List[str]], close_connections: Callable[[], None],
-           drop_names: Callable[[List[str]], None], drop_behind: Callable[[], Optional[str]]) -> None:
-    """The final cleanup (``close()``, the facade collected, or the process exiting: then what is
-    left goes to a detached dropper, and the process ends without waiting for the drops)."""
-    url = drop_behind()
-    stop_pool(url is not None)
-    names = ledger.take_owned(close=url is not None)  # the pool's threads may still be running
-    if url is None or not _dropper.hand_over(url, names):
-        close_connections()
-        drop_names(names)
-    # else: the admin connections are left to the process's end, which closes their sockets; closing
-    # them here would wait for the statements the pool's threads still run on them
-    ledger.owner.close()

@@ -36,8 +36,11 @@ RESERVE_SHARE = 0.05
 class DiskRoom:
     """The free space of one local server's data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, run_dir: Optional[Path] = None) -> None:
         self.data_dir = data_dir
+        #: The local server's lease directory (``Layout.leases``): a process holding a lease there
+        #: keeps the server up; None when not known.
+        self.leases = run_dir / "leases" if run_dir is not None else None
 
     @classmethod
     def for_url(cls, url: URL) -> Optional[DiskRoom]:
@@ -58,7 +61,7 @@ class DiskRoom:
         except (OSError, ValueError):
             return None
         data_dir = (Path(data_root) if data_root else run_dir) / "data"
-        return cls(data_dir) if data_dir.is_dir() else None
+        return cls(data_dir, run_dir) if data_dir.is_dir() else None
 
     def free(self) -> int:
         """Bytes free for unprivileged writers on the data directory's filesystem."""

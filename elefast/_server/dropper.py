@@ -15,21 +15,31 @@ line, which other users see), and for each name, within :data:`DROPPER_SECONDS`:
 
 If the dropper is killed, or cannot connect, the databases are orphans like any other: the
 next sweep drops them. ``ELEFAST_DROP_AT_EXIT=here`` makes a process drop them itself before it
-ends, ``=behind`` always hands them over; the default hands them over except on elefast's own
-throwaway local server, whose drops are quick (``fsync = off``) and whose supervisor stops it
-after its last process. A process short of connections (a small server: lean mode) drops them
-itself over the connection it holds, rather than have the dropper need another.
+ends; the default (``behind``) hands them over. On elefast's throwaway local server the dropper
+holds a lease of its own, so the server's supervisor stops the server only once the dropper is
+done. A process short of connections (a small server: lean mode) drops them itself over the
+connection it holds, rather than have the dropper need another. A server object collected
+without ``close()`` while its process goes on hands its databases over the same way: nobody
+waits for those drops. The dropper drops over :data:`DROP_LANES` connections at once.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["DROPPER_SECONDS", "ENV_DROP_AT_EXIT", "behind_wanted", "hand_over", "main"]
+from elefast._base.process import exiting
+
+if TYPE_CHECKING:
+    from elefast._server.ownership import Ledger
+
+__all__ = ["DROPPER_SECONDS", "ENV_DROP_AT_EXIT", "behind_wanted", "final_cleanup", "hand_over", "main"]
 
 #: The environment variable choosing who drops what is left at exit: ``here``, ``behind``, or unset.
 ENV_DROP_AT_EXIT = "ELEFAST_DROP_AT_EXIT"
@@ -43,31 +53,104 @@ DROPPER_SECONDS = 30.0
 APPEAR_SECONDS = 10.0
 
 
-def behind_wanted(is_local_server: bool) -> bool:
-    """Whether a process ending now should hand what it owns to a dropper (see the module docstring)."""
-    wanted = os.environ.get(ENV_DROP_AT_EXIT, "").strip().lower()
-    if wanted == "here":
-        return False
-    if wanted == "behind":
-        return True
-    return not is_local_server
+def behind_wanted() -> bool:
+    """Whether a process ending now (or a server collected unclosed) should hand what it owns to a
+    dropper (see the module docstring): yes, unless ``ELEFAST_DROP_AT_EXIT=here``."""
+    return os.environ.get(ENV_DROP_AT_EXIT, "").strip().lower() != "here"
 
 
-def hand_over(url: str, names: Sequence[str]) -> bool:
+def hand_over(url: str, names: Sequence[str], leases: Optional[Path] = None) -> bool:
     """Start a detached dropper for ``names`` on the server at ``url`` (password included); False if
-    it could not start (the caller then drops them itself)."""
+    it could not start (the caller then drops them itself).
+
+    ``leases``: the local server's lease directory. The dropper then holds a lease of its own
+    (taken here, before it starts, and handed to it as an open descriptor), so the server's
+    supervisor keeps the server up until the dropper is done.
+    """
     if not names:
         return True
     env = dict(os.environ, **{URL_VARIABLE: url, NAMES_VARIABLE: ",".join(names)})
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where elefast is
     env["PYTHONPATH"] = os.pathsep.join(part for part in (home, env.get("PYTHONPATH", "")) if part)
+    lease = _lease_for_dropper(leases) if leases is not None else None
+    if leases is not None and lease is None:
+        return False  # no lease: the server could stop under the dropper, so drop here
     try:
-        subprocess.Popen([sys.executable, "-m", "elefast._server.dropper"], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-                         close_fds=True)
+        child = subprocess.Popen([sys.executable, "-m", "elefast._server.dropper"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                 start_new_session=True, close_fds=True,
+                                 pass_fds=() if lease is None else (lease[0],))
     except (OSError, RuntimeError, ValueError):
+        if lease is not None:
+            _give_up(*lease)
         return False
+    _reap(child)
+    if lease is not None:
+        fd, path = lease
+        try:  # named after its holder, as every lease is (``server status`` lists them by pid)
+            os.rename(path, path.with_name(f"{child.pid}-{path.name.split('-')[1]}"))
+        except OSError:
+            pass
+        os.close(fd)  # the dropper's copy of the descriptor holds the lock now
     return True
+
+
+#: Droppers started while the process cannot start a thread (its end): kept, never collected running.
+_STARTED: List[subprocess.Popen[bytes]] = []
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    """Wait for the dropper in a daemon thread, so a process that goes on leaves no zombie (nor a
+    ResourceWarning for a child collected while it runs)."""
+    try:
+        threading.Thread(target=child.wait, name="elefast-dropper-reaper", daemon=True).start()
+    except RuntimeError:  # the interpreter is shutting down: the dropper outlives us anyway
+        _STARTED.append(child)
+
+
+def _lease_for_dropper(leases: Path) -> Optional[Tuple[int, Path]]:
+    """A new lease file in ``leases``, locked, its descriptor inheritable; None if it cannot be made."""
+    import fcntl
+
+    path = leases / f"{os.getpid()}-{time.monotonic_ns()}-dropper"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        _give_up(fd, path)
+        return None
+    return fd, path
+
+
+def _give_up(fd: int, path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def final_cleanup(ledger: Ledger, stop_pool: Callable[[bool], List[str]], close_connections: Callable[[], None],
+                  drop_names: Callable[[List[str]], None],
+                  drop_behind: Callable[[], Optional[Tuple[str, Optional[Path]]]]) -> None:
+    """A server's final cleanup (its core's finalizer): ``close()`` drops here; the server
+    collected, or the process exiting, hands what is left to a detached dropper (the process goes
+    on, or ends, without waiting)."""
+    behind = drop_behind()
+    ending = exiting()
+    stop_pool(behind is not None and ending)  # at exit the pool's threads are not waited for
+    names = ledger.take_owned(close=behind is not None)  # the pool's threads may still be running
+    if behind is None or not hand_over(behind[0], names, behind[1]):
+        close_connections()
+        drop_names(names)
+    elif not ending:
+        close_connections()  # the pool's threads have stopped: nothing runs on them any more
+    # else: the admin connections are left to the process's end, which closes their sockets; closing
+    # them here would wait for the statements the pool's threads still run on them
+    ledger.owner.close()  # its ownership locks go with it: the dropper may drop now
 
 
 def _state(connection: object, names: Sequence[str]) -> Dict[str, Optional[bool]]:
@@ -97,51 +180,105 @@ def _connect(engine: Any, until: float) -> Any:
             time.sleep(0.2)
 
 
-def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS) -> List[str]:
-    """Drop ``names`` once nobody owns them (see the module docstring); return those dropped."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
+class _Names:
+    """The names still to drop, shared by the lanes: each name is with one lane at a time."""
+
+    def __init__(self, names: Sequence[str], started: float, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._waiting: Deque[str] = collections.deque(dict.fromkeys(names))
+        self.started, self.until = started, started + seconds
+        self.dropped: List[str] = []
+
+    def next(self) -> Optional[str]:
+        """A name for this lane, or None when none is left or the time is up."""
+        with self._lock:
+            if not self._waiting or time.monotonic() > self.until:
+                return None
+            return self._waiting.popleft()
+
+    def later(self, name: str) -> None:
+        """``name`` is not ready yet (its owner lives, its create has not committed): try it again."""
+        with self._lock:
+            self._waiting.append(name)
+
+    def count(self) -> int:
+        """How many names wait."""
+        with self._lock:
+            return len(self._waiting)
+
+    def done(self, name: str) -> None:
+        with self._lock:
+            self.dropped.append(name)
+
+
+def _lane(engine: Any, names: _Names) -> None:
+    """Drop names one at a time over one connection, until none is left (see the module docstring)."""
+    from sqlalchemy import text
 
     from elefast._base import sql as _sql
     from elefast._server import ownership
 
-    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    started = time.monotonic()
-
-    pending = list(dict.fromkeys(names))
-    dropped: List[str] = []
     try:
-        with _connect(engine, started + seconds / 3) as connection:
-            while pending and time.monotonic() - started < seconds:
-                state = _state(connection, pending)
-                for name in list(pending):
-                    if name not in state:  # gone already, or a create that has not committed yet
-                        if time.monotonic() - started > APPEAR_SECONDS:
-                            pending.remove(name)
-                        continue
-                    template = state[name]
-                    if template is None:  # not marked as elefast's (yet): never dropped unmarked
-                        if time.monotonic() - started > APPEAR_SECONDS:
-                            pending.remove(name)
-                        continue
-                    key = ownership.owner_key(name)
-                    if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
-                        continue  # its process has not ended yet
-                    try:
-                        if template:
-                            connection.execute(text(_sql.unmark_template(name)))
-                        ownership.drop(connection, name)
-                        dropped.append(name)
-                    except Exception:
-                        pass  # the next sweep gets it
-                    finally:
-                        connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
-                    pending.remove(name)
-                if pending:
-                    time.sleep(0.05)
+        connection = _connect(engine, names.started + DROPPER_SECONDS / 3)
+    except Exception:
+        return  # another lane may have one; else the next sweep gets them
+    with connection:
+        misses = 0  # names put back in a row: a whole round of them, and the lane rests a moment
+        while True:
+            name = names.next()
+            if name is None:
+                return
+            if misses > names.count():
+                time.sleep(0.05)
+                misses = 0
+            state = _state(connection, [name])
+            if state.get(name) is None:  # not there (yet), or not marked as elefast's (yet)
+                if time.monotonic() - names.started <= APPEAR_SECONDS:  # a create or mark not committed yet
+                    names.later(name)
+                    misses += 1
+                continue  # else: never dropped unmarked, nor waited for any longer
+            key = ownership.owner_key(name)
+            if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+                names.later(name)  # its process has not ended yet
+                misses += 1
+                continue
+            misses = 0
+            try:
+                if state[name]:
+                    connection.execute(text(_sql.unmark_template(name)))
+                ownership.drop(connection, name)
+                names.done(name)
+            except Exception:
+                pass  # the next sweep gets it
+            finally:
+                connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+
+
+#: Connections the dropper drops over at once: on a server with ``fsync = on`` each ``DROP
+#: DATABASE`` waits for a checkpoint, and drops waiting at the same time share one.
+DROP_LANES = 4
+
+
+def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS,
+                lanes: int = DROP_LANES) -> List[str]:
+    """Drop ``names`` once nobody owns them (see the module docstring), over up to ``lanes``
+    connections at once; return those dropped."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    work = _Names(names, time.monotonic(), seconds)
+    helpers = [threading.Thread(target=_lane, args=(engine, work), daemon=True)
+               for _ in range(min(lanes, len(set(names))) - 1)]
+    try:
+        for helper in helpers:
+            helper.start()
+        _lane(engine, work)
+        for helper in helpers:
+            helper.join()
     finally:
         engine.dispose()
-    return dropped
+    return work.dropped
 
 
 def main() -> int:
