@@ -113,6 +113,15 @@ class DropperTests(unittest.TestCase):
         missing = Path(tempfile.mkdtemp(prefix="eft-leases-")) / "gone"
         self.assertFalse(dropper.hand_over(admin_url(), ["elefast_never_made"], missing))
 
+    def test_with_sweep_it_also_drops_what_killed_runs_left(self):
+        orphan = f"{self.prefix}_orphan"
+        support.execute(f'CREATE DATABASE "{orphan}"')
+        self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{orphan}"')
+        for statement in ownership.mark_owned(orphan):
+            support.execute(statement)  # marked, and its owner is gone: an orphan
+        self.assertIn(orphan, dropper.drop_behind(admin_url(), [], seconds=10, sweep=True))
+        self.assertEqual(support.databases(orphan), [])
+
     def test_an_unmarked_database_is_never_dropped(self):
         name = f"{self.prefix}_not_elefasts"
         with psycopg.connect(support.libpq_dsn(), autocommit=True) as conn:

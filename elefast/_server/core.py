@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from sqlalchemy import URL, Connection, Engine, NullPool, text
@@ -346,17 +345,17 @@ class ServerCore:
         pool, self._pool = self._pool, None
         return pool.close(timeout=0 if quick else 30) if pool is not None else []
 
-    def _drop_behind(self) -> Optional[Tuple[str, Optional[Path]]]:
+    def _drop_behind(self) -> Optional[_dropper.Behind]:
         """Where a detached dropper should drop what this server owns, if anywhere (see
-        :mod:`elefast._server.dropper`): the admin URL (password included) and, on the local
-        server, its lease directory; None when this process drops them itself (``close()``
+        :mod:`elefast._server.dropper`); None when this process drops them itself (``close()``
         outside the exit, lean mode, ``ELEFAST_DROP_AT_EXIT=here``)."""
         if self._closed_by_caller and not exiting():
             return None
         if _budget.is_lean() or not _dropper.behind_wanted():
             return None
-        leases = self.room.disk.leases if self.room.disk is not None else None
-        return self.admin.url.render_as_string(hide_password=False), leases
+        return _dropper.Behind(url=self.admin.url.render_as_string(hide_password=False),
+                               leases=self.room.disk.leases if self.room.disk is not None else None,
+                               sweep=self._pool is not None and self._pool.sweeping)
 
     def _close_connections(self) -> None:
         self._admin.close_all()

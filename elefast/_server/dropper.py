@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from elefast._base.process import exiting
 
@@ -46,6 +46,7 @@ ENV_DROP_AT_EXIT = "ELEFAST_DROP_AT_EXIT"
 #: Variables the dropper reads (set only in its own environment).
 URL_VARIABLE = "ELEFAST_DROP_URL"
 NAMES_VARIABLE = "ELEFAST_DROP_NAMES"
+SWEEP_VARIABLE = "ELEFAST_DROP_SWEEP"
 #: How long the dropper works at most before it leaves the rest to the next sweep.
 DROPPER_SECONDS = 30.0
 #: How long a name the dropper cannot see yet, or not yet marked (a clone still being created:
@@ -59,17 +60,20 @@ def behind_wanted() -> bool:
     return os.environ.get(ENV_DROP_AT_EXIT, "").strip().lower() != "here"
 
 
-def hand_over(url: str, names: Sequence[str], leases: Optional[Path] = None) -> bool:
+def hand_over(url: str, names: Sequence[str], leases: Optional[Path] = None, sweep: bool = False) -> bool:
     """Start a detached dropper for ``names`` on the server at ``url`` (password included); False if
-    it could not start (the caller then drops them itself).
+    it could not start (the caller then drops them itself). ``sweep``: then also drop the server's
+    orphans, as a run's pool does when it starts (the ending process's sweep was cut short).
 
     ``leases``: the local server's lease directory. The dropper then holds a lease of its own
     (taken here, before it starts, and handed to it as an open descriptor), so the server's
     supervisor keeps the server up until the dropper is done.
     """
-    if not names:
+    if not names and not sweep:
         return True
     env = dict(os.environ, **{URL_VARIABLE: url, NAMES_VARIABLE: ",".join(names)})
+    if sweep:
+        env[SWEEP_VARIABLE] = "1"
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where elefast is
     env["PYTHONPATH"] = os.pathsep.join(part for part in (home, env.get("PYTHONPATH", "")) if part)
     lease = _lease_for_dropper(leases) if leases is not None else None
@@ -133,9 +137,18 @@ def _give_up(fd: int, path: Path) -> None:
     os.close(fd)
 
 
+class Behind(NamedTuple):
+    """What a detached dropper is handed: the admin ``url`` (password included), the local
+    server's ``leases`` directory (None elsewhere), and whether to ``sweep`` the server's orphans
+    after the names (the ending process's own sweep was cut short)."""
+
+    url: str
+    leases: Optional[Path] = None
+    sweep: bool = False
+
+
 def final_cleanup(ledger: Ledger, stop_pool: Callable[[bool], List[str]], close_connections: Callable[[], None],
-                  drop_names: Callable[[List[str]], None],
-                  drop_behind: Callable[[], Optional[Tuple[str, Optional[Path]]]]) -> None:
+                  drop_names: Callable[[List[str]], None], drop_behind: Callable[[], Optional[Behind]]) -> None:
     """A server's final cleanup (its core's finalizer): ``close()`` drops here; the server
     collected, or the process exiting, hands what is left to a detached dropper (the process goes
     on, or ends, without waiting)."""
@@ -143,7 +156,7 @@ def final_cleanup(ledger: Ledger, stop_pool: Callable[[bool], List[str]], close_
     ending = exiting()
     stop_pool(behind is not None and ending)  # at exit the pool's threads are not waited for
     names = ledger.take_owned(close=behind is not None)  # the pool's threads may still be running
-    if behind is None or not hand_over(behind[0], names, behind[1]):
+    if behind is None or not hand_over(behind.url, names, behind.leases, behind.sweep):
         close_connections()
         drop_names(names)
     elif not ending:
@@ -254,15 +267,27 @@ def _lane(engine: Any, names: _Names) -> None:
                 connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 
 
+def _sweep(engine: Any, names: _Names) -> None:
+    """Drop the server's orphans (marked, their owner gone), as a run's pool does when it starts."""
+    from elefast._server import ownership
+
+    try:
+        with _connect(engine, names.until) as connection:
+            for name in ownership.sweep(connection)[0]:
+                names.done(name)
+    except Exception:
+        pass  # the next run's sweep gets them
+
+
 #: Connections the dropper drops over at once: on a server with ``fsync = on`` each ``DROP
 #: DATABASE`` waits for a checkpoint, and drops waiting at the same time share one.
 DROP_LANES = 4
 
 
 def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS,
-                lanes: int = DROP_LANES) -> List[str]:
+                lanes: int = DROP_LANES, sweep: bool = False) -> List[str]:
     """Drop ``names`` once nobody owns them (see the module docstring), over up to ``lanes``
-    connections at once; return those dropped."""
+    connections at once, then, with ``sweep``, the server's orphans; return those dropped."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -276,6 +301,8 @@ def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS
         _lane(engine, work)
         for helper in helpers:
             helper.join()
+        if sweep and time.monotonic() < work.until:
+            _sweep(engine, work)
     finally:
         engine.dispose()
     return work.dropped
@@ -285,10 +312,11 @@ def main() -> int:
     """The detached dropper's entry point: its URL and names come from its environment."""
     url = os.environ.pop(URL_VARIABLE, "")
     names = [name for name in os.environ.pop(NAMES_VARIABLE, "").split(",") if name]
-    if not url or not names:
+    sweep = os.environ.pop(SWEEP_VARIABLE, "") == "1"
+    if not url or not (names or sweep):
         return 2
     try:
-        drop_behind(url, names)
+        drop_behind(url, names, sweep=sweep)
     except Exception:
         return 1  # unreachable server and the like: the next sweep drops them
     return 0

@@ -85,6 +85,9 @@ class ClonePool:
         self._direct = 0  # clones callers are making themselves: the makers wait, not compete
         self._stopping = False
         self._pid = os.getpid()
+        #: True while the sweep of what killed runs left is running (a process ending then leaves
+        #: the rest of it to the detached dropper).
+        self.sweeping = False
         self.stats = {"taken_ready": 0, "taken_direct": 0, "created": 0, "dropped": 0, "errors": 0}
 
     def reset_after_fork(self) -> None:
@@ -259,10 +262,13 @@ class ClonePool:
     def _run(self, role: str) -> None:
         try:
             if role == "drop" and self._sweep is not None:
+                self.sweeping = True
                 try:
                     self._sweep()  # what killed runs left behind, once, off the tests' path
                 except Exception as error:
                     logger.warning("elefast could not sweep orphaned databases: %s", error)
+                finally:
+                    self.sweeping = False
             self._work(role)
         finally:
             if self._finish is not None:

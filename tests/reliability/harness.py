@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from elefast._server.dropper import DROPPER_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES = "tests.reliability.cases"
 
@@ -114,8 +116,27 @@ class Harness:
             time.sleep(0.01)
         return False
 
+    def droppers(self) -> List[int]:
+        """Pids of the detached droppers running now (``python -m elefast._server.dropper``)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes()
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if b"elefast._server.dropper" in command and "State:\tZ" not in status:
+                pids.append(int(entry.name))
+        return pids
+
     def databases(self, env: Optional[Dict[str, str]] = None) -> List[Dict[str, object]]:
-        """Every database on the scenario server but the three system ones (via a child)."""
+        """Every database on the scenario server but the three system ones (via a child), once
+        the droppers that runs which ended left behind are done (within their 30 s)."""
+        deadline = time.monotonic() + DROPPER_SECONDS + 5
+        while self.droppers() and time.monotonic() < deadline:
+            time.sleep(0.1)
         result = self.run("", env=env, argv=[sys.executable, "-m", CASES, "count"], timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"could not list databases:\n{result.stdout[-2000:]}")
