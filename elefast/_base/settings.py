@@ -26,6 +26,7 @@ ENVIRONMENT: Dict[str, object] = {
     "ELEFAST_DATA_DIR": "text",
     "ELEFAST_DROP_AT_EXIT": ("here", "behind"),
     "ELEFAST_DROP_NAMES": "text",
+    "ELEFAST_DROP_SWEEP_BEFORE": "text",
     "ELEFAST_DROP_URL": "text",
     "ELEFAST_FULL_WAIT": "number",
     "ELEFAST_GUARD": "switch",

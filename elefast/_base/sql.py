@@ -369,11 +369,11 @@ KEPT_MARK = "elefast kept"
 DURABLE_COMMIT = "SET synchronous_commit TO on"
 #: For a change whose loss in a crash is harmless (renaming a database on its way out).
 LAZY_COMMIT = "SET synchronous_commit TO off"
+#: Each database's name and comment (its mark); bind ``:names``.
+MARKS_OF = "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = ANY(:names)"
 #: Databases carrying a mark that starts with ``:mark`` (bind it with a trailing ``%``).
-LIST_MARKED = (
-    "SELECT d.datname FROM pg_database d "
-    "WHERE NOT d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1"
-)
+LIST_MARKED = ("SELECT d.datname FROM pg_database d "
+               "WHERE NOT d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1")
 #: Templates still carrying a process's ownership mark: what a builder killed between making a
 #: template read-only and marking it ready left, before both went into one transaction.
 LIST_MARKED_TEMPLATES = (

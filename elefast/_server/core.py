@@ -88,6 +88,7 @@ class ServerCore:
         self._admin = AdminConnections(self.connect)  # the long-lived ones, any thread's to use
         self._asked: Set[Tuple[Optional[str], str, str]] = set()  # what create_database() was asked for
         self._closed_by_caller = False
+        self._started = ownership.now()  # a sweep this process owes covers what was orphaned before
         self.room = CloneRoom(DiskRoom.for_url(self.url), self.connect)  # the local server's disk
         self.ledger = ownership.Ledger(ownership.Owner(self.connect))
         self.templates = Templates(self)
@@ -355,7 +356,8 @@ class ServerCore:
             return None
         return _dropper.Behind(url=self.admin.url.render_as_string(hide_password=False),
                                leases=self.room.disk.leases if self.room.disk is not None else None,
-                               sweep=self._pool is not None and self._pool.sweeping)
+                               sweep_before=self._started if self._pool is not None and self._pool.sweep_owed
+                               else None)
 
     def _close_connections(self) -> None:
         self._admin.close_all()

@@ -46,7 +46,7 @@ ENV_DROP_AT_EXIT = "ELEFAST_DROP_AT_EXIT"
 #: Variables the dropper reads (set only in its own environment).
 URL_VARIABLE = "ELEFAST_DROP_URL"
 NAMES_VARIABLE = "ELEFAST_DROP_NAMES"
-SWEEP_VARIABLE = "ELEFAST_DROP_SWEEP"
+SWEEP_VARIABLE = "ELEFAST_DROP_SWEEP_BEFORE"
 #: How long the dropper works at most before it leaves the rest to the next sweep.
 DROPPER_SECONDS = 30.0
 #: How long a name the dropper cannot see yet, or not yet marked (a clone still being created:
@@ -60,20 +60,21 @@ def behind_wanted() -> bool:
     return os.environ.get(ENV_DROP_AT_EXIT, "").strip().lower() != "here"
 
 
-def hand_over(url: str, names: Sequence[str], leases: Optional[Path] = None, sweep: bool = False) -> bool:
+def hand_over(url: str, names: Sequence[str], leases: Optional[Path] = None,
+              sweep_before: Optional[str] = None) -> bool:
     """Start a detached dropper for ``names`` on the server at ``url`` (password included); False if
-    it could not start (the caller then drops them itself). ``sweep``: then also drop the server's
-    orphans, as a run's pool does when it starts (the ending process's sweep was cut short).
+    it could not start (the caller then drops them itself). ``sweep_before``: also drop the
+    orphans marked before that time (a sweep the ending process owed and did not finish).
 
     ``leases``: the local server's lease directory. The dropper then holds a lease of its own
     (taken here, before it starts, and handed to it as an open descriptor), so the server's
     supervisor keeps the server up until the dropper is done.
     """
-    if not names and not sweep:
+    if not names and not sweep_before:
         return True
     env = dict(os.environ, **{URL_VARIABLE: url, NAMES_VARIABLE: ",".join(names)})
-    if sweep:
-        env[SWEEP_VARIABLE] = "1"
+    if sweep_before:
+        env[SWEEP_VARIABLE] = sweep_before
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where elefast is
     env["PYTHONPATH"] = os.pathsep.join(part for part in (home, env.get("PYTHONPATH", "")) if part)
     lease = _lease_for_dropper(leases) if leases is not None else None
@@ -139,12 +140,13 @@ def _give_up(fd: int, path: Path) -> None:
 
 class Behind(NamedTuple):
     """What a detached dropper is handed: the admin ``url`` (password included), the local
-    server's ``leases`` directory (None elsewhere), and whether to ``sweep`` the server's orphans
-    after the names (the ending process's own sweep was cut short)."""
+    server's ``leases`` directory (None elsewhere), and, when the ending process's sweep of what
+    killed runs left had not finished, the time it started: the dropper then drops the orphans
+    marked before it (see :func:`~elefast._server.ownership.orphans_created_before`)."""
 
     url: str
     leases: Optional[Path] = None
-    sweep: bool = False
+    sweep_before: Optional[str] = None
 
 
 def final_cleanup(ledger: Ledger, stop_pool: Callable[[bool], List[str]], close_connections: Callable[[], None],
@@ -156,7 +158,7 @@ def final_cleanup(ledger: Ledger, stop_pool: Callable[[bool], List[str]], close_
     ending = exiting()
     stop_pool(behind is not None and ending)  # at exit the pool's threads are not waited for
     names = ledger.take_owned(close=behind is not None)  # the pool's threads may still be running
-    if behind is None or not hand_over(behind.url, names, behind.leases, behind.sweep):
+    if behind is None or not hand_over(behind.url, names, behind.leases, behind.sweep_before):
         close_connections()
         drop_names(names)
     elif not ending:
@@ -267,16 +269,15 @@ def _lane(engine: Any, names: _Names) -> None:
                 connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 
 
-def _sweep(engine: Any, names: _Names) -> None:
-    """Drop the server's orphans (marked, their owner gone), as a run's pool does when it starts."""
+def _orphans(engine: Any, cutoff: str, until: float) -> List[str]:
+    """The orphans marked before ``cutoff``; [] if the server cannot say (the next sweep gets them)."""
     from elefast._server import ownership
 
     try:
-        with _connect(engine, names.until) as connection:
-            for name in ownership.sweep(connection)[0]:
-                names.done(name)
+        with _connect(engine, until) as connection:
+            return ownership.orphans_created_before(connection, cutoff)
     except Exception:
-        pass  # the next run's sweep gets them
+        return []
 
 
 #: Connections the dropper drops over at once: on a server with ``fsync = on`` each ``DROP
@@ -285,14 +286,18 @@ DROP_LANES = 4
 
 
 def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS,
-                lanes: int = DROP_LANES, sweep: bool = False) -> List[str]:
-    """Drop ``names`` once nobody owns them (see the module docstring), over up to ``lanes``
-    connections at once, then, with ``sweep``, the server's orphans; return those dropped."""
+                lanes: int = DROP_LANES, sweep_before: Optional[str] = None) -> List[str]:
+    """Drop ``names`` once nobody owns them (see the module docstring), and with ``sweep_before``
+    the orphans marked before that time, over up to ``lanes`` connections at once; return those
+    dropped."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    work = _Names(names, time.monotonic(), seconds)
+    started = time.monotonic()
+    if sweep_before:
+        names = [*names, *_orphans(engine, sweep_before, started + seconds / 3)]
+    work = _Names(names, started, seconds)
     helpers = [threading.Thread(target=_lane, args=(engine, work), daemon=True)
                for _ in range(min(lanes, len(set(names))) - 1)]
     try:
@@ -301,8 +306,6 @@ def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS
         _lane(engine, work)
         for helper in helpers:
             helper.join()
-        if sweep and time.monotonic() < work.until:
-            _sweep(engine, work)
     finally:
         engine.dispose()
     return work.dropped
@@ -312,11 +315,11 @@ def main() -> int:
     """The detached dropper's entry point: its URL and names come from its environment."""
     url = os.environ.pop(URL_VARIABLE, "")
     names = [name for name in os.environ.pop(NAMES_VARIABLE, "").split(",") if name]
-    sweep = os.environ.pop(SWEEP_VARIABLE, "") == "1"
-    if not url or not (names or sweep):
+    sweep_before = os.environ.pop(SWEEP_VARIABLE, "") or None
+    if not url or not (names or sweep_before):
         return 2
     try:
-        drop_behind(url, names, sweep=sweep)
+        drop_behind(url, names, sweep_before=sweep_before)
     except Exception:
         return 1  # unreachable server and the like: the next sweep drops them
     return 0

@@ -347,16 +347,31 @@ def find_kept(connection: Connection) -> List[str]:
     return list(connection.execute(text(_sql.LIST_MARKED), {"mark": _sql.KEPT_MARK + "%"}).scalars().all())
 
 
-def find_orphans(connection: Connection) -> List[str]:
-    """Marked databases no living process owns (their lock is free). Takes nothing it finds."""
+def find_orphans(connection: Connection, names: Optional[List[str]] = None,
+                 half_dropped: Optional[Set[str]] = None) -> List[str]:
+    """Marked databases no living process owns (their lock is free). Takes nothing it finds.
+    ``names`` and ``half_dropped``: the candidates, when the caller has chosen them already."""
     orphans = []
-    names, _, half_dropped = _marked(connection)
+    if names is None or half_dropped is None:
+        names, _, half_dropped = _marked(connection)
     for name in names:
         taken = _try_lock(connection, name, half_dropped)
         if taken:
             _unlock(connection, taken)
             orphans.append(name)
     return orphans
+
+
+def orphans_created_before(connection: Connection, cutoff: str) -> List[str]:
+    """Orphaned clones (see :func:`find_orphans`) marked as created before ``cutoff`` (a time as
+    :func:`now` writes it): what a sweep due then would have dropped, nothing orphaned since.
+    Half-built or half-dropped templates are left to the next sweep (it takes their lock too)."""
+    names, half_marked, half_dropped = _marked(connection)
+    rows = connection.execute(text(_sql.MARKS_OF), {"names": [n for n in names if n not in half_marked]}).all()
+    mark = f"{_sql.OWNED_MARK} created "
+    older = [str(name) for name, note in rows
+             if name not in half_dropped and str(note or "").startswith(mark) and str(note)[len(mark):] < cutoff]
+    return find_orphans(connection, older, set())
 
 
 def sweep(connection: Connection, dry_run: bool = False) -> Tuple[List[str], List[Tuple[str, str]]]:

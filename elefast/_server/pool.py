@@ -85,9 +85,7 @@ class ClonePool:
         self._direct = 0  # clones callers are making themselves: the makers wait, not compete
         self._stopping = False
         self._pid = os.getpid()
-        #: True while the sweep of what killed runs left is running (a process ending then leaves
-        #: the rest of it to the detached dropper).
-        self.sweeping = False
+        self._swept = False  # the sweep of what killed runs left, done
         self.stats = {"taken_ready": 0, "taken_direct": 0, "created": 0, "dropped": 0, "errors": 0}
 
     def reset_after_fork(self) -> None:
@@ -208,6 +206,12 @@ class ClonePool:
             while (self._drops or self._busy) and time.monotonic() < deadline and self._threads:
                 self._cond.wait(0.05)
 
+    @property
+    def sweep_owed(self) -> bool:
+        """Whether this pool started, and with it its sweep of what killed runs left, which has not
+        finished (a process ending now leaves that sweep to its detached dropper)."""
+        return self._sweep is not None and bool(self._threads) and not self._swept
+
     def _start(self) -> None:
         """Start the two workers: one makes clones, one drops them, so makes never queue behind drops."""
         if not self._threads and not self._stopping:
@@ -262,13 +266,11 @@ class ClonePool:
     def _run(self, role: str) -> None:
         try:
             if role == "drop" and self._sweep is not None:
-                self.sweeping = True
                 try:
                     self._sweep()  # what killed runs left behind, once, off the tests' path
+                    self._swept = True
                 except Exception as error:
                     logger.warning("elefast could not sweep orphaned databases: %s", error)
-                finally:
-                    self.sweeping = False
             self._work(role)
         finally:
             if self._finish is not None:

@@ -118,18 +118,7 @@ class Harness:
 
     def droppers(self) -> List[int]:
         """Pids of the detached droppers running now (``python -m elefast._server.dropper``)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                command = (entry / "cmdline").read_bytes()
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            if b"elefast._server.dropper" in command and "State:\tZ" not in status:
-                pids.append(int(entry.name))
-        return pids
+        return [pid for pid, command in living_processes() if "elefast._server.dropper" in command]
 
     def databases(self, env: Optional[Dict[str, str]] = None) -> List[Dict[str, object]]:
         """Every database on the scenario server but the three system ones (via a child), once
@@ -156,18 +145,7 @@ class Harness:
 
     def server_processes(self) -> List[int]:
         """Pids of postgres processes serving the scenario server's data directory."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            if "postgres" in command and self.run_base in command and "State:\tZ" not in status:
-                pids.append(int(entry.name))
-        return pids
+        return [pid for pid, command in living_processes() if "postgres" in command and self.run_base in command]
 
     def servers_left_after(self, seconds: float = 6) -> int:
         """How many of the scenario server's processes still run ``seconds`` after the last client."""
@@ -197,6 +175,22 @@ class Harness:
         self.servers_left_after(10)
         shutil.rmtree(self.run_base, ignore_errors=True)
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def living_processes() -> List[Tuple[int, str]]:
+    """(pid, command line) of every process on the machine that is not a zombie."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if "State:\tZ" not in status:
+            found.append((int(entry.name), command))
+    return found
 
 
 def _interruptible() -> None:
