@@ -89,8 +89,10 @@ class DropperTests(unittest.TestCase):
     def test_on_the_local_server_the_dropper_holds_a_lease_until_it_is_done(self):
         from elefast.provision import locks
 
-        leases = Path(tempfile.mkdtemp(prefix="eft-leases-"))
-        self.addCleanup(shutil.rmtree, leases, True)
+        run_dir = Path(tempfile.mkdtemp(prefix="eft-leases-"))  # as the local server's run directory
+        self.addCleanup(shutil.rmtree, run_dir, True)
+        leases = run_dir / "leases"
+        leases.mkdir(mode=0o700)
         name = f"{self.prefix}_leased"
         support.execute(f'CREATE DATABASE "{name}"')
         self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}"')
@@ -110,28 +112,51 @@ class DropperTests(unittest.TestCase):
         self.assertEqual(support.databases(name), [])
 
     def test_without_a_lease_on_the_local_server_nothing_is_handed_over(self):
-        missing = Path(tempfile.mkdtemp(prefix="eft-leases-")) / "gone"
-        self.assertFalse(dropper.hand_over(admin_url(), ["elefast_never_made"], missing))
+        run_dir = Path(tempfile.mkdtemp(prefix="eft-leases-"))
+        self.addCleanup(shutil.rmtree, run_dir, True)
+        self.assertFalse(dropper.hand_over(admin_url(), ["elefast_never_made"], run_dir / "leases"))
+        self.assertEqual(list(run_dir.iterdir()), [], "nothing is left of the lease it could not take")
 
-    def test_a_sweep_left_unfinished_drops_only_what_was_orphaned_before_it(self):
+    def test_a_sweep_left_unfinished_takes_only_what_was_orphaned_before_it(self):
         """What a process that ended mid-sweep owed: orphans marked before it started; not one
-        orphaned since (another run's, or a test's that looks at it), nor one a living process owns."""
+        created since (another run's, or a test's that looks at it), nor one a living process owns,
+        nor a shared template (another process may build one of that name again)."""
+        from sqlalchemy import create_engine
+
         from elefast._base import sql as _sql
 
         old, new, owned = f"{self.prefix}_old", f"{self.prefix}_new", f"{self.prefix}_alive"
+        template = f"{self.prefix}_tpl_0123456789abcdef"
         for name, created in ((old, "2000-01-01T00:00:00Z"), (new, "2999-01-01T00:00:00Z"),
-                              (owned, "2000-01-01T00:00:00Z")):
+                              (owned, "2000-01-01T00:00:00Z"), (template, "2000-01-01T00:00:00Z")):
             support.execute(f'CREATE DATABASE "{name}"')
             self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}"')
             for statement in _sql.mark_owned(name, created):
                 support.execute(statement)
+        engine = create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+        self.addCleanup(engine.dispose)
         with psycopg.connect(support.libpq_dsn(), autocommit=True) as owner:
             owner.execute("SELECT pg_advisory_lock(%s)", (ownership.owner_key(owned),))
-            dropped = dropper.drop_behind(admin_url(), [], seconds=3, sweep_before=ownership.now())
-        self.assertIn(old, dropped)
-        self.assertNotIn(new, dropped)
-        self.assertNotIn(owned, dropped)
-        self.assertEqual(support.databases(self.prefix + "%"), sorted([new, owned]))
+            with engine.connect() as connection:
+                found = [n for n in ownership.orphans_created_before(connection, ownership.now())
+                         if n.startswith(self.prefix)]
+        self.assertEqual(found, [old])
+        self.assertEqual(dropper.drop_behind(admin_url(), found, seconds=5), [old])
+
+    def test_a_template_a_living_process_uses_is_never_dropped(self):
+        """Even handed over by name: the dropper takes the template's own lock before it drops."""
+        from elefast._base import sql as _sql
+
+        name = f"{self.prefix}_tpl_fedcba9876543210"
+        support.execute(f'CREATE DATABASE "{name}"')
+        self.addCleanup(support.execute, f'DROP DATABASE IF EXISTS "{name}"')
+        for statement in ownership.mark_owned(name):
+            support.execute(statement)
+        with psycopg.connect(support.libpq_dsn(), autocommit=True) as user:
+            user.execute("SELECT pg_advisory_lock_shared(%s)", (_sql.advisory_key(name),))
+            self.assertEqual(dropper.drop_behind(admin_url(), [name], seconds=1), [])
+            self.assertEqual(support.databases(name), [name])
+        self.assertEqual(dropper.drop_behind(admin_url(), [name], seconds=5), [name])
 
     def test_an_unmarked_database_is_never_dropped(self):
         name = f"{self.prefix}_not_elefasts"

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from elefast._base.process import exiting
+from elefast._base.process import background_thread, exiting
 
 if TYPE_CHECKING:
     from elefast._server.ownership import Ledger
@@ -80,23 +80,26 @@ def hand_over(url: str, names: Sequence[str], leases: Optional[Path] = None,
     lease = _lease_for_dropper(leases) if leases is not None else None
     if leases is not None and lease is None:
         return False  # no lease: the server could stop under the dropper, so drop here
+    child = None
     try:
         child = subprocess.Popen([sys.executable, "-m", "elefast._server.dropper"], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                  start_new_session=True, close_fds=True,
                                  pass_fds=() if lease is None else (lease[0],))
-    except (OSError, RuntimeError, ValueError):
-        if lease is not None:
-            _give_up(*lease)
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError):
         return False
+    finally:
+        if lease is not None:
+            fd, path = lease
+            if child is None:
+                _give_up(fd, path)
+            else:
+                try:  # named after its holder, as every lease is (``server status`` lists them by pid)
+                    os.rename(path, path.with_name(f"{child.pid}-{path.name.split('-')[1]}"))
+                except OSError:
+                    pass
+                os.close(fd)  # the dropper's copy of the descriptor holds the lock now
     _reap(child)
-    if lease is not None:
-        fd, path = lease
-        try:  # named after its holder, as every lease is (``server status`` lists them by pid)
-            os.rename(path, path.with_name(f"{child.pid}-{path.name.split('-')[1]}"))
-        except OSError:
-            pass
-        os.close(fd)  # the dropper's copy of the descriptor holds the lock now
     return True
 
 
@@ -108,7 +111,7 @@ def _reap(child: subprocess.Popen[bytes]) -> None:
     """Wait for the dropper in a daemon thread, so a process that goes on leaves no zombie (nor a
     ResourceWarning for a child collected while it runs)."""
     try:
-        threading.Thread(target=child.wait, name="elefast-dropper-reaper", daemon=True).start()
+        background_thread(child.wait, "elefast-dropper-reaper").start()  # SIGTERM and SIGINT blocked
     except RuntimeError:  # the interpreter is shutting down: the dropper outlives us anyway
         _STARTED.append(child)
 
@@ -117,15 +120,18 @@ def _lease_for_dropper(leases: Path) -> Optional[Tuple[int, Path]]:
     """A new lease file in ``leases``, locked, its descriptor inheritable; None if it cannot be made."""
     import fcntl
 
-    path = leases / f"{os.getpid()}-{time.monotonic_ns()}-dropper"
+    stamp = f"{os.getpid()}-{time.monotonic_ns()}"
+    making = leases.parent / f".dropper-lease-{stamp}"  # locked before the supervisor can see it:
+    path = leases / f"{stamp}-dropper"  # an unlocked file in leases/ is a dead client's, removed
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, path)
     except OSError:
-        _give_up(fd, path)
+        _give_up(fd, making)
         return None
     return fd, path
 
@@ -246,27 +252,31 @@ def _lane(engine: Any, names: _Names) -> None:
             if misses > names.count():
                 time.sleep(0.05)
                 misses = 0
-            state = _state(connection, [name])
-            if state.get(name) is None:  # not there (yet), or not marked as elefast's (yet)
-                if time.monotonic() - names.started <= APPEAR_SECONDS:  # a create or mark not committed yet
-                    names.later(name)
-                    misses += 1
-                continue  # else: never dropped unmarked, nor waited for any longer
-            key = ownership.owner_key(name)
-            if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
-                names.later(name)  # its process has not ended yet
-                misses += 1
-                continue
-            misses = 0
+            # Locks first, the mark read under them: its owner's (free once its process ended) and
+            # the template's (a living process building or using a template of that name holds it)
+            held: List[int] = []
             try:
-                if state[name]:
-                    connection.execute(text(_sql.unmark_template(name)))
-                ownership.drop(connection, name)
-                names.done(name)
-            except Exception:
-                pass  # the next sweep gets it
+                for key in (ownership.owner_key(name), _sql.advisory_key(name)):
+                    if not connection.execute(text(_sql.ADVISORY_TRY_LOCK), {"key": key}).scalar():
+                        break
+                    held.append(key)
+                state = _state(connection, [name]) if len(held) == 2 else {}
+                if len(held) < 2 or state.get(name) is None:  # owned by the living, or not there (yet) or unmarked
+                    if len(held) < 2 or time.monotonic() - names.started <= APPEAR_SECONDS:
+                        names.later(name)  # a create or a mark not committed yet, or a process not ended yet
+                        misses += 1
+                    continue  # else: never dropped unmarked, nor waited for any longer
+                misses = 0
+                try:
+                    if state[name]:
+                        connection.execute(text(_sql.unmark_template(name)))
+                    ownership.drop(connection, name)
+                    names.done(name)
+                except Exception:
+                    pass  # the next sweep gets it
             finally:
-                connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
+                for key in held:
+                    connection.execute(text(_sql.ADVISORY_UNLOCK), {"key": key})
 
 
 def _orphans(engine: Any, cutoff: str, until: float) -> List[str]:
@@ -293,7 +303,8 @@ def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                           connect_args={"connect_timeout": CONNECT_SECONDS})
     started = time.monotonic()
     if sweep_before:
         names = [*names, *_orphans(engine, sweep_before, started + seconds / 3)]
@@ -311,8 +322,18 @@ def drop_behind(url: str, names: Sequence[str], seconds: float = DROPPER_SECONDS
     return work.dropped
 
 
+#: Seconds a connection of the dropper may take to open.
+CONNECT_SECONDS = 10
+#: Seconds after which the dropper ends whatever it is waiting for (a drop that hangs on a lock):
+#: it must never hold the local server's lease, nor run, for ever.
+DEADLINE_SECONDS = DROPPER_SECONDS + 15
+
+
 def main() -> int:
     """The detached dropper's entry point: its URL and names come from its environment."""
+    watchdog = threading.Timer(DEADLINE_SECONDS, os._exit, (3,))
+    watchdog.daemon = True
+    watchdog.start()
     url = os.environ.pop(URL_VARIABLE, "")
     names = [name for name in os.environ.pop(NAMES_VARIABLE, "").split(",") if name]
     sweep_before = os.environ.pop(SWEEP_VARIABLE, "") or None

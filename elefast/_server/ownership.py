@@ -363,11 +363,11 @@ def find_orphans(connection: Connection, names: Optional[List[str]] = None,
 
 
 def orphans_created_before(connection: Connection, cutoff: str) -> List[str]:
-    """Orphaned clones (see :func:`find_orphans`) marked as created before ``cutoff`` (a time as
-    :func:`now` writes it): what a sweep due then would have dropped, nothing orphaned since.
-    Half-built or half-dropped templates are left to the next sweep (it takes their lock too)."""
-    names, half_marked, half_dropped = _marked(connection)
-    rows = connection.execute(text(_sql.MARKS_OF), {"names": [n for n in names if n not in half_marked]}).all()
+    """Orphans (see :func:`find_orphans`) marked as created before ``cutoff`` (as :func:`now` writes
+    it), nothing created since; templates (``_tpl_``: another process may build one of that name
+    again) and half-dropped ones are left to the next sweep, which takes their template lock."""
+    names, _, half_dropped = _marked(connection)
+    rows = connection.execute(text(_sql.MARKS_OF), {"names": [n for n in names if "_tpl_" not in n]}).all()
     mark = f"{_sql.OWNED_MARK} created "
     older = [str(name) for name, note in rows
              if name not in half_dropped and str(note or "").startswith(mark) and str(note)[len(mark):] < cutoff]
