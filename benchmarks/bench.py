@@ -173,15 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         plain = url.replace("postgresql+psycopg://", "postgresql://")
 
         def drop_bench_templates(u: str = plain) -> None:
-            import psycopg
-
-            dsn = u.replace("postgresql://", "postgresql://", 1)
-            from sqlalchemy import make_url
-
-            parsed = make_url(dsn)
-            kwargs = dict(user=parsed.username, dbname="postgres", port=parsed.port, autocommit=True,
-                          host=parsed.query.get("host") or parsed.host, password=parsed.password)
-            with psycopg.connect(**{k: v for k, v in kwargs.items() if v is not None}) as conn:
+            with admin_connect(u) as conn:
                 for (name,) in conn.execute("select datname from pg_database where datistemplate "
                                             "and datname like 'bench!_tpl!_%%' escape '!'").fetchall():
                     conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')

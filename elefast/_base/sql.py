@@ -369,8 +369,9 @@ KEPT_MARK = "elefast kept"
 DURABLE_COMMIT = "SET synchronous_commit TO on"
 #: For a change whose loss in a crash is harmless (renaming a database on its way out).
 LAZY_COMMIT = "SET synchronous_commit TO off"
-#: Each database's name and comment (its mark); bind ``:names``.
-MARKS_OF = "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = ANY(:names)"
+#: Each database's name, comment (its mark) and whether it is a template; bind ``:names``.
+MARKS_OF = ("SELECT datname, shobj_description(oid, 'pg_database'), datistemplate FROM pg_database "
+            "WHERE datname = ANY(:names)")
 #: Databases carrying a mark that starts with ``:mark`` (bind it with a trailing ``%``).
 LIST_MARKED = ("SELECT d.datname FROM pg_database d "
                "WHERE NOT d.datistemplate AND shobj_description(d.oid, 'pg_database') LIKE :mark ORDER BY 1")

@@ -180,12 +180,10 @@ def _state(connection: object, names: Sequence[str]) -> Dict[str, Optional[bool]
 
     from elefast._base import sql as _sql
 
-    rows = connection.execute(  # type: ignore[attr-defined]
-        text("SELECT datname, datistemplate, shobj_description(oid, 'pg_database') FROM pg_database "
-             "WHERE datname = ANY(:names)"), {"names": list(names)}).all()
+    rows = connection.execute(text(_sql.MARKS_OF), {"names": list(names)}).all()  # type: ignore[attr-defined]
     marks = (_sql.OWNED_MARK, _sql.TEMPLATE_MARK)
     return {str(name): bool(template) if str(note or "").startswith(marks) else None
-            for name, template, note in rows}
+            for name, note, template in rows}
 
 
 def _connect(engine: Any, until: float) -> Any:

@@ -369,7 +369,7 @@ def orphans_created_before(connection: Connection, cutoff: str) -> List[str]:
     names, _, half_dropped = _marked(connection)
     rows = connection.execute(text(_sql.MARKS_OF), {"names": [n for n in names if "_tpl_" not in n]}).all()
     mark = f"{_sql.OWNED_MARK} created "
-    older = [str(name) for name, note in rows
+    older = [str(name) for name, note, _ in rows
              if name not in half_dropped and str(note or "").startswith(mark) and str(note)[len(mark):] < cutoff]
     return find_orphans(connection, older, set())
 
